@@ -1,0 +1,193 @@
+"""Reader, camera conventions, on-demand point clouds and the clear errors for bad scenes."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from scene import Scene, ensure_point_cloud, point_cloud_path
+from scene.dataset_readers import DatasetError, load_cameras, target_size
+from utils.point_cloud import read_point_ply, voxel_downsample
+
+FOV = math.radians(40.0)
+
+
+def look_at_blender(eye: np.ndarray) -> np.ndarray:
+    """Camera-to-world (Blender axes: -z looks forward, +y up) for a camera at `eye` looking at the origin."""
+    back = eye / np.linalg.norm(eye)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, eye
+    return c2w
+
+
+def write_disc_scene(root: Path, size: int = 32, with_depth: bool = True, num_views: int = 4) -> Path:
+    """A scene whose object is a sphere of radius 0.5 at the origin, seen from `num_views` cameras per state and split."""
+    eyes = [np.array([3.0, 0.0, 0.5]), np.array([0.0, 3.0, 0.5]), np.array([-3.0, 0.0, 1.0]), np.array([0.0, -3.0, -0.5])]
+    eyes = eyes if num_views == 4 else [
+        3.0 * np.array([np.cos(a) * np.cos(e), np.sin(a) * np.cos(e), np.sin(e)])
+        for a, e in zip(np.linspace(0, 2 * np.pi, num_views, endpoint=False), np.tile([0.2, -0.3, 0.7], num_views))
+    ]
+    f = size / (2 * math.tan(FOV / 2))
+    for state in ("start", "end"):
+        for split in ("train", "test"):
+            frames = []
+            for i, eye in enumerate(eyes):
+                c2w = look_at_blender(eye)
+                w2c = np.linalg.inv(c2w @ np.diag([1, -1, -1, 1]))
+                v, u = np.mgrid[0:size, 0:size] + 0.5
+                dirs = np.stack([(u - size / 2) / f, (v - size / 2) / f, np.ones_like(u)], -1)
+                # ray-sphere intersection in camera coordinates: the sphere centre is w2c @ origin
+                centre = w2c[:3, 3]
+                b = dirs @ centre
+                a = (dirs**2).sum(-1)
+                disc = b**2 - a * (centre @ centre - 0.25)
+                hit = disc > 0
+                t = np.where(hit, (b - np.sqrt(np.maximum(disc, 0))) / a, 0.0)
+                rgba = np.zeros((size, size, 4), np.uint8)
+                rgba[hit] = (200, 80, 40, 255)
+                rel = f"{state}/{split}/rgba/{i:04d}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / rel), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+                if with_depth:
+                    depth = np.round(t * 1000).astype(np.uint16)
+                    (root / f"{state}/{split}/depth").mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(root / f"{state}/{split}/depth/{i:04d}.png"), depth)
+                frames.append({"file_path": rel, "time": 0.0 if state == "start" else 1.0, "transform_matrix": c2w.tolist()})
+            meta = {"camera_angle_x": FOV, "camera_angle_y": FOV, "frames": frames}
+            (root / f"transforms_{split}_{state}.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture()
+def disc_scene(tmp_path: Path) -> Path:
+    return write_disc_scene(tmp_path / "scene")
+
+
+def test_cameras_project_origin_to_image_centre(disc_scene: Path) -> None:
+    cams = load_cameras(disc_scene, 0, "train")
+    assert len(cams) == 4
+    for cam in cams:
+        p = cam.world_to_cam[:3, 3]  # origin in camera coordinates
+        assert p[2] > 0, "the object must be in front of the camera (OpenCV z forward)"
+        u, v = cam.fx * p[0] / p[2] + cam.cx, cam.fy * p[1] / p[2] + cam.cy
+        assert abs(u - 16) < 1e-4 and abs(v - 16) < 1e-4
+        assert cam.image.shape == (3, 32, 32) and cam.alpha.shape == (1, 32, 32) and cam.depth.shape == (1, 32, 32)
+        assert torch.allclose(cam.camera_center.norm(), torch.linalg.norm(torch.tensor([3.0, 0.0, 0.5])), atol=0.2)
+
+
+def test_camera_up_is_world_up(disc_scene: Path) -> None:
+    """A camera level with the object has image 'up' (-y in OpenCV) along world +z."""
+    cam = load_cameras(disc_scene, 0, "train")[0]
+    up_world = cam.cam_to_world[:3, :3] @ torch.tensor([0.0, -1.0, 0.0])
+    assert up_world[2] > 0.9
+
+
+def test_resolution_option(disc_scene: Path) -> None:
+    assert target_size(400, 300, -1) == (400, 300)
+    assert target_size(400, 300, 2) == (200, 150)
+    assert target_size(400, 300, 100) == (100, 75)
+    cam = load_cameras(disc_scene, 1, "test", resolution=2)[0]
+    assert (cam.width, cam.height) == (16, 16) and cam.image.shape == (3, 16, 16) and cam.depth.shape == (1, 16, 16)
+    assert abs(cam.fx - load_cameras(disc_scene, 1, "test")[0].fx / 2) < 1e-6
+
+
+def test_point_cloud_from_depth_lies_on_the_sphere(disc_scene: Path) -> None:
+    cams = load_cameras(disc_scene, 0, "train")
+    path = ensure_point_cloud(disc_scene, 0, cams, voxel_size=0.02)
+    pts, cols = read_point_ply(path)
+    assert len(pts) > 50
+    radius = np.linalg.norm(pts, axis=1)
+    assert np.median(np.abs(radius - 0.5)) < 0.01
+    assert np.allclose(cols.mean(0), np.array([200, 80, 40]) / 255, atol=0.02)
+
+
+def test_point_cloud_without_depth_uses_the_visual_hull(tmp_path: Path) -> None:
+    root = write_disc_scene(tmp_path / "nodepth", with_depth=False, num_views=12)
+    cams = load_cameras(root, 0, "train")
+    assert all(c.depth is None for c in cams)
+    pts, _ = read_point_ply(ensure_point_cloud(root, 0, cams, voxel_size=0.02))
+    radius = np.linalg.norm(pts, axis=1)
+    assert len(pts) > 100 and np.quantile(radius, 0.95) < 0.75  # inside the 12-view hull of the sphere
+
+
+def test_scene_container(disc_scene: Path) -> None:
+    scene = Scene(disc_scene)
+    assert len(scene.train_cameras(0)) == 4 and len(scene.test_cameras(1)) == 4
+    assert point_cloud_path(disc_scene, 0).is_file() and point_cloud_path(disc_scene, 1).is_file()
+    assert scene.extent > 3.0
+
+
+def test_voxel_downsample_averages() -> None:
+    pts = np.array([[0.01, 0.01, 0.01], [0.03, 0.03, 0.03], [0.5, 0.5, 0.5]], np.float32)
+    cols = np.array([[1, 0, 0], [0, 0, 1], [0, 1, 0]], np.float32)
+    p, c = voxel_downsample(pts, cols, 0.1)
+    assert len(p) == 2
+    order = np.argsort(p[:, 0])
+    assert np.allclose(p[order[0]], [0.02] * 3) and np.allclose(c[order[0]], [0.5, 0, 0.5])
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_cameras(tmp_path / "nope", 0, "train")
+
+
+def test_missing_transforms(disc_scene: Path) -> None:
+    (disc_scene / "transforms_train_end.json").unlink()
+    with pytest.raises(FileNotFoundError, match="transforms_train_end.json"):
+        load_cameras(disc_scene, 1, "train")
+
+
+def test_malformed_transforms(disc_scene: Path) -> None:
+    (disc_scene / "transforms_test_start.json").write_text('{"frames": []}')
+    with pytest.raises(DatasetError, match="camera_angle_x"):
+        load_cameras(disc_scene, 0, "test")
+
+
+def test_missing_image(disc_scene: Path) -> None:
+    (disc_scene / "start/train/rgba/0002.png").unlink()
+    with pytest.raises(DatasetError, match="0002.png is missing"):
+        load_cameras(disc_scene, 0, "train")
+
+
+def test_mixed_image_sizes(disc_scene: Path) -> None:
+    cv2.imwrite(str(disc_scene / "start/train/rgba/0001.png"), np.zeros((20, 20, 4), np.uint8))
+    with pytest.raises(DatasetError, match="0001.png has size 20x20"):
+        load_cameras(disc_scene, 0, "train")
+
+
+def test_depth_of_wrong_size(disc_scene: Path) -> None:
+    cv2.imwrite(str(disc_scene / "end/train/depth/0003.png"), np.zeros((16, 16), np.uint16))
+    with pytest.raises(DatasetError, match="depth image .*0003.png has size 16x16"):
+        load_cameras(disc_scene, 1, "train")
+
+
+def test_depth_not_16_bit(disc_scene: Path) -> None:
+    cv2.imwrite(str(disc_scene / "end/train/depth/0000.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(DatasetError, match="16-bit"):
+        load_cameras(disc_scene, 1, "train")
+
+
+def test_masks_are_loaded_and_checked(disc_scene: Path) -> None:
+    mdir = disc_scene / "start/train/mask"
+    mdir.mkdir(parents=True)
+    np.save(mdir / "0000.npy", np.arange(32 * 32, dtype=np.int32).reshape(32, 32))
+    cam = load_cameras(disc_scene, 0, "train")[0]
+    assert cam.mask.dtype == torch.int32 and cam.mask[1, 0] == 32
+    np.save(mdir / "0001.npy", np.zeros((8, 8), np.int32))
+    with pytest.raises(DatasetError, match="mask .*0001.npy has size 8x8"):
+        load_cameras(disc_scene, 0, "train")
+
+
+def test_scene_without_foreground(disc_scene: Path) -> None:
+    for p in (disc_scene / "start/train/rgba").glob("*.png"):
+        cv2.imwrite(str(p), np.zeros((32, 32, 4), np.uint8))
+    with pytest.raises(DatasetError, match="no foreground"):
+        Scene(disc_scene)

@@ -1,0 +1,125 @@
+"""Coloured point clouds for initialisation: back-projected depth, visual-hull sampling, voxel downsampling, PLY I/O."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from plyfile import PlyData, PlyElement
+
+from scene.cameras import Camera
+from utils.io_utils import atomic_path
+
+
+def backproject_depth(
+    cameras: list[Camera], alpha_threshold: float = 0.5, min_depth: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """World points (M, 3) and colours (M, 3) of every foreground pixel with valid depth in `cameras`."""
+    points, colours = [], []
+    for cam in cameras:
+        if cam.depth is None or cam.image is None or cam.alpha is None:
+            continue
+        depth = cam.depth[0]
+        valid = (cam.alpha[0] > alpha_threshold) & (depth > min_depth)
+        v, u = torch.nonzero(valid, as_tuple=True)
+        z = depth[v, u]
+        x = (u.float() + 0.5 - cam.cx) / cam.fx * z
+        y = (v.float() + 0.5 - cam.cy) / cam.fy * z
+        cam_pts = torch.stack([x, y, z], dim=1)
+        c2w = cam.cam_to_world
+        points.append((cam_pts @ c2w[:3, :3].T + c2w[:3, 3]).cpu().numpy())
+        colours.append(cam.image[:, v, u].T.cpu().numpy())
+    if not points:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+    return np.concatenate(points).astype(np.float32), np.concatenate(colours).astype(np.float32)
+
+
+def voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Average the points (and colours) that fall in each voxel of edge `voxel_size`."""
+    if len(points) == 0:
+        return points, colours
+    keys = np.floor(points / voxel_size).astype(np.int64)
+    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        sums = np.zeros((len(counts), values.shape[1]), np.float64)
+        np.add.at(sums, inverse, values)
+        return (sums / counts[:, None]).astype(np.float32)
+
+    return mean(points), mean(colours)
+
+
+def look_at_centre(cameras: list[Camera]) -> torch.Tensor:
+    """(3,) least-squares point closest to every camera's optical axis (what an object-centric capture looks at)."""
+    eye = torch.eye(3)
+    lhs, rhs = torch.zeros(3, 3), torch.zeros(3)
+    for cam in cameras:
+        axis = cam.cam_to_world[:3, 2]
+        proj = eye - torch.outer(axis, axis)
+        lhs += proj
+        rhs += proj @ cam.camera_center
+    return torch.linalg.lstsq(lhs, rhs).solution
+
+
+def visual_hull_points(
+    cameras: list[Camera], num_samples: int = 200_000, alpha_threshold: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random points inside the silhouettes of the views (for datasets without depth), coloured by their mean projection.
+
+    Samples uniformly in a box around the cameras' look-at region and keeps points that project inside the alpha mask of
+    every view that sees them, among points seen by at least half of the views.
+    """
+    rng = np.random.default_rng(seed)
+    centre = look_at_centre(cameras)
+    radius = 0.5 * float(min((c.camera_center - centre).norm() for c in cameras))
+    pts = torch.from_numpy(rng.uniform(-radius, radius, size=(num_samples, 3)).astype(np.float32)) + centre
+    inside = torch.ones(num_samples, dtype=torch.bool)
+    colour_sum = torch.zeros(num_samples, 3)
+    seen = torch.zeros(num_samples)
+    for cam in cameras:
+        cam_pts = pts @ cam.world_to_cam[:3, :3].T + cam.world_to_cam[:3, 3]
+        z = cam_pts[:, 2].clamp(min=1e-6)
+        u = (cam_pts[:, 0] / z * cam.fx + cam.cx).floor().long()
+        v = (cam_pts[:, 1] / z * cam.fy + cam.cy).floor().long()
+        in_frame = (cam_pts[:, 2] > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+        uc, vc = u.clamp(0, cam.width - 1), v.clamp(0, cam.height - 1)
+        fg = cam.alpha[0, vc, uc] > alpha_threshold
+        inside &= ~in_frame | fg
+        colour_sum += cam.image[:, vc, uc].T * in_frame[:, None]
+        seen += in_frame.float()
+    keep = inside & (seen >= max(1.0, 0.5 * len(cameras)))
+    colours = colour_sum[keep] / seen[keep, None]
+    return pts[keep].numpy(), colours.numpy()
+
+
+def write_point_ply(path: str | Path, points: np.ndarray, colours: np.ndarray) -> None:
+    """Write points (M, 3) with colours (M, 3) in [0, 1] as a binary PLY (x, y, z, red, green, blue), atomically."""
+    vertex = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    vertex["x"], vertex["y"], vertex["z"] = points[:, 0], points[:, 1], points[:, 2]
+    rgb = np.clip(np.round(colours * 255.0), 0, 255).astype(np.uint8)
+    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(vertex, "vertex")]).write(str(tmp))
+
+
+def read_point_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Points (M, 3) and colours (M, 3) in [0, 1] (grey when the file has none); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"point cloud not found: {path}")
+    try:
+        vertex = PlyData.read(str(path))["vertex"]
+    except Exception as err:  # plyfile raises several types for malformed files
+        raise ValueError(f"cannot read point cloud {path}: {err}") from err
+    names = vertex.data.dtype.names
+    if not {"x", "y", "z"} <= set(names):
+        raise ValueError(f"point cloud {path} has no x/y/z properties")
+    points = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=1).astype(np.float32)
+    if len(points) == 0:
+        raise ValueError(f"point cloud {path} is empty")
+    if {"red", "green", "blue"} <= set(names):
+        colours = np.stack([vertex["red"], vertex["green"], vertex["blue"]], axis=1).astype(np.float32) / 255.0
+    else:
+        colours = np.full_like(points, 0.5)
+    return points, colours
