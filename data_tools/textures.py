@@ -1,0 +1,73 @@
+"""Procedural solid textures: an albedo defined on 3D points of a part's own frame, so it moves with the part.
+
+A texture blends two colours of one hue by a pattern value in [0, 1]: smooth noise (a sum of random 3D sinusoids),
+noise-warped stripes, or a checker softened by noise. Photometric optimisation needs such texture to see motion.
+Patterns are evaluated in float32, whose vectorised sine is several times faster.
+"""
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+
+import numpy as np
+
+PATTERNS = ("noise", "stripes", "checker")
+NOISE_WAVES = 8
+
+
+@dataclass(frozen=True)
+class Texture:
+    """Two colours (2, 3) in [0, 1], a pattern name, float32 noise waves (M, 3) with phases (M,), stripe axis (3,)
+    and the stripe/checker period."""
+
+    colors: np.ndarray
+    pattern: str
+    waves: np.ndarray
+    phases: np.ndarray
+    axis: np.ndarray
+    period: float
+
+    def __post_init__(self) -> None:
+        if self.pattern not in PATTERNS:
+            raise ValueError(f"texture pattern must be one of {PATTERNS}, got {self.pattern!r}")
+
+    def noise(self, points: np.ndarray) -> np.ndarray:
+        """Smooth noise in (-1, 1) at points (N, 3)."""
+        # (M, N) layout: `waves @ points.T` is a BLAS product, several times faster than `points @ waves.T` here.
+        waves = np.sin(self.waves @ points.T + self.phases[:, None]).sum(axis=0)
+        return np.tanh(1.5 * waves / np.sqrt(len(self.phases)))
+
+    def pattern_value(self, points: np.ndarray) -> np.ndarray:
+        """Pattern value in [0, 1] at points (N, 3)."""
+        noise = self.noise(points)
+        if self.pattern == "noise":
+            return 0.5 + 0.5 * noise
+        if self.pattern == "stripes":
+            phase = 2.0 * np.pi * (self.axis @ points.T) / self.period + 1.5 * noise
+            return 0.5 + 0.5 * np.tanh(3.0 * np.sin(phase))
+        parity = np.floor(points / self.period).sum(axis=1) % 2.0
+        return 0.7 * parity + 0.3 * (0.5 + 0.5 * noise)
+
+    def albedo(self, points: np.ndarray) -> np.ndarray:
+        """RGB albedo (N, 3) in [0, 1] at points (N, 3) of the part's frame."""
+        value = self.pattern_value(np.asarray(points, dtype=np.float32))
+        return self.colors[0] + value[:, None] * (self.colors[1] - self.colors[0])
+
+
+def random_texture(rng: np.random.Generator, hue: float) -> Texture:
+    """A texture of the given hue in [0, 1) with a random pattern and random scales (for objects of radius ~1)."""
+    saturation, brightness = rng.uniform(0.45, 0.8), rng.uniform(0.7, 0.95)
+    light = colorsys.hsv_to_rgb(hue % 1.0, saturation, brightness)
+    dark = colorsys.hsv_to_rgb((hue + rng.uniform(-0.04, 0.04)) % 1.0, min(1.0, saturation * 1.2), brightness * 0.45)
+    directions = rng.normal(size=(NOISE_WAVES, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    wavelengths = rng.uniform(0.08, 0.4, size=(NOISE_WAVES, 1))
+    axis = rng.normal(size=3)
+    return Texture(
+        colors=np.array([light, dark]),
+        pattern=str(rng.choice(PATTERNS)),
+        waves=(2.0 * np.pi * directions / wavelengths).astype(np.float32),
+        phases=rng.uniform(0.0, 2.0 * np.pi, size=NOISE_WAVES).astype(np.float32),
+        axis=(axis / np.linalg.norm(axis)).astype(np.float32),
+        period=float(rng.uniform(0.07, 0.15)),
+    )

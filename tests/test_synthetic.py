@@ -1,0 +1,311 @@
+"""Tests of the synthetic articulated-object generator (data_tools): format, geometry, joints, determinism, CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import open3d as o3d
+import pytest
+import trimesh
+
+from data_tools.objects import build_object, categories
+from data_tools.synthetic import generate_scene, main
+from utils.mesh_utils import load_mesh
+
+RES, VIEWS, TEST_VIEWS, SEED = 48, 6, 2, 3
+STATES, SPLITS = ("start", "end"), ("train", "test")
+DOOR_CATEGORIES = ("cabinet", "fridge", "storage", "oven")  # a revolute door hides a hollow interior
+
+
+@pytest.fixture(scope="module")
+def scene_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def scene_dir(root: Path, category: str) -> Path:
+    """The small test scene of `category`, generated on first use and shared by the module's tests."""
+    out = root / category
+    if not (out / "gt" / "trans.json").exists():
+        generate_scene(category, out, res=RES, views=VIEWS, test_views=TEST_VIEWS, seed=SEED, progress=False)
+    return out
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert image is not None, f"cannot read {path}"
+    return image
+
+
+def load_views(scene: Path, state: str, split: str) -> list[dict]:
+    """Every frame of one transforms file with its pose, camera angles and images (RGBA in RGB order)."""
+    meta = json.loads((scene / f"transforms_{split}_{state}.json").read_text())
+    views = []
+    for frame in meta["frames"]:
+        rgba_path = scene / frame["file_path"]
+        views.append({
+            "c2w": np.array(frame["transform_matrix"], dtype=np.float64),
+            "angle_x": meta["camera_angle_x"],
+            "angle_y": meta["camera_angle_y"],
+            "rgba": cv2.cvtColor(read_image(rgba_path), cv2.COLOR_BGRA2RGBA),
+            "depth": read_image(rgba_path.parent.parent / "depth" / rgba_path.name),
+            "part": read_image(rgba_path.parent.parent / "part" / rgba_path.name),
+            "frame": frame,
+        })
+    return views
+
+
+def backproject(view: dict) -> tuple[np.ndarray, np.ndarray]:
+    """World points (M, 3) of the pixels with depth, and their (M,) part ids: OpenGL pose -> OpenCV, +0.5 centres."""
+    depth = view["depth"].astype(np.float64) / 1000.0
+    height, width = depth.shape
+    fx = width / (2 * math.tan(view["angle_x"] / 2))
+    fy = height / (2 * math.tan(view["angle_y"] / 2))
+    v, u = np.nonzero(depth > 0)
+    z = depth[v, u]
+    cam = np.stack([(u + 0.5 - width / 2) / fx * z, (v + 0.5 - height / 2) / fy * z, z], axis=1)
+    c2w = view["c2w"] @ np.diag([1.0, -1.0, -1.0, 1.0])
+    return cam @ c2w[:3, :3].T + c2w[:3, 3], view["part"][v, u]
+
+
+def surface_distance(mesh: trimesh.Trimesh, points: np.ndarray) -> np.ndarray:
+    """(M,) unsigned distance of points (M, 3) to the triangles of `mesh`."""
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor(mesh.vertices.astype(np.float32)),
+                        o3d.core.Tensor(mesh.faces.astype(np.uint32)))
+    return scene.compute_distance(o3d.core.Tensor(points.astype(np.float32))).numpy()
+
+
+def gt_meshes(scene: Path, state: str, n_joints: int) -> dict[str, trimesh.Trimesh]:
+    gt = scene / "gt" / state
+    meshes = {"whole": load_mesh(gt / f"{state}_rotate.ply"), "static": load_mesh(gt / f"{state}_static_rotate.ply")}
+    meshes.update({f"dynamic_{i}": load_mesh(gt / f"{state}_dynamic_{i}_rotate.ply") for i in range(n_joints)})
+    return meshes
+
+
+def trans_info(scene: Path) -> list[dict]:
+    return json.loads((scene / "gt" / "trans.json").read_text())["trans_info"]
+
+
+def apply_joint(joint: dict, points: np.ndarray) -> np.ndarray:
+    """Move points (N, 3) from the start to the end state with a DESIGN.md §3 joint."""
+    origin, direction = np.array(joint["axis"]["o"]), np.array(joint["axis"]["d"])
+    if joint["type"] == "rotate":
+        angle = math.radians(joint["rotate"]["r"] - joint["rotate"]["l"])
+        return trimesh.transform_points(points, trimesh.transformations.rotation_matrix(angle, direction, origin))
+    return points + (joint["translate"]["r"] - joint["translate"]["l"]) * direction
+
+
+@pytest.mark.parametrize("category", categories())
+def test_scene_layout_and_image_formats(scene_root: Path, category: str) -> None:
+    scene = scene_dir(scene_root, category)
+    joints = trans_info(scene)
+    assert isinstance(joints, list) and len(joints) >= 1
+    for joint in joints:
+        assert joint["type"] in ("rotate", "translate")
+        assert np.linalg.norm(joint["axis"]["d"]) == pytest.approx(1.0, abs=1e-12)
+        assert set(joint["rotate"]) == set(joint["translate"]) == {"l", "r"}
+    for state_index, state in enumerate(STATES):
+        assert len(list((scene / "gt" / state).glob(f"{state}_dynamic_*_rotate.ply"))) == len(joints)
+        for split, count in zip(SPLITS, (VIEWS, TEST_VIEWS)):
+            views = load_views(scene, state, split)
+            assert len(views) == count
+            for index, view in enumerate(views):
+                assert view["frame"]["file_path"] == f"{state}/{split}/rgba/{index:04d}.png"
+                assert view["frame"]["time"] == float(state_index)
+                assert view["rgba"].dtype == np.uint8 and view["rgba"].shape == (RES, RES, 4)
+                assert view["depth"].dtype == np.uint16 and view["depth"].shape == (RES, RES)
+                assert view["part"].dtype == np.uint8 and view["part"].shape == (RES, RES)
+                assert view["part"].max() <= len(joints) + 1
+                assert np.array_equal(view["part"] > 0, view["depth"] > 0)  # both come from the centre ray
+                assert np.all(view["rgba"][view["rgba"][..., 3] == 0, :3] == 0)
+                np.testing.assert_allclose(view["c2w"][3], [0, 0, 0, 1])
+                np.testing.assert_allclose(view["c2w"][:3, :3] @ view["c2w"][:3, :3].T, np.eye(3), atol=1e-9)
+            assert views[0]["angle_x"] == pytest.approx(views[0]["angle_y"])
+            assert math.degrees(views[0]["angle_x"]) == pytest.approx(42.0)
+    assert not list(scene.glob("point_cloud_*.ply")) and not list(scene.rglob("mask"))
+
+
+@pytest.mark.parametrize("category", categories())
+def test_joints_map_start_part_meshes_onto_end_meshes(scene_root: Path, category: str) -> None:
+    scene = scene_dir(scene_root, category)
+    joints = trans_info(scene)
+    start, end = (gt_meshes(scene, state, len(joints)) for state in STATES)
+    np.testing.assert_array_equal(start["static"].vertices, end["static"].vertices)
+    for i, joint in enumerate(joints):
+        moved = apply_joint(joint, start[f"dynamic_{i}"].vertices)
+        assert np.abs(moved - end[f"dynamic_{i}"].vertices).max() < 1e-5
+        assert np.abs(start[f"dynamic_{i}"].vertices - end[f"dynamic_{i}"].vertices).max() > 0.1  # visibly moves
+    for meshes in (start, end):
+        parts = [meshes["static"]] + [meshes[f"dynamic_{i}"] for i in range(len(joints))]
+        np.testing.assert_array_equal(meshes["whole"].vertices, np.concatenate([m.vertices for m in parts]))
+
+
+@pytest.mark.parametrize("category", categories())
+def test_depth_and_part_ids_lie_on_the_gt_surfaces(scene_root: Path, category: str) -> None:
+    scene = scene_dir(scene_root, category)
+    n_joints = len(trans_info(scene))
+    for state in STATES:
+        meshes = gt_meshes(scene, state, n_joints)
+        size = float(np.linalg.norm(meshes["whole"].extents))
+        points, parts = map(np.concatenate, zip(*(backproject(v) for s in SPLITS for v in load_views(scene, state, s))))
+        assert len(points) > 0.05 * RES * RES * (VIEWS + TEST_VIEWS)
+        distance = surface_distance(meshes["whole"], points)
+        assert np.median(distance) < 0.005 * size
+        # z-depth (not ray length), exact camera model: only the 0.5 mm quantisation of the PNG remains.
+        assert distance.max() < 1e-3
+        assert set(np.unique(parts)) == set(range(1, n_joints + 2)), "every part is seen in some view"
+        for part_id in range(1, n_joints + 2):
+            mesh = meshes["static"] if part_id == 1 else meshes[f"dynamic_{part_id - 2}"]
+            assert surface_distance(mesh, points[parts == part_id]).max() < 1e-3
+
+
+@pytest.mark.parametrize("category", categories())
+def test_images_are_antialiased_and_textured(scene_root: Path, category: str) -> None:
+    scene = scene_dir(scene_root, category)
+    views = [v for state in STATES for v in load_views(scene, state, "train")]
+    alpha = np.stack([v["rgba"][..., 3] for v in views])
+    assert np.mean((alpha > 0) & (alpha < 255)) > 0.002
+    assert np.any(alpha == 0) and np.any(alpha == 255)
+    for part_id in range(1, len(trans_info(scene)) + 2):
+        colours = np.concatenate([v["rgba"][(v["part"] == part_id) & (v["rgba"][..., 3] == 255), :3] for v in views])
+        assert len(colours) > 20
+        assert colours.astype(np.float64).std(axis=0).mean() / 255 > 0.04
+
+
+@pytest.mark.parametrize("category", categories())
+def test_part_textures_vary_on_a_flat_patch(category: str) -> None:
+    spec = build_object(category, SEED)
+    grid = np.stack(np.meshgrid(np.linspace(-0.3, 0.3, 40), np.linspace(-0.3, 0.3, 40), [0.1]), -1).reshape(-1, 3)
+    for part in spec.parts:
+        albedo = part.texture.albedo(grid)
+        assert albedo.min() >= 0.0 and albedo.max() <= 1.0
+        assert albedo.std(axis=0).mean() > 0.03, f"{category} {part.name}: texture is flat"
+
+
+@pytest.mark.parametrize("category", categories())
+def test_object_fits_unit_sphere_and_cameras_look_at_it(scene_root: Path, category: str) -> None:
+    scene = scene_dir(scene_root, category)
+    for state in STATES:
+        radius = np.linalg.norm(load_mesh(scene / "gt" / state / f"{state}_rotate.ply").vertices, axis=1).max()
+        assert radius <= 0.95
+        positions = {}
+        for split in SPLITS:
+            c2w = np.stack([v["c2w"] for v in load_views(scene, state, split)])
+            eye = c2w[:, :3, 3]
+            distance = np.linalg.norm(eye, axis=1)
+            assert np.all((distance >= 3.0) & (distance <= 3.5))
+            # OpenGL camera z points backwards, i.e. away from the origin the camera looks at.
+            np.testing.assert_allclose(c2w[:, :3, 2], eye / distance[:, None], atol=1e-9)
+            elevation = np.degrees(np.arcsin(eye[:, 2] / distance))
+            assert np.all((elevation >= -10.0) & (elevation <= 70.0))
+            positions[split] = eye
+        assert np.linalg.norm(positions["train"][:, None] - positions["test"][None], axis=2).min() > 1e-3
+    spec = build_object(category, SEED)
+    for state in range(2):
+        assert np.linalg.norm(np.concatenate(spec.posed_vertices(state)), axis=1).max() <= 0.9 + 1e-6
+
+
+def first_hits(meshes: dict[str, trimesh.Trimesh], names: list[str], rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Name of the mesh each ray (N, 6) hits first (or "" for none), and the hit distance (N,)."""
+    raycaster = o3d.t.geometry.RaycastingScene()
+    for name in names:
+        raycaster.add_triangles(o3d.core.Tensor(meshes[name].vertices.astype(np.float32)),
+                                o3d.core.Tensor(meshes[name].faces.astype(np.uint32)))
+    hits = raycaster.cast_rays(o3d.core.Tensor(rays.astype(np.float32)))
+    ids, t_hit = hits["geometry_ids"].numpy(), hits["t_hit"].numpy()
+    return np.array([names[i] if i < len(names) else "" for i in ids]), t_hit
+
+
+@pytest.mark.parametrize("category", DOOR_CATEGORIES)
+def test_opening_a_door_reveals_a_hollow_interior(scene_root: Path, category: str) -> None:
+    """Rays cast backwards (objects face -y) from a grid on a closed door hit the door; once it is open, most of them
+    hit the body well behind the door's closed position: the body is hollow."""
+    scene = scene_dir(scene_root, category)
+    joints = trans_info(scene)
+    start, end = (gt_meshes(scene, state, len(joints)) for state in STATES)
+    names = ["static", *(f"dynamic_{k}" for k in range(len(joints)))]
+    doors = [i for i, joint in enumerate(joints) if joint["type"] == "rotate"]
+    assert doors
+    for i in doors:
+        lo, hi = start[f"dynamic_{i}"].bounds
+        grid = np.stack(np.meshgrid(np.linspace(lo[0], hi[0], 7)[1:-1], [(lo[1] + hi[1]) / 2],
+                                    np.linspace(lo[2], hi[2], 7)[1:-1]), -1).reshape(-1, 3)
+        rays = np.concatenate([grid, np.tile([0.0, 1.0, 0.0], (len(grid), 1))], axis=1)
+        assert np.all(first_hits(start, names, rays)[0] == f"dynamic_{i}")
+        hit, depth = first_hits(end, names, rays)
+        assert np.mean((hit == "static") & (depth > 0.05 * np.linalg.norm(start["whole"].extents))) >= 0.5
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
+    kwargs = dict(res=32, views=2, test_views=1, progress=False)
+    generate_scene("storage", tmp_path / "a", seed=5, **kwargs)
+    generate_scene("storage", tmp_path / "b", seed=5, **kwargs)
+    generate_scene("storage", tmp_path / "c", seed=6, **kwargs)
+    digests = file_digests(tmp_path / "a")
+    assert len(digests) == 4 + 2 * 3 * 3 + 2 * (1 + 4 + 1) + 1  # jsons, PNGs, meshes (static, 4 dynamic, whole), trans
+    assert digests == file_digests(tmp_path / "b")
+    assert trans_info(tmp_path / "a") != trans_info(tmp_path / "c")
+
+
+def test_open_state_start_reverses_the_motion(tmp_path: Path) -> None:
+    kwargs = dict(res=32, views=1, test_views=1, seed=2, progress=False)
+    generate_scene("fridge", tmp_path / "end", open_state="end", **kwargs)
+    generate_scene("fridge", tmp_path / "start", open_state="start", **kwargs)
+    opens_at_end, opens_at_start = trans_info(tmp_path / "end"), trans_info(tmp_path / "start")
+    for a, b in zip(opens_at_end, opens_at_start, strict=True):
+        assert a["axis"] == b["axis"] and a["type"] == b["type"] == "rotate"
+        assert (a["rotate"]["l"], a["rotate"]["r"]) == (b["rotate"]["r"], b["rotate"]["l"])
+        assert abs(a["rotate"]["r"]) >= 40.0 and a["rotate"]["l"] == 0.0
+    for i in range(len(opens_at_end)):
+        end_of_a = load_mesh(tmp_path / "end" / "gt" / "end" / f"end_dynamic_{i}_rotate.ply").vertices
+        start_of_b = load_mesh(tmp_path / "start" / "gt" / "start" / f"start_dynamic_{i}_rotate.ply").vertices
+        np.testing.assert_array_equal(end_of_a, start_of_b)
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown category 'sofa'"):
+        generate_scene("sofa", tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="supersample"):
+        generate_scene("cabinet", tmp_path / "x", supersample=2, progress=False)
+    with pytest.raises(ValueError, match="views"):
+        generate_scene("cabinet", tmp_path / "x", views=0, progress=False)
+    with pytest.raises(ValueError, match="open_state"):
+        generate_scene("cabinet", tmp_path / "x", open_state="middle", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_scene_needs_overwrite(tmp_path: Path) -> None:
+    scene = tmp_path / "scene"
+    kwargs = dict(res=16, views=1, test_views=1, progress=False)
+    generate_scene("laptop", scene, seed=0, **kwargs)
+    (scene / "point_cloud_start.ply").write_text("stale")
+    (scene / "notes.txt").write_text("keep me")
+    before = trans_info(scene)
+    with pytest.raises(FileExistsError, match=str(scene)):
+        generate_scene("laptop", scene, seed=1, **kwargs)
+    assert trans_info(scene) == before
+    generate_scene("laptop", scene, seed=1, overwrite=True, **kwargs)
+    assert trans_info(scene) != before
+    assert not (scene / "point_cloud_start.ply").exists() and (scene / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_writes_a_scene(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data" / "synthetic" / "oven" / "seed4"
+    args = ["--category", "oven", "--seed", "4", "--out", str(out), "--res", "24", "--views", "2", "--test_views", "1"]
+    assert main(args) == 0
+    assert "oven seed 4" in capsys.readouterr().out
+    assert len(json.loads((out / "transforms_train_end.json").read_text())["frames"]) == 2
+    assert read_image(out / "start" / "test" / "rgba" / "0000.png").shape == (24, 24, 4)
+    assert main(args) == 2  # refuses to overwrite without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--category", "sofa", "--out", str(out)])
