@@ -1,0 +1,125 @@
+"""`render()` / `render_batch()`: the one renderer every stage calls, with two backends of the same surfel model.
+
+CUDA tensors go to gsplat (`gsplat_backend`), anything else to the pure-PyTorch reference (`reference`); `backend=`
+forces one. Both return the same dictionary (channel-first images):
+
+    render (3,H,W)          RGB composited over `bg`
+    alpha (1,H,W)           accumulated opacity
+    depth (1,H,W)           (1 - depth_ratio) · depth_expected + depth_ratio · depth_median
+    depth_expected (1,H,W)  Σ w z / alpha, z = each surfel's centre depth (gsplat's definition)
+    depth_median (1,H,W)    depth of the last surfel composited while transmittance > 0.5 (0 where empty)
+    rend_normal (3,H,W)     alpha-weighted surfel normals, world frame, facing the camera
+    surf_normal (3,H,W)     normals of the `depth` map (world frame, facing the camera, 0 on the image border)
+    rend_dist (1,H,W)       gsplat's distortion Σ_ij w_i w_j |z_i - z_j|
+    features (F,H,W)        per-surfel feature channels composited over 0, or None
+    radii (N,) int          screen-space radius in pixels (0 = culled)
+    visibility_filter (N,)  radii > 0
+    info                    what `scene.gaussian_model.Densifier` reads (radii (C,N,2), gradient_2dgs (C,N,2), ...)
+
+`render_batch` renders several cameras of the same surfels in one call; its images and radii gain a leading C dim.
+"""
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from gaussian_renderer.gsplat_backend import render_gsplat
+from gaussian_renderer.reference import render_reference
+from scene.cameras import Camera
+
+if TYPE_CHECKING:
+    from scene.gaussian_model import GaussianModel
+
+BACKENDS = {"gsplat": render_gsplat, "reference": render_reference}
+
+
+def render(
+    camera: Camera,
+    gaussians: GaussianModel,
+    bg: Tensor,
+    *,
+    means: Tensor | None = None,
+    rotations: Tensor | None = None,
+    features: Tensor | None = None,
+    mask: Tensor | None = None,
+    with_features: bool = True,
+    backend: str | None = None,
+    depth_ratio: float = 0.0,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> dict:
+    """Render `gaussians` from one camera over background colour `bg` (3,); see the module docstring for the keys.
+
+    `means` (N, 3) / `rotations` (N, 4) replace the model's (e.g. deformed, differentiable), `features` (N, F)
+    replaces its feature channels, `mask` (N,) bool renders only those surfels; `with_features=False` skips the
+    feature channels (the `features` key is then None).
+    """
+    out = render_batch(
+        [camera], gaussians, bg[None], means=means, rotations=rotations, features=features, mask=mask,
+        with_features=with_features, backend=backend, depth_ratio=depth_ratio, near_plane=near_plane, far_plane=far_plane,
+    )
+    return {key: value if key == "info" or value is None else value[0] for key, value in out.items()}
+
+
+def render_batch(
+    cameras: list[Camera],
+    gaussians: GaussianModel,
+    bgs: Tensor,
+    *,
+    means: Tensor | None = None,
+    rotations: Tensor | None = None,
+    features: Tensor | None = None,
+    mask: Tensor | None = None,
+    with_features: bool = True,
+    backend: str | None = None,
+    depth_ratio: float = 0.0,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> dict:
+    """Render `gaussians` from C cameras of one image size over backgrounds `bgs` (C, 3) in one backend call."""
+    means = gaussians.get_xyz if means is None else means
+    quats = gaussians.params["quats"] if rotations is None else rotations
+    if not with_features:
+        features = None
+    elif features is None:
+        features = gaussians.get_features
+    opacities = gaussians.get_opacity
+    if mask is not None:
+        opacities = opacities * mask
+    viewmats, Ks, width, height = camera_tensors(cameras, means.device, means.dtype)
+    backend = backend or ("gsplat" if means.is_cuda else "reference")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    out = BACKENDS[backend](
+        means, quats, torch.exp(gaussians.params["scales"]), opacities, gaussians.get_shs,
+        gaussians.active_sh_degree, features, viewmats, Ks, width, height, bgs, depth_ratio, near_plane, far_plane,
+    )
+    radii = out["radii"] if mask is None else out["radii"] * mask[:, None]
+    out["info"]["radii"] = radii
+    return {**out, "radii": radii.amax(dim=-1), "visibility_filter": (radii > 0).all(dim=-1)}
+
+
+def camera_tensors(cameras: list[Camera], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, int, int]:
+    """viewmats (C, 4, 4) and Ks (C, 3, 3) on `device`, and the common image size; no host-device sync."""
+    if not cameras:
+        raise ValueError("render_batch needs at least one camera")
+    width, height = cameras[0].width, cameras[0].height
+    for cam in cameras:
+        if (cam.width, cam.height) != (width, height):
+            raise ValueError(
+                f"cameras of one batch must share the image size: {cameras[0].image_name} is {width}x{height}, "
+                f"{cam.image_name} is {cam.width}x{cam.height}"
+            )
+    viewmats = torch.stack([cam.world_to_cam for cam in cameras]).to(device=device, dtype=dtype)
+    Ks = torch.stack([_intrinsics(cam.fx, cam.fy, cam.cx, cam.cy, device, dtype) for cam in cameras])
+    return viewmats, Ks, width, height
+
+
+@functools.lru_cache(maxsize=4096)
+def _intrinsics(fx: float, fy: float, cx: float, cy: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(3, 3) intrinsics on `device`, cached so that repeated renders do not copy them from the host again."""
+    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
+

@@ -1,0 +1,164 @@
+"""GPU tests: the gsplat backend against the reference backend and raw gsplat (run with `pytest -m cuda -s`).
+
+Both backends run the same float32 scene on the GPU. The reference reproduces gsplat's decisions (tile culling, 1/255
+skip, transmittance stop, sort order), so differences come from float32 rounding (gsplat builds with fast math, its
+backward recovers T by division, the reference uses cumulative products) and from the rare pairs that sit within
+rounding of a discrete decision (alpha at 1/255, T at 1e-4 or 0.5, a radius at an integer). Tolerances below are
+stated per quantity with the reason; measured differences are printed for the record.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from gsplat import rasterization_2dgs, spherical_harmonics
+
+from gaussian_renderer import render_batch
+from scene.cameras import Camera
+from scene.gaussian_model import LOG_THICKNESS, Densifier, GaussianModel
+from utils.rotations import axis_angle_to_quat, quat_to_matrix
+
+pytestmark = pytest.mark.cuda
+
+WIDTH, HEIGHT, FOCAL = 120, 100, 110.0  # partial tiles on both axes
+IMAGE_KEYS = (
+    "render", "features", "alpha", "depth_expected", "depth_median", "rend_normal", "surf_normal", "rend_dist",
+)
+
+
+def cameras(device: str) -> list[Camera]:
+    """Two views of a scene around (0, 0, 3): straight on, and turned 20° about y from a point off to the side."""
+    turned = torch.eye(4)
+    turned[:3, :3] = quat_to_matrix(axis_angle_to_quat(torch.tensor([0.0, math.radians(-20.0), 0.0])))
+    turned[:3, 3] = -turned[:3, :3] @ torch.tensor([1.0, 0.2, 0.2])
+    return [Camera(i, 0, "train", f"view{i}", WIDTH, HEIGHT, FOCAL, FOCAL, 61.3, 48.7, w2c.to(device))
+            for i, w2c in enumerate([torch.eye(4), turned])]
+
+
+def random_model(n: int, seed: int, device: str) -> GaussianModel:
+    """n surfels with SH degree 3 and 5 feature channels, sizes from sub-pixel to ~8 px, opacities 0.05-0.95."""
+    g = torch.Generator().manual_seed(seed)
+    log_scale = math.log(0.004) + 2.5 * torch.rand(n, 1, generator=g) + 0.3 * torch.randn(n, 2, generator=g)
+    params = {
+        "means": (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([2.0, 1.6, 1.0]) + torch.tensor([0.0, 0.0, 3.0]),
+        "scales": torch.cat([log_scale, torch.full((n, 1), LOG_THICKNESS)], dim=1),
+        "quats": torch.randn(n, 4, generator=g),
+        "opacities": torch.logit(0.05 + 0.9 * torch.rand(n, generator=g)),
+        "sh0": torch.randn(n, 1, 3, generator=g) * 0.6,
+        "shN": torch.randn(n, 15, 3, generator=g) * 0.1,
+        "features": torch.randn(n, 5, generator=g),
+    }
+    model = GaussianModel({k: v.to(device).requires_grad_() for k, v in params.items()}, sh_degree=3)
+    model.active_sh_degree = 3
+    return model
+
+
+def render_and_backward(model: GaussianModel, backend: str, depth_ratio: float) -> tuple[dict, dict]:
+    """Render both cameras, back-propagate a fixed random weighting of every output; return outputs and gradients."""
+    device = model.device
+    cams = cameras(str(device))
+    bgs = torch.tensor([[0.2, 0.5, 0.9], [1.0, 1.0, 1.0]], device=device)
+    out = render_batch(cams, model, bgs, backend=backend, depth_ratio=depth_ratio)
+    g = torch.Generator(device=device).manual_seed(7)
+    loss = sum((out[key] * torch.rand(out[key].shape, generator=g, device=device)).sum() for key in IMAGE_KEYS
+               if key != "depth_expected") + (out["depth_expected"] * out["alpha"].detach()).sum()
+    out["info"]["gradient_2dgs"].retain_grad()
+    for p in model.params.values():
+        p.grad = None
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.params.items()}
+    grads["gradient_2dgs"] = out["info"]["gradient_2dgs"].grad.clone()
+    return out, grads
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("depth_ratio", [0.0, 1.0])
+def test_gsplat_matches_reference(depth_ratio):
+    model = random_model(4000, seed=0, device="cuda")
+    gs, gs_grads = render_and_backward(model, "gsplat", depth_ratio)
+    ref, ref_grads = render_and_backward(model, "reference", depth_ratio)
+
+    print(f"\ngsplat vs reference, depth_ratio={depth_ratio} (2 cameras {WIDTH}x{HEIGHT}, 4000 surfels):")
+    assert torch.equal(gs["radii"] > 0, ref["radii"] > 0)
+    radius_diff = (gs["info"]["radii"] - ref["info"]["radii"]).abs()
+    print(f"  radii: {int((radius_diff > 0).sum())} of {radius_diff.numel()} differ, max {int(radius_diff.max())}")
+    assert radius_diff.max() <= 1 and (radius_diff > 0).float().mean() < 1e-3  # fast-math sqrt at integer edges
+    visible = gs["visibility_filter"]
+    means2d_diff = (gs["info"]["means2d"] - ref["info"]["means2d"])[visible].abs().max()
+    print(f"  means2d: max |diff| {means2d_diff:.2e} px")
+    assert means2d_diff < 1e-3
+
+    covered = ref["alpha"] > 1e-3  # expected depth divides by alpha: compare where it is not tiny
+    for key in IMAGE_KEYS:
+        diff = (gs[key] - ref[key]).abs()
+        if key == "depth_expected":
+            diff = diff * covered
+        frac = (diff > 1e-3).float().mean().item()
+        print(f"  {key:15s} max {diff.max():.2e}  mean {diff.mean():.2e}  99.9% {diff.flatten().quantile(0.999):.2e}"
+              f"  >1e-3: {100 * frac:.3f}% of values")
+        # Float32 rounding gives ~1e-6 (measured on an H200: max 4e-5, surface normals 6e-4 where depth differences
+        # of 1e-5 meet silhouettes); a pair that flips a discrete decision moves one pixel by up to one surfel's
+        # weight (the median depth: by the depth gap between surfels), so only a tiny fraction may differ visibly.
+        assert diff.mean() < 1e-5 and frac < 1e-3, key
+    for name, grad in ref_grads.items():
+        err = relative_error(gs_grads[name], grad)
+        print(f"  grad {name:13s} relative L2 error {err:.2e}")
+        if name == "gradient_2dgs":
+            # Both are dL/dM[0:2, 2]·z (a pixel shift of the centre in the ray-splat kernel), but gsplat reads the
+            # accumulating sum without synchronisation (each tile's last warp writes what it sees), so its value
+            # may miss some pixels' contributions: compare per-surfel norms statistically.
+            a, b = gs_grads[name].norm(dim=-1)[visible], grad.norm(dim=-1)[visible]
+            corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+            print(f"  gradient_2dgs norm correlation {corr:.4f}, mean ratio {(a.mean() / b.mean()).item():.4f}")
+            assert corr > 0.99 and err < 1e-2  # measured on an H200: 6e-5, correlation 1.000
+        else:
+            # float32 sums over ~1e5 pairs and the flipped pairs above; measured on an H200: <= 5e-5
+            assert err < 1e-3, name
+            if name == "scales":
+                assert gs_grads[name][:, 2].abs().max() == 0  # the thickness column is not rendered
+
+
+def test_wrapper_matches_raw_gsplat_exactly():
+    model = random_model(2000, seed=1, device="cuda")
+    cams = cameras("cuda")
+    bgs = torch.rand(2, 3, device="cuda")
+    out = render_batch(cams, model, bgs)
+    viewmats = torch.stack([c.world_to_cam for c in cams])
+    Ks = torch.stack([c.K for c in cams])
+    campos = torch.linalg.inv(viewmats)[:, :3, 3]
+    rgb = spherical_harmonics(3, model.get_xyz[None] - campos[:, None], model.get_shs.expand(2, -1, -1, -1))
+    colors = torch.cat([torch.clamp_min(rgb + 0.5, 0.0), model.get_features.expand(2, -1, -1)], dim=-1)
+    raw = rasterization_2dgs(
+        model.get_xyz, model.params["quats"], torch.exp(model.params["scales"]), model.get_opacity, colors, viewmats,
+        Ks, WIDTH, HEIGHT, backgrounds=torch.cat([bgs, torch.zeros(2, 5, device="cuda")], dim=1),
+        render_mode="RGB+ED", distloss=True,
+    )
+    rendered = raw[0].permute(0, 3, 1, 2)
+    torch.testing.assert_close(out["render"], rendered[:, :3], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out["features"], rendered[:, 3:8], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out["depth"], rendered[:, 8:], rtol=1e-6, atol=1e-6)
+    for key, index in (("alpha", 1), ("rend_normal", 2), ("surf_normal", 3), ("rend_dist", 4), ("depth_median", 5)):
+        torch.testing.assert_close(out[key], raw[index].permute(0, 3, 1, 2), rtol=1e-6, atol=1e-6, msg=key)
+
+
+def test_densifier_and_fused_adam_on_gpu():
+    model = random_model(3000, seed=2, device="cuda")
+    model.setup_optimizers()
+    assert model.optimizers["means"].defaults["fused"]
+    densifier = Densifier(model, refine_start=0, refine_every=2, grad_threshold=1e-5, reset_every=1000)
+    cams = cameras("cuda")
+    n0 = model.num_points
+    for step in range(3):
+        out = render_batch(cams, model, torch.zeros(2, 3, device="cuda"))
+        densifier.pre_backward(step, out["info"])
+        (out["render"] - 0.5).abs().mean().backward()
+        densifier.post_backward(step, out["info"])
+        model.step_optimizers()
+    print(f"\ndensifier on gsplat info: {n0} -> {model.num_points} surfels")
+    assert model.num_points != n0
+    assert all(opt.state[model.params[name]]["exp_avg"].shape[0] == model.num_points
+               for name, opt in model.optimizers.items())
