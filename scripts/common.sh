@@ -1,0 +1,15 @@
+# Shared settings of the numbered scripts. Edit the defaults here or override them per run, e.g.
+#   DATASET=paris SUBSET=sapien SCENES="fridge oven" bash scripts/2_coarse.sh
+# Extra arguments given to a numbered script are passed on to its Python entry point.
+DATA_ROOT=${DATA_ROOT:-data}          # holds <dataset>/<subset>/<scene>
+OUTPUT_ROOT=${OUTPUT_ROOT:-outputs}   # results go to <output_root>/<dataset>/<subset>/<scene>/
+DATASET=${DATASET:-gear}
+SUBSET=${SUBSET:-synthetic}
+SCENES=${SCENES:-cabinet}             # space-separated scene names
+COARSE_NAME=${COARSE_NAME:-coarse_gs} # folder of the stage-2 model inside the scene's output folder
+COARSE_ITER=${COARSE_ITER:-30000}
+MODEL_NAME=${MODEL_NAME:-gear}        # folder of the stage-4 model inside the scene's output folder
+PYTHON=${PYTHON:-python}
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,0 +1,272 @@
+"""Stage 1 (utils/get_mask.py): label-map filtering and painting, the SAM path with a tiny hand-set SAM loaded through
+segment_anything's registry, the classical fallback against ground-truth parts, and errors on bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from data_tools.synthetic import generate_scene
+from scene.dataset_readers import companion_path, read_rgba
+from utils import get_mask
+from utils.label_maps import clip_masks, label_map, paint_labels
+from utils.segmenters import CheckpointError, Frame, SamSegmenter, depth_normals, load_sam, masks_from_records
+
+REPO = Path(__file__).resolve().parents[1]
+CATEGORIES = ("cabinet", "drawers", "fridge", "storage", "laptop", "oven")
+TINY_DIM = 16
+
+
+def tiny_sam() -> Sam:
+    """A SAM with the real building blocks at toy width (the 1024 px input and 64x64 embedding SAM's code expects)."""
+    return Sam(
+        image_encoder=ImageEncoderViT(img_size=1024, patch_size=16, embed_dim=TINY_DIM, depth=1, num_heads=1,
+                                      mlp_ratio=1.0, out_chans=TINY_DIM, window_size=8),
+        prompt_encoder=PromptEncoder(embed_dim=TINY_DIM, image_embedding_size=(64, 64), input_image_size=(1024, 1024),
+                                     mask_in_chans=4),
+        mask_decoder=MaskDecoder(transformer_dim=TINY_DIM, iou_head_depth=1, iou_head_hidden_dim=TINY_DIM,
+                                 transformer=TwoWayTransformer(depth=1, embedding_dim=TINY_DIM, num_heads=1,
+                                                               mlp_dim=TINY_DIM)),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+
+
+@torch.no_grad()
+def make_dark_region_sam(sam: Sam, threshold: float = 200.0) -> Sam:
+    """Set `sam`'s weights so that every prompt returns the pixels darker than `threshold` (the object on white).
+
+    Embedding channel 0 carries `threshold - patch brightness`; every residual branch is zeroed, layer norms keep
+    its sign, the upscaler passes channel 0 on, and each mask token reads it with a large gain (stable masks).
+    """
+    encoder, decoder = sam.image_encoder, sam.mask_decoder
+    patch = encoder.patch_embed.proj
+    patch.weight.zero_()
+    patch.weight[0] = -sam.pixel_std / patch.weight[0].numel()
+    patch.bias.zero_()
+    patch.bias[0] = threshold - sam.pixel_mean.mean()
+    encoder.pos_embed.zero_()
+    residuals = [layer for block in encoder.blocks for layer in (block.attn.proj, block.mlp.lin2)]
+    residuals += [layer.cross_attn_image_to_token.out_proj for layer in decoder.transformer.layers]
+    for linear in residuals:
+        linear.weight.zero_()
+        linear.bias.zero_()
+    neck_in, _, neck_out, _ = encoder.neck
+    neck_in.weight.copy_(torch.eye(TINY_DIM)[:, :, None, None])
+    neck_out.weight.zero_()
+    neck_out.weight[:, :, 1, 1] = torch.eye(TINY_DIM)
+    sam.prompt_encoder.no_mask_embed.weight.zero_()
+    for upconv in (decoder.output_upscaling[0], decoder.output_upscaling[3]):
+        upconv.weight.zero_()
+        upconv.bias.zero_()
+        upconv.weight[0, 0] = 1.0
+    for mlp in decoder.output_hypernetworks_mlps:
+        mlp.layers[-1].weight.zero_()
+        mlp.layers[-1].bias.zero_()
+        mlp.layers[-1].bias[0] = 1000.0
+    iou_head = decoder.iou_prediction_head.layers[-1]
+    iou_head.weight.zero_()
+    iou_head.bias.fill_(0.95)
+    return sam
+
+
+def boundary_score(labels: np.ndarray, parts: np.ndarray) -> tuple[int, int]:
+    """(pixels in a region whose majority GT part is theirs, labelled pixels), over pixels with a GT part."""
+    valid = (labels > 0) & (parts > 0)
+    good = 0
+    for region in np.unique(labels[valid]):
+        good += int(np.bincount(parts[valid & (labels == region)]).max())
+    return good, int(valid.sum())
+
+
+def scene_images(scene: Path, state: str) -> list[tuple[Path, Path]]:
+    """(rgba path, mask path) of every training frame of `state`."""
+    frames = json.loads((scene / f"transforms_train_{state}.json").read_text())["frames"]
+    return [(scene / f["file_path"], companion_path(scene / f["file_path"], "mask", ".npy")) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """gear/synthetic/<category> scenes at 96 px, 4 training views per state."""
+    root = tmp_path_factory.mktemp("data")
+    for category in CATEGORIES:
+        generate_scene(category, root / "gear" / "synthetic" / category, res=96, views=4, test_views=1, seed=0,
+                       progress=False)
+    return root
+
+
+@pytest.fixture()
+def tiny_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The dark-region tiny SAM saved as a state dict, its (random-init) builder registered as `tiny_test`."""
+    monkeypatch.setitem(sam_model_registry, "tiny_test", lambda checkpoint=None: tiny_sam())
+    torch.manual_seed(0)
+    path = tmp_path / "sam_tiny.pth"
+    torch.save(make_dark_region_sam(tiny_sam()).state_dict(), path)
+    return path
+
+
+def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius ** 2
+
+
+def sam_record(mask: np.ndarray) -> dict:
+    """A record in the format of `SamAutomaticMaskGenerator.generate` (binary_mask mode)."""
+    ys, xs = np.nonzero(mask)
+    bbox = [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1]
+    return {"segmentation": mask, "area": int(mask.sum()), "bbox": bbox, "predicted_iou": 0.95,
+            "point_coords": [[float(xs.mean()), float(ys.mean())]], "stability_score": 0.97,
+            "crop_box": [0, 0, mask.shape[1], mask.shape[0]]}
+
+
+def box(shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[rows[0]:rows[1], cols[0]:cols[1]] = True
+    return mask
+
+
+def test_label_map_filters_clips_and_paints_small_regions_on_top() -> None:
+    shape = (64, 64)
+    foreground = disc(shape, (32, 32), 24)
+    whole = disc(shape, (32, 32), 26)                                 # the object plus a rim of background
+    half_out = box(shape, (0, 64), (40, 64))                          # 34 % inside: kept, clipped
+    background = ~disc(shape, (32, 32), 20)                           # 19 % inside: dropped
+    speck = disc(shape, (32, 32), 3)                                  # 29 px: dropped
+    small = disc(shape, (30, 30), 5)                                  # 81 px, on top of `whole`
+    hidden = box(shape, (36, 46), (16, 26))                           # 100 px, painted over by `top` and `bottom`
+    top, bottom = box(shape, (36, 41), (16, 26)), box(shape, (41, 46), (16, 26))  # 50 px each: kept
+    masks = (small, top, speck, hidden, half_out, background, whole, bottom)
+    inside = [(m & foreground).sum() / m.sum() for m in (half_out, background)]
+    assert inside[0] > 0.3 > inside[1]
+    assert (hidden <= foreground).all() and not (hidden & (small | half_out)).any()
+
+    labels = label_map(masks_from_records([sam_record(m) for m in masks]), foreground)
+
+    assert labels.dtype == np.int32 and labels.shape == shape
+    assert not labels[~foreground].any()
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}               # consecutive after `hidden` vanished
+    for label, mask in ((3, small), (4, top), (5, bottom)):           # smaller ones painted later, intact
+        np.testing.assert_array_equal(labels == label, mask)
+    np.testing.assert_array_equal(labels == 2, half_out & foreground)
+    np.testing.assert_array_equal(labels == 1, foreground & ~half_out & ~small & ~hidden)
+
+
+def test_clip_masks_thresholds_and_shape_check() -> None:
+    foreground = np.zeros((20, 20), bool)
+    foreground[:, :10] = True
+    mask = np.zeros((20, 20), bool)
+    mask[:, 7:17] = True                                              # 60 px inside of 200: 30 % exactly
+    assert len(clip_masks([mask], foreground)) == 1
+    assert clip_masks([mask], foreground, min_inside=0.31) == []
+    assert clip_masks([mask], foreground, min_area=61) == []
+    with pytest.raises(ValueError, match="shape"):
+        clip_masks([mask[:10]], foreground)
+    with pytest.raises(ValueError, match="2-D bool"):
+        masks_from_records([{"segmentation": mask.astype(np.uint8)}])
+    assert paint_labels([], (3, 4)).shape == (3, 4)
+
+
+def test_depth_normals_of_a_tilted_plane() -> None:
+    fx = fy = 50.0
+    h, w = 32, 40
+    u = (np.arange(w) + 0.5 - w / 2) / fx
+    v = (np.arange(h) + 0.5 - h / 2) / fy
+    # plane z = 2 + 0.5 x  <=>  z = 2 / (1 - 0.5 u) along the ray (u, v, 1)
+    depth = np.broadcast_to(2.0 / (1.0 - 0.5 * u)[None, :], (h, w)).copy()
+    expected = np.array([-0.5, 0.0, 1.0]) / np.sqrt(1.25)
+    normals = depth_normals(depth, fx, fy)
+    np.testing.assert_allclose(np.abs(normals[1:-1, 1:-1] @ expected), 1.0, atol=1e-6)
+    assert np.all(np.abs(normals[..., 1]) < 1e-9)
+
+
+def test_sam_path_with_tiny_checkpoint_writes_masks_and_skips_done_images(
+        tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    scene = tmp_path / "data" / "gear" / "synthetic" / "cabinet"
+    generate_scene("cabinet", scene, res=64, views=2, test_views=1, seed=1, progress=False)
+    args = ["--dataset_path", "gear/synthetic/cabinet", "--data_root", str(tmp_path / "data"), "--output_root",
+            str(tmp_path / "out"), "--sam_checkpoint", str(tiny_checkpoint), "--model_type", "tiny_test",
+            "--device", "cpu", "--points_per_side", "2", "--states", "start",
+            "--save_visualization", "--overwrite"]
+    assert get_mask.main(args) == 0
+    assert "stage 1 (sam tiny_test): 2 images" in capsys.readouterr().out
+    for image_path, mask_path in scene_images(scene, "start"):
+        labels = np.load(mask_path, allow_pickle=False)
+        alpha = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)[..., 3]
+        assert labels.dtype == np.int32 and labels.shape == alpha.shape
+        assert not labels[alpha <= 127].any()
+        # the tiny SAM finds the object (darker than the white background) as one mask
+        assert labels.max() == 1 and (labels[alpha > 127] == 1).mean() > 0.95
+        assert (tmp_path / "out" / "gear/synthetic/cabinet/masks_vis" / f"start_{image_path.stem}.png").is_file()
+    assert not list(mask_path.parent.glob(".*"))                     # no temporary files left
+    mtimes = [m.stat().st_mtime_ns for _, m in scene_images(scene, "start")]
+
+    assert get_mask.main(args[:-1]) == 0                             # no --overwrite: nothing to do
+    assert "skipped 2 of 2 images" in capsys.readouterr().out
+    assert [m.stat().st_mtime_ns for _, m in scene_images(scene, "start")] == mtimes
+
+
+def test_missing_checkpoint_exits_with_directions(data_root: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "sam_vit_h_4b8939.pth"
+    result = subprocess.run(
+        [sys.executable, "utils/get_mask.py", "--dataset_path", "gear/synthetic/oven", "--data_root", str(data_root),
+         "--sam_checkpoint", str(missing), "--device", "cpu", "--states", "end", "--overwrite"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert result.returncode != 0
+    for text in (str(missing), "submodules/sam_vit_h_4b8939.pth", "submodules/README.md", "--sam_checkpoint",
+                 "--segmenter classic"):
+        assert text in result.stderr
+
+
+def test_sam_segmenter_returns_no_masks_when_no_prompt_passes_the_filters(data_root: Path) -> None:
+    sam = make_dark_region_sam(tiny_sam())
+    with torch.no_grad():
+        sam.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(0.0)  # predicted IoU 0 < 0.86 everywhere
+    image_path, _ = scene_images(data_root / "gear" / "synthetic" / "laptop", "start")[0]
+    frame = Frame(*read_rgba(image_path), depth=None, fx=100.0, fy=100.0)
+    assert SamSegmenter(sam, points_per_side=2)(frame) == []          # segment-anything 1.0 alone raises IndexError
+
+
+def test_unloadable_checkpoint_names_the_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_sam(junk, "vit_b", "cpu")
+
+
+def test_image_without_foreground_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    scene = tmp_path / "data" / "d" / "s" / "empty"
+    (scene / "start/train/rgba").mkdir(parents=True)
+    cv2.imwrite(str(scene / "start/train/rgba/0000.png"), np.zeros((16, 16, 4), np.uint8))
+    frame = {"file_path": "start/train/rgba/0000.png", "transform_matrix": np.eye(4).tolist()}
+    (scene / "transforms_train_start.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": [frame]}))
+    args = ["--dataset_path", "d/s/empty", "--data_root", str(tmp_path / "data"), "--segmenter", "classic",
+            "--states", "start"]
+    assert get_mask.main(args) == 1
+    assert "0000.png has no foreground" in capsys.readouterr().err
+    assert not (scene / "start/train/mask/0000.npy").exists()
+    assert get_mask.main(["--dataset_path", "d/s/missing", "--data_root", str(tmp_path / "data")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_classic_segmenter_respects_part_boundaries(data_root: Path, category: str) -> None:
+    assert get_mask.main(["--dataset_path", f"gear/synthetic/{category}", "--data_root", str(data_root),
+                          "--segmenter", "classic", "--overwrite"]) == 0
+    good = labelled = on_parts = 0
+    for state in ("start", "end"):
+        for image_path, mask_path in scene_images(data_root / "gear" / "synthetic" / category, state):
+            parts = cv2.imread(str(companion_path(image_path, "part", ".png")), cv2.IMREAD_UNCHANGED)
+            g, n = boundary_score(np.load(mask_path, allow_pickle=False), parts)
+            good, labelled, on_parts = good + g, labelled + n, on_parts + int((parts > 0).sum())
+    assert labelled > 0.8 * on_parts                                  # the regions cover the object
+    assert good / labelled >= 0.9
