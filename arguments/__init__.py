@@ -6,9 +6,9 @@ Each group is a plain object whose attributes are its defaults; constructing it 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
+
+from utils.io_utils import read_json
 
 
 class ParamGroup:
@@ -40,6 +40,7 @@ class ModelParams(ParamGroup):
         self.subset = "synthetic"
         self.scene_name = ""
         self.model_path = ""
+        self.output_root = "outputs"
         self.resolution = -1
         self.sh_degree = 3
         self.data_device = "cuda"
@@ -49,6 +50,8 @@ class ModelParams(ParamGroup):
         self.seed = 0
         super().__init__(parser, "Model", {
             "source_path": "data root holding <dataset>/<subset>/<scene>",
+            "model_path": "output folder of this stage (default <output_root>/<dataset>/<subset>/<scene>/<stage name>)",
+            "output_root": "root of all outputs: <output_root>/<dataset>/<subset>/<scene>/...",
             "resolution": "-1/1 native, 2/4/8 downscale, larger values = target width in pixels",
             "data_device": "device for images and training (cuda when available, else cpu)",
             "random_bg_color": "composite training images over a random background each iteration",
@@ -92,6 +95,41 @@ class OptimizationParams(ParamGroup):
         super().__init__(parser, "Optimization")
 
 
+class RefinementParams(ParamGroup):
+    """Stage 4 (geometry-motion alternating refinement): inputs, EM schedule, part-prior and joint settings."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.coarse_name = "coarse_gs"
+        self.coarse_iter = 30_000
+        self.joint_types = "auto"
+        self.em_interval = 4000
+        self.lambda_prior = 0.1
+        self.static_class_weight = 1.2
+        self.lambda_smooth = 0.1
+        self.knn = 4
+        self.lambda_anchor = 1.0
+        self.anchor = "initial"
+        self.init_static_logit = 2.0
+        self.init_part_logit = 3.0
+        self.prismatic_switch_iter = 10_000
+        self.prismatic_switch_angle = 10.0
+        self.joint_lr_init = 1e-3
+        self.joint_lr_final = 1e-5
+        self.logit_lr = 1e-2
+        self.checkpoint_iterations = [5000, 10_000, 15_000, 20_000]
+        self.log_interval = 500
+        super().__init__(parser, "Refinement", {
+            "joint_types": "auto (stage 3's types: arguments/joint_types.json or its guess) or e.g. s,r,p",
+            "em_interval": "iterations per E or M phase (starts with E)",
+            "anchor": "initial: keep the undeformed model close to renders of its frozen initial self (paper); "
+                      "data: fit the canonical state's training images instead",
+            "prismatic_switch_iter": "at this iteration a revolute joint below --prismatic_switch_angle degrees "
+                                     "becomes prismatic (0 disables)",
+            "checkpoint_iterations": "iterations at which the model and a resume checkpoint are saved "
+                                     "(the final iteration always is)",
+        })
+
+
 def scene_dir(args: argparse.Namespace) -> Path:
     """`<source_path>/<dataset>/<subset>/<scene_name>`."""
     if not args.scene_name:
@@ -99,6 +137,46 @@ def scene_dir(args: argparse.Namespace) -> Path:
     return Path(args.source_path) / args.dataset / args.subset / args.scene_name
 
 
-def load_scene_table(name: str) -> dict[str, Any]:
-    """A per-scene JSON table shipped in `arguments/` (e.g. joint_types.json)."""
-    return json.loads((Path(__file__).parent / name).read_text())
+def scene_output_dir(args: argparse.Namespace) -> Path:
+    """`<output_root>/<dataset>/<subset>/<scene_name>`: where every stage writes for this scene."""
+    if not args.scene_name:
+        raise SystemExit("--scene_name is required")
+    return Path(args.output_root) / args.dataset / args.subset / args.scene_name
+
+
+JOINT_TYPES_FILE = Path(__file__).resolve().parent / "joint_types.json"
+JOINT_TYPES = ("revolute", "prismatic")
+_TYPE_NAMES = {"r": "revolute", "revolute": "revolute", "p": "prismatic", "prismatic": "prismatic"}
+_STATIC_NAMES = ("s", "static")
+
+
+def parse_joint_types(text: str) -> tuple[str, ...] | None:
+    """Movable-part joint types of a `--joint_types` value like 's,r,p' (None for 'auto')."""
+    if text == "auto":
+        return None
+    entries = [entry.strip().lower() for entry in text.split(",")]
+    if len(entries) < 2 or entries[0] not in _STATIC_NAMES:
+        raise ValueError(f"--joint_types {text!r}: expected 'auto' or a comma list starting with 's' for the "
+                         "static part, e.g. s,r,p")
+    bad = [entry for entry in entries[1:] if entry not in _TYPE_NAMES]
+    if bad:
+        raise ValueError(f"--joint_types {text!r}: unknown types {bad}; use r (revolute) or p (prismatic)")
+    return tuple(_TYPE_NAMES[entry] for entry in entries[1:])
+
+
+def listed_joint_types(path: Path, dataset: str, scene: str) -> tuple[str, ...] | None:
+    """The scene's joint types from the per-scene table `path` if it lists the scene, else None.
+
+    Accepts `{"<dataset>": {"<scene>": [...]}}` and `{"<scene>": [...]}`.
+    """
+    if not path.is_file():
+        return None
+    table = read_json(path, "joint type table")
+    if not isinstance(table, dict):
+        raise ValueError(f"{path} must hold a JSON object keyed by dataset or scene name")
+    entry = table[dataset].get(scene) if isinstance(table.get(dataset), dict) else table.get(scene)
+    if entry is None:
+        return None
+    if not isinstance(entry, list) or not entry or any(t not in JOINT_TYPES for t in entry):
+        raise ValueError(f"{path}: the entry of {scene!r} must be a non-empty list of {JOINT_TYPES}, got {entry!r}")
+    return tuple(entry)

@@ -1,0 +1,418 @@
+"""Tests of stage 3 (voxelize.py): voxel grid, components, rigid fits, motion hypotheses, part discovery, the CLI.
+
+Scene-level tests use the synthetic generator: points sampled from the ground-truth meshes of every category, and
+visible-surface points back-projected from rendered depth (cabinet, drawers). Ground truth (gt/trans.json) is read
+here only, never by the stage. The canonical state is the open one ("end"); the stage's motions map it to "start",
+so predictions are converted to start -> end before they are compared.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from plyfile import PlyData, PlyElement
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+import arguments
+import voxelize
+from data_tools.synthetic import generate_scene
+from scene.articulation import joint_start_to_end, matrix_to_joint
+from scene.dataset_readers import load_cameras
+from utils.metrics import evaluate_joints, load_gt_joints
+from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
+from utils.part_matching import PartMatcher
+from utils.part_selection import VoxelizeConfig, build_states, discover_parts, finalise_part, select_parts
+from utils.point_cloud import backproject_depth
+from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
+from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
+
+CANONICAL = 1  # the generator opens the parts in the end state: the larger-motion state
+# Seeds whose scenes the tests use (see the report for how other seeds fare). Storage units are a known failure:
+# their doors swing under the pulled-out drawers, the parts touch, and one of them is not separated.
+STORAGE_XFAIL = pytest.mark.xfail(strict=True, reason="storage: touching door and drawer not separated (known)")
+SEEDS = {"cabinet": 0, "drawers": 3, "fridge": 2, "storage": 6, "laptop": 0, "oven": 0}
+# Initial-motion tolerances of the brief: axis angle (deg), axis position, revolute motion (deg), prismatic (m).
+AXIS_DEG, AXIS_POS, MOTION_DEG, MOTION_M = 3.0, 0.03, 5.0, 0.02
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def box_voxels(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+    """(M, 3) integer voxel indices of the solid box lo..hi (inclusive)."""
+    axes = [np.arange(a, b + 1) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def plate_points(rng: np.random.Generator, n: int, size: tuple[float, float, float]) -> np.ndarray:
+    """(n, 3) points uniform in a box of extents `size` with a corner at the origin."""
+    return rng.uniform(0.0, 1.0, (n, 3)) * np.asarray(size)
+
+
+def surface_points(mesh_paths: list[Path], n: int, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """(n, 3) area-weighted samples of the meshes, with Gaussian noise of std `noise`."""
+    mesh = trimesh.util.concatenate([trimesh.load(p, process=False) for p in mesh_paths])
+    points, _ = trimesh.sample.sample_surface(mesh, n, seed=int(rng.integers(2**31)))
+    return points + rng.normal(0.0, noise, points.shape)
+
+
+def state_meshes(scene: Path, state: str) -> list[Path]:
+    return sorted((scene / "gt" / state).glob(f"{state}_*_rotate.ply"))
+
+
+def gt_part_centres(scene: Path, count: int) -> np.ndarray:
+    """(count, 3) centroids of the GT movable parts in the canonical (end) state."""
+    return np.stack([trimesh.load(scene / "gt" / "end" / f"end_dynamic_{i}_rotate.ply", process=False).vertices.mean(0)
+                     for i in range(count)])
+
+
+def joint_errors(result_parts: list, grid: VoxelGrid, scene: Path) -> dict:
+    """`utils.metrics.evaluate_joints` of the predicted parts (as start -> end joints) against gt/trans.json."""
+    gt = load_gt_joints(scene / "gt" / "trans.json")
+    pred = [joint_start_to_end(matrix_to_joint(p.transform, p.joint_type), CANONICAL) for p in result_parts]
+    centres = np.stack([grid.centres(p.voxels).mean(0) for p in result_parts])
+    return evaluate_joints(pred, gt, centres, gt_part_centres(scene, len(gt)))
+
+
+def assert_joints_close(errors: dict, label: str) -> None:
+    """Every GT part matched, right type, and within the brief's tolerances."""
+    for part in errors["parts"]:
+        assert part["pred_index"] is not None, f"{label}: GT part {part['gt_index']} unmatched"
+        assert part["type_correct"], \
+            f"{label}: GT part {part['gt_index']} {part['type_gt']} guessed {part['type_pred']}"
+        assert part["axis_ang"] < AXIS_DEG, f"{label}: axis angle {part['axis_ang']:.2f} deg"
+        if part["type_gt"] == "revolute":
+            assert part["axis_pos"] < AXIS_POS, f"{label}: axis position {part['axis_pos']:.4f}"
+            assert part["motion"] < MOTION_DEG, f"{label}: motion {part['motion']:.2f} deg"
+        else:
+            assert part["motion"] < MOTION_M, f"{label}: motion {part['motion']:.4f}"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny synthetic scenes of every category (meshes are what matters here)."""
+    root = tmp_path_factory.mktemp("scenes")
+    return {category: Path(generate_scene(category, root / category, res=32, views=2, test_views=1, seed=seed,
+                                          supersample=1, progress=False)["out_dir"])
+            for category, seed in SEEDS.items()}
+
+
+@pytest.fixture(scope="module")
+def gt_points(scenes: dict[str, Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per category, 120k noisy GT-surface samples of the canonical (end) and the other (start) state."""
+    rng = np.random.default_rng(0)
+    return {category: (surface_points(state_meshes(scene, "end"), 120_000, rng, 0.005),
+                       surface_points(state_meshes(scene, "start"), 120_000, rng, 0.005))
+            for category, scene in scenes.items()}
+
+
+# ----------------------------------------------------------------------------------------------- voxel grid
+
+def test_grid_indices_and_centres_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1.0, 1.0, (500, 3))
+    grid = VoxelGrid.around([points], 0.05, padding=2)
+    idx = grid.indices(points)
+    assert grid.inside(idx).all()
+    assert np.abs(grid.centres(idx) - points).max() <= 0.025 + 1e-12  # within half a voxel per axis
+    assert np.allclose(grid.origin / 0.05, np.round(grid.origin / 0.05))  # origin on the voxel lattice
+    assert grid.lookup(grid.occupancy(points), np.array([[-1, 0, 0], [10**6, 0, 0]])).tolist() == [False, False]
+
+
+def test_grid_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="voxel_size must be positive"):
+        VoxelGrid.around([np.zeros((3, 3))], 0.0)
+    with pytest.raises(ValueError, match="zero points"):
+        VoxelGrid.around([np.zeros((0, 3))], 0.01)
+    with pytest.raises(ValueError, match="too large"):
+        VoxelGrid.around([np.array([[0.0, 0.0, 0.0], [100.0, 100.0, 100.0]])], 0.01)
+
+
+def test_static_dynamic_split_and_components() -> None:
+    shape = (20, 20, 20)
+    a, b = np.zeros(shape, bool), np.zeros(shape, bool)
+    a[2:6, 2:6, 2:6] = b[2:6, 2:6, 2:6] = True   # shared body
+    a[10:13, 10:13, 10:13] = True                 # moved part in a (27 voxels) ...
+    a[13, 13, 13] = True                          # ... with a diagonal neighbour: 26-connected
+    a[17, 2:4, 2] = True                          # a separate 2-voxel piece
+    b[2:6, 8:10, 2:6] = True                      # the part where b has it
+    static, dyn_a, dyn_b = split_static_dynamic(a, b, radius=1)
+    assert static[1:7, 1:7, 1:7].all() and not static[0, 0, 0] and static.sum() == 6**3
+    assert not (dyn_a & static).any() and dyn_a.sum() == 27 + 1 + 2
+    comps = connected_components(dyn_a)
+    assert [len(c) for c in comps] == [28, 2]  # largest first, the diagonal voxel joins the cube
+    assert [len(c) for c in connected_components(dyn_a, min_size=3)] == [28]
+    # dyn_b: b's part minus the dilated static shell (y = 8 lies outside radius 1 of y <= 5)
+    assert dyn_b.sum() == 4 * 2 * 4
+
+
+def test_enclosed_marks_the_inside_of_a_shell_only() -> None:
+    occ = np.zeros((30, 30, 30), bool)
+    occ[5:25, 5:25, 5:25] = True
+    occ[7:23, 7:23, 7:23] = False                 # a closed box shell, 2 voxels thick
+    occ[7:23, 7:23, 5:7] = False                  # with an open bottom: one free direction is allowed
+    inside = enclosed(occ)
+    assert inside[15, 15, 15] and inside[10, 12, 20]
+    assert not inside[2, 15, 15] and not inside[15, 15, 27]   # outside
+    assert not inside[7, 15, 15] and inside[8, 15, 15]  # the band next to the wall (x <= 6) is not free
+
+
+def test_nearest_seed_follows_the_set() -> None:
+    # an L-shaped path: the far end of the long arm is closer to seed B in a straight line, but only reachable via A
+    arm_a = box_voxels((0, 0, 0), (0, 9, 0))
+    arm_b = box_voxels((1, 9, 0), (9, 9, 0))
+    voxels = np.concatenate([arm_a, arm_b, [[9, 7, 0]]])  # last: a seed next to the arm's end, not connected
+    seeds = np.zeros(len(voxels), bool)
+    seeds[0] = seeds[-1] = True
+    nearest = nearest_seed(voxels, seeds)
+    end_of_arm = len(arm_a) + len(arm_b) - 1
+    assert nearest[end_of_arm] == 0
+    assert nearest[-1] == len(voxels) - 1
+    assert (nearest_seed(voxels, np.zeros(len(voxels), bool)) == -1).all()
+
+
+# ----------------------------------------------------------------------------------------------- rigid fits
+
+def test_kabsch_and_icp_recover_a_rigid_motion() -> None:
+    source = trimesh.sample.sample_surface(trimesh.creation.box(extents=(0.6, 0.4, 0.3)), 6000, seed=2)[0]
+    T = make_transform(Rotation.from_rotvec([0.1, -0.2, 0.15]).as_matrix(), [0.05, -0.02, 0.03])
+    target = apply_transform(T, source)
+    assert np.allclose(kabsch(source, target), T, atol=1e-9)
+    tree = cKDTree(target)
+    init = make_transform(Rotation.from_rotvec([0.13, -0.17, 0.12]).as_matrix(), [0.07, 0.0, 0.02])  # ~3 deg off
+    fitted = icp(source[::4], tree, init, iterations=60)
+    assert np.abs(fitted - T).max() < 2e-3
+    shifted = apply_transform(make_transform(t=[0.03, 0.01, -0.02]), source)
+    fitted = icp(source[::4], cKDTree(shifted), np.eye(4), translation_only=True, iterations=60)
+    assert np.allclose(fitted[:3, :3], np.eye(3)) and np.allclose(fitted[:3, 3], [0.03, 0.01, -0.02], atol=2e-3)
+    # trimming: a quarter of the target moved away does not drag the fit
+    damaged = target.copy()
+    damaged[: len(damaged) // 4] += [0.0, 0.0, 0.2]
+    fitted = icp(source[::4], cKDTree(damaged), init, max_distance=0.05, iterations=60)
+    assert np.abs(fitted - T).max() < 5e-3
+
+
+def test_plane_motion_rotates_about_the_planes_intersection() -> None:
+    rng = np.random.default_rng(3)
+    door = plate_points(rng, 4000, (0.02, 0.5, 0.8))     # a thin door in the plane x ~ 0.01, hinge at y = 0
+    origin, axis = np.array([0.01, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    T = rotation_about_line(origin, axis, np.radians(60.0))
+    moved = apply_transform(T, door)
+    centroid, normal = fit_plane(door)
+    assert abs(abs(normal[0]) - 1.0) < 1e-3 and abs(centroid[1] - 0.25) < 0.02
+
+    def score(candidate: np.ndarray) -> float:
+        return float(np.mean(np.linalg.norm(apply_transform(candidate, door) - moved, axis=1) < 0.02))
+
+    estimate = plane_motion(door, moved, score)
+    assert abs(np.degrees(rotation_angle(estimate)) - 60.0) < 1.0
+    assert np.abs(apply_transform(estimate, door) - moved).max() < 0.03
+    parallel = apply_transform(make_transform(t=[0.0, 0.3, 0.0]), door)
+    assert np.allclose(plane_motion(door, parallel, score), np.eye(4))  # the paper's identity fallback
+
+
+def test_correlation_shifts_find_every_slot() -> None:
+    part = box_voxels((0, 0, 0), (9, 1, 5))
+    slots = np.concatenate([part + [3, 20, 0], part + [3, 20, 12]])  # two identical slots
+    shifts = correlation_shifts(part, slots, count=2)
+    assert sorted(map(tuple, shifts)) == [(3, 20, 0), (3, 20, 12)]
+    assert correlation_shifts(part, part + [5, -4, 2], count=1)[0].tolist() == [5, -4, 2]
+
+
+def test_guess_joint_type() -> None:
+    small = rotation_about_line(np.zeros(3), [0, 0, 1], np.radians(3.0))
+    large = rotation_about_line(np.zeros(3), [0, 0, 1], np.radians(40.0))
+    assert guess_joint_type(small, 0.95, 0.94) == "prismatic"
+    assert guess_joint_type(small, 0.95, 0.80) == "revolute"   # the translation explains it worse
+    assert guess_joint_type(large, 0.90, 0.91) == "revolute"   # a large rotation needs a clearly better translation
+    assert guess_joint_type(large, 0.10, 0.80) == "prismatic"  # the rigid fit sat in a wrong minimum
+
+
+# ----------------------------------------------------------------------------------------------- scenes
+
+def test_identical_states_raise() -> None:
+    points = np.random.default_rng(4).uniform(0.0, 0.3, (5000, 3))
+    with pytest.raises(ValueError, match="look identical"):
+        discover_parts(points, points.copy(), VoxelizeConfig())
+    with pytest.raises(ValueError, match="no opaque points"):
+        discover_parts(points, np.zeros((0, 3)), VoxelizeConfig())
+
+
+def test_grid_and_components_of_200k_points_are_fast(gt_points: dict) -> None:
+    rng = np.random.default_rng(5)
+    canonical, other = (np.concatenate([p, p[rng.integers(len(p), size=80_000)]]) for p in gt_points["cabinet"])
+    assert len(canonical) == len(other) == 200_000
+    start = time.perf_counter()
+    grid, static, c, o = build_states(canonical, other, VoxelizeConfig())
+    seconds = time.perf_counter() - start
+    print(f"\n200k points per state: grid {grid.shape}, {len(static)} static voxels, components "
+          f"{[len(x) for x in c.components[:3]]} / {[len(x) for x in o.components[:3]]}, {seconds:.2f} s")
+    assert c.components and o.components
+    assert seconds < 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("category", [pytest.param(c, marks=STORAGE_XFAIL) if c == "storage" else c for c in SEEDS])
+def test_gt_surfaces_give_parts_types_and_motions(category: str, scenes: dict, gt_points: dict) -> None:
+    canonical, other = gt_points[category]
+    result = discover_parts(canonical, other, VoxelizeConfig())
+    gt = load_gt_joints(scenes[category] / "gt" / "trans.json")
+    assert len(result.parts) == len(gt), f"{category}: {len(result.parts)} parts for {len(gt)} joints"
+    assert_joints_close(joint_errors(result.parts, result.grid, scenes[category]), category)
+
+
+@pytest.mark.slow
+def test_plane_method_vs_refined(scenes: dict, gt_points: dict) -> None:
+    """The paper's plane estimate on the same selected parts: revolute axes are usable, prismatic motions are lost."""
+    rows = []
+    for category, (canonical, other) in gt_points.items():
+        _, _, c, o = build_states(canonical, other, VoxelizeConfig())
+        matcher = PartMatcher(c, o)
+        parts, _ = select_parts(matcher, VoxelizeConfig())
+        for method in ("plane", "refined"):
+            estimates = copy.deepcopy(parts)
+            for part in estimates:
+                finalise_part(matcher, part, None, method)
+            errors = joint_errors(estimates, c.grid, scenes[category])
+            rows += [(category, method, part["type_gt"], part["axis_ang"], part["axis_pos"], part["motion"])
+                     for part in errors["parts"] if part["pred_index"] is not None]
+    print("\ncategory  method   type       axis_deg  axis_pos  motion(deg|m)")
+    for category, method, kind, ang, pos, motion in rows:
+        print(f"{category:9s} {method:8s} {kind:10s} {ang:8.2f}  {'-' if pos is None else f'{pos:.4f}':>8s}  "
+              f"{motion:.4f}")
+    checked = [r for r in rows if r[0] != "storage"]  # storage: the selection itself fails (see STORAGE_XFAIL)
+    plane_revolute = [r for r in checked if r[1] == "plane" and r[2] == "revolute"]
+    assert max(r[3] for r in plane_revolute) < 1.0                       # axis direction within 1 deg
+    assert max(r[4] for r in plane_revolute) < 0.03                      # axis position within 3 voxels
+    assert max(r[5] for r in plane_revolute) < 1.0                       # angle within 1 deg
+    plane_prismatic = [r for r in checked if r[1] == "plane" and r[2] == "prismatic"]
+    assert all(r[3] > 45.0 and r[5] > 0.2 for r in plane_prismatic)     # identity: the drawer travel is missed
+    refined = [r for r in checked if r[1] == "refined"]
+    assert all(r[3] < AXIS_DEG for r in refined)
+    assert np.mean([r[4] for r in refined if r[2] == "revolute"]) < np.mean([r[4] for r in plane_revolute])
+
+
+def visible_points(scene: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Points back-projected from the rendered depth of the canonical (end) and the other (start) state."""
+    states = []
+    for state in (CANONICAL, 1 - CANONICAL):
+        points, _ = backproject_depth(load_cameras(scene, state, "train", load_masks=False))
+        states.append(points.astype(np.float64))
+    return states[0], states[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("category, seed, res, views", [("cabinet", 0, 160, 48), ("drawers", 2, 96, 24)])
+def test_visible_surfaces(category: str, seed: int, res: int, views: int, tmp_path: Path) -> None:
+    """Coarse models see only visible surfaces: the cabinet's inside appears when its door opens and must be
+    skipped as occluded static, not taken for a part."""
+    scene = Path(generate_scene(category, tmp_path / category, res=res, views=views, test_views=1, seed=seed,
+                                supersample=1, progress=False)["out_dir"])
+    canonical, other = visible_points(scene)
+    result = discover_parts(canonical, other, VoxelizeConfig())
+    gt = load_gt_joints(scene / "gt" / "trans.json")
+    assert len(result.parts) == len(gt)
+    assert_joints_close(joint_errors(result.parts, result.grid, scene), f"{category} (visible)")
+    if category == "cabinet":
+        occluded = sum(s["voxels"] for s in result.skipped if s["reason"].startswith("occluded static"))
+        assert occluded > 0.3 * len(result.parts[0].voxels)  # a large inside, recognised and skipped
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def write_gaussian_ply(path: Path, points: np.ndarray, opacity_logit: float = 5.0) -> None:
+    """A minimal 2DGS-style PLY (the properties GaussianModel.load_ply requires)."""
+    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
+             "rot_0", "rot_1", "rot_2", "rot_3"]
+    vertex = np.zeros(len(points), dtype=[(name, "f4") for name in names])
+    vertex["x"], vertex["y"], vertex["z"] = points.T
+    vertex["opacity"] = opacity_logit
+    vertex["scale_0"] = vertex["scale_1"] = np.log(0.005)
+    vertex["rot_0"] = 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
+
+
+def cli_args(root: Path, *extra: str) -> list[str]:
+    return ["--dataset", "synthetic", "--subset", "test", "--scenes", "cabinet", "--output_root", str(root),
+            "--coarse_name", "coarse_gs", "--iteration", "100", *extra]
+
+
+def coarse_folder(root: Path) -> Path:
+    return root / "synthetic" / "test" / "cabinet" / "coarse_gs" / "point_cloud" / "iteration_100"
+
+
+def test_cli_end_to_end(tmp_path: Path, gt_points: dict, capsys: pytest.CaptureFixture) -> None:
+    canonical, other = gt_points["cabinet"]
+    folder = coarse_folder(tmp_path)
+    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
+    write_gaussian_ply(folder / "point_cloud_0.ply", other)
+    faint = np.random.default_rng(6).uniform(-3.0, 3.0, (2000, 3))  # transparent floaters must be ignored
+    write_gaussian_ply(folder / "faint.ply", faint, opacity_logit=-5.0)
+    (folder / "larger_motion_state.txt").write_text("1\n")
+    assert voxelize.main(cli_args(tmp_path, "--save_ply", "--joint_types", "s,r")) == 0
+    info = json.loads((folder / "joint_voxel_info.json").read_text())
+    arrays = np.load(folder / "joint_voxel_info.npz", allow_pickle=False)
+    assert info["larger_motion_state"] == 1 and info["voxel_size"] == 0.01 and info["joint_types_source"] == "cli"
+    assert len(info["parts"]) == 1 and info["parts"][0]["joint_type"] == "revolute"
+    part = info["parts"][0]
+    assert part["canonical_voxels"] == len(arrays["part_1_voxels"]) > 1000
+    assert part["matched_voxels"] == len(arrays["part_1_matched_voxels"]) > 1000
+    assert arrays["transforms"].shape == (1, 4, 4) and np.allclose(arrays["transforms"][0], part["transform"])
+    assert arrays["static_voxels"].dtype == np.int32 and len(arrays["static_voxels"]) == info["static_voxels"]
+    # index -> world: the part's voxel centres lie on the canonical points
+    centres = np.asarray(info["grid_origin"]) + (arrays["part_1_voxels"] + 0.5) * info["voxel_size"]
+    assert np.median(cKDTree(canonical).query(centres)[0]) < info["voxel_size"]
+    assert (folder / "voxel_parts_canonical.ply").is_file() and (folder / "voxel_parts_other.ply").is_file()
+    assert "part 1:" in capsys.readouterr().out
+    # resumable: a second run skips the scene unless --overwrite
+    mtime = (folder / "joint_voxel_info.json").stat().st_mtime_ns
+    assert voxelize.main(cli_args(tmp_path)) == 0
+    assert "skipping" in capsys.readouterr().out
+    assert (folder / "joint_voxel_info.json").stat().st_mtime_ns == mtime
+
+
+def test_cli_errors(tmp_path: Path, gt_points: dict, capsys: pytest.CaptureFixture) -> None:
+    assert voxelize.main(cli_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "coarse.py" in err
+    folder = coarse_folder(tmp_path)
+    canonical, _ = gt_points["cabinet"]
+    write_gaussian_ply(folder / "point_cloud_0.ply", canonical)
+    (folder / "larger_motion_state.txt").write_text("0")
+    assert voxelize.main(cli_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "point_cloud_1.ply is missing" in err and "2_coarse.sh" in err
+    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
+    assert voxelize.main(cli_args(tmp_path)) == 2
+    assert "look identical" in capsys.readouterr().err
+    (folder / "larger_motion_state.txt").write_text("start")
+    assert voxelize.main(cli_args(tmp_path)) == 2
+    assert "must hold 0 or 1" in capsys.readouterr().err
+    (folder / "larger_motion_state.txt").write_text("0")
+    assert voxelize.main(cli_args(tmp_path, "--num_parts", "3", "--joint_types", "s,r")) == 2
+    assert "--num_parts 3" in capsys.readouterr().err
+    assert voxelize.main(cli_args(tmp_path, "--joint_types", "r,p")) == 2
+    assert "starting with 's'" in capsys.readouterr().err
+
+
+def test_joint_type_table_formats(tmp_path: Path) -> None:
+    nested = tmp_path / "nested.json"
+    nested.write_text(json.dumps({"paris": {"fridge": ["revolute"], "storage": ["prismatic"]}}))
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps({"cabinet": ["revolute", "prismatic"]}))
+    assert arguments.listed_joint_types(nested, "paris", "storage") == ("prismatic",)
+    assert arguments.listed_joint_types(nested, "paris", "laptop") is None
+    assert arguments.listed_joint_types(flat, "gear", "cabinet") == ("revolute", "prismatic")
+    assert arguments.listed_joint_types(tmp_path / "absent.json", "gear", "cabinet") is None
+    flat.write_text(json.dumps({"cabinet": ["hinge"]}))
+    with pytest.raises(ValueError, match="flat.json"):
+        arguments.listed_joint_types(flat, "gear", "cabinet")
+    assert arguments.parse_joint_types("s,r,p") == ("revolute", "prismatic")
+    assert arguments.parse_joint_types("static,prismatic") == ("prismatic",)
+    assert arguments.parse_joint_types("auto") is None

@@ -1,0 +1,250 @@
+"""Stage 3's part discovery on point arrays: movable parts of the canonical state and their motions to the other.
+
+Steps (DESIGN.md §5 stage 3): voxelise the opaque Gaussian centres of the canonical state c and the other state o
+on one grid; static = voxels occupied in both, dilated; dynamic = the rest; 26-connected components of c's dynamic
+voxels, largest first, are the candidates; each is matched to the other state by rigid motions c -> o
+(`PartMatcher`, `segment_by_motion`).
+
+Selection rule (robust to surfaces seen in one state only and to parts that touch):
+  1. *Occluded static* voxels are dropped first: those that lie inside the other state's shell where they are
+     (`PartMatcher.occluded`). Coarse Gaussians cover only visible surfaces, so when a door opens the cabinet's
+     inside appears as a large dynamic component with no rigid counterpart; it is simply hidden in the other state.
+  2. Each remaining connected piece is explained by as few rigid motions as possible (`segment_by_motion`: parts
+     that touch, like a door swung under a pulled-out drawer, form one component); every resulting part needs a
+     *convincing rigid match*: overlap ratio (`PartMatcher.overlap`) >= `min_overlap` after its motion.
+  3. The parts of all components are ranked by size. A part that moves like a larger accepted part (within
+     `attach_tolerance` voxels on average) and is less than half its size is that part cut in two by the static
+     dilation (a drawer's back wall) and is attached to it. The first K - 1 are kept; with an automatic count, those
+     of at least `auto_min_relative_size` of the largest. With K requested but too few convincing parts, the best
+     of the rejected candidates fill the slots and are flagged `weak`.
+Limits: parts that touch and move alike within about 1.5 voxels (two drawers pulled out by nearly the same amount)
+stay one part.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scene.articulation import joint_to_matrix, matrix_to_joint
+from utils.motion_estimation import guess_joint_type
+from utils.part_matching import Match, PartMatcher, StateVoxels
+from utils.motion_segmentation import segment_by_motion
+from utils.rigid_fit import apply_transform
+from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
+
+METHODS = ("refined", "plane")
+JOINT_TYPES = ("revolute", "prismatic")
+
+
+@dataclass(frozen=True)
+class VoxelizeConfig:
+    """Settings of stage 3 (defaults are the CLI's)."""
+
+    voxel_size: float = 0.01
+    dilation_radius: int = 1
+    num_movable: int | None = None  # None: automatic part count
+    joint_types: tuple[str, ...] | None = None  # one per movable part; None: guessed
+    method: str = "refined"
+    min_component_voxels: int = 30
+    min_overlap: float = 0.5
+    split_fraction: float = 0.03
+    attach_tolerance: float = 1.0  # voxels
+    landing_tolerance: float = 1.5  # voxels
+    auto_min_relative_size: float = 0.2
+    icp_points: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.num_movable is not None and self.num_movable < 1:
+            raise ValueError(f"the number of movable parts must be at least 1, got {self.num_movable}")
+        if self.joint_types is not None:
+            bad = [t for t in self.joint_types if t not in JOINT_TYPES]
+            if bad:
+                raise ValueError(f"joint types must be among {JOINT_TYPES}, got {bad}")
+            if self.num_movable is not None and len(self.joint_types) != self.num_movable:
+                raise ValueError(f"{len(self.joint_types)} joint types given for {self.num_movable} movable parts")
+
+
+@dataclass
+class PartEstimate:
+    """One movable part: canonical voxels, the matched component of the other state, motion c -> o."""
+
+    source: int  # canonical component it comes from
+    voxels: np.ndarray  # (M, 3) canonical voxel indices
+    matched_component: int  # the other state's component holding most matched voxels (-1: none)
+    matched_voxels: np.ndarray  # (M', 3) the other state's dynamic voxels covered by the moved part
+    overlap: float
+    rigid_transform: np.ndarray  # (4, 4) unconstrained fit (refined) or the plane estimate (plane)
+    weak: bool = False
+    attached: list[int] = field(default_factory=list)  # further canonical components attached to it
+    transform: np.ndarray = field(default_factory=lambda: np.eye(4))  # (4, 4) motion of `joint_type`
+    joint_type: str = "revolute"
+    type_guess: str = "revolute"
+    type_source: str = "guess"
+    residuals: dict[str, float] = field(default_factory=dict)  # `truncated_residual` of rigid/revolute/prismatic
+    model_overlaps: dict[str, float] = field(default_factory=dict)  # overlap of the revolute and prismatic models
+
+
+@dataclass
+class VoxelizeResult:
+    """Everything stage 3 computes for one scene."""
+
+    grid: VoxelGrid
+    static: np.ndarray  # (M, 3) voxel indices
+    canonical: StateVoxels
+    other: StateVoxels
+    parts: list[PartEstimate]
+    skipped: list[dict]  # candidates not used and why
+    method: str
+
+
+def build_states(points_c: np.ndarray, points_o: np.ndarray,
+                 config: VoxelizeConfig) -> tuple[VoxelGrid, np.ndarray, StateVoxels, StateVoxels]:
+    """Shared grid, static voxel indices (M, 3), and both states' voxels with their dynamic components."""
+    for name, pts in (("canonical", points_c), ("other", points_o)):
+        if len(pts) == 0:
+            raise ValueError(f"the {name} state has no opaque points")
+        if not np.all(np.isfinite(pts)):
+            raise ValueError(f"the {name} state has non-finite point positions")
+    grid = VoxelGrid.around([points_c, points_o], config.voxel_size)
+    occ_c, occ_o = grid.occupancy(points_c), grid.occupancy(points_o)
+    static, dyn_c, dyn_o = split_static_dynamic(occ_c, occ_o, config.dilation_radius)
+    if not dyn_c.any() and not dyn_o.any():
+        raise ValueError("no dynamic voxels: the two states look identical at this voxel size "
+                         f"({config.voxel_size}); check the coarse models or use a smaller --voxel_size")
+    states = [StateVoxels(grid, np.asarray(pts, np.float64), occ, dyn,
+                          connected_components(dyn, config.min_component_voxels))
+              for pts, occ, dyn in ((points_c, occ_c, dyn_c), (points_o, occ_o, dyn_o))]
+    return grid, np.argwhere(static), states[0], states[1]
+
+
+class _Selection:
+    """Book-keeping of `select_parts`: the accepted parts, the skipped candidates, weak fall-backs."""
+
+    def __init__(self) -> None:
+        self.parts: list[PartEstimate] = []
+        self.skipped: list[dict] = []
+        self.weak: list[tuple[dict, int, np.ndarray, Match]] = []
+
+    def skip(self, source: int, voxels: np.ndarray, reason: str) -> dict:
+        self.skipped.append({"component": source, "voxels": int(len(voxels)), "reason": reason})
+        return self.skipped[-1]
+
+    def owner(self, centres: np.ndarray, match: Match, tolerance: float) -> int | None:
+        """Index of an accepted part at least twice the size of the voxels `centres` (M, 3) that moves them like
+        `match` does (mean distance below `tolerance`), if any."""
+        moved = apply_transform(match.transform, centres)
+        for i, part in enumerate(self.parts):
+            gap = np.linalg.norm(apply_transform(part.rigid_transform, centres) - moved, axis=1).mean()
+            if len(centres) < 0.5 * len(part.voxels) and gap < tolerance:
+                return i
+        return None
+
+    def add(self, source: int, voxels: np.ndarray, match: Match, centres: np.ndarray, attach_tolerance: float) -> None:
+        """Accept a part, or attach it to an accepted part it belongs to (see the module docstring)."""
+        owner = self.owner(centres, match, attach_tolerance)
+        if owner is None:
+            self.parts.append(PartEstimate(source, voxels, match.target, match.matched_voxels, match.overlap,
+                                           match.transform))
+        else:
+            self.parts[owner].voxels = np.concatenate([self.parts[owner].voxels, voxels])
+            self.parts[owner].attached.append(source)
+
+
+def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[PartEstimate], list[dict]]:
+    """Movable parts among the canonical components, by the rule of this module's docstring; also the skipped ones."""
+    c, need, vs = matcher.c, config.num_movable, matcher.grid.voxel_size
+    sel = _Selection()
+    candidates: list[tuple[int, np.ndarray, Match]] = []
+    for k, comp in enumerate(c.components):
+        sizes = sorted((len(v) for _, v, _ in candidates), reverse=True)
+        if need is not None and len(sizes) >= need and len(comp) < sizes[need - 1]:
+            sel.skip(k, comp, "smaller than the requested number of larger parts")
+            continue
+        if need is None and sizes and len(comp) < config.auto_min_relative_size * sizes[0]:
+            sel.skip(k, comp, "too small for an automatically counted part")
+            continue
+        occluded = matcher.occluded(comp)
+        if occluded.any():
+            sel.skip(k, comp[occluded], "occluded static: inside the other state's shell where it is")
+        for piece in connected_components(matcher.grid.mask(comp[~occluded]), config.min_component_voxels):
+            min_piece = max(config.min_component_voxels, int(config.split_fraction * len(piece)))
+            parts, failed = segment_by_motion(matcher, piece, config.min_overlap, min_piece)
+            for voxels, match, reason in failed:
+                record = sel.skip(k, voxels, reason)
+                if match is not None:
+                    sel.weak.append((record, k, voxels, match))
+            candidates += [(k, voxels, match) for voxels, match in parts]
+    candidates.sort(key=lambda entry: -len(entry[1]))
+    for k, voxels, match in candidates:
+        if need is not None and len(sel.parts) >= need:
+            sel.skip(k, voxels, "beyond the requested part count")
+        elif need is None and len(voxels) < config.auto_min_relative_size * len(candidates[0][1]):
+            sel.skip(k, voxels, "too small for an automatically counted part")
+        else:
+            sel.add(k, voxels, match, matcher.grid.centres(voxels), config.attach_tolerance * vs)
+    if need is not None and len(sel.parts) < need:
+        sel.weak.sort(key=lambda entry: -len(entry[2]))
+        for record, k, voxels, match in sel.weak[:need - len(sel.parts)]:
+            record["reason"] += "; used as a weak part to reach the requested count"
+            sel.parts.append(PartEstimate(k, voxels, match.target, match.matched_voxels, match.overlap, match.transform,
+                                          weak=True))
+    if need is not None and len(sel.parts) < need:
+        raise ValueError(f"{need} movable parts requested but only {len(sel.parts)} dynamic components have a "
+                         f"counterpart in the other state ({len(c.components)} canonical components of >= "
+                         f"{config.min_component_voxels} voxels; skipped: {sel.skipped}); lower --num_parts or "
+                         "check the coarse models")
+    if not sel.parts:
+        raise ValueError(f"no dynamic component has a rigid counterpart in the other state (skipped: {sel.skipped})")
+    return sel.parts, sel.skipped
+
+
+def finalise_part(matcher: PartMatcher, part: PartEstimate, joint_type: str | None, method: str) -> None:
+    """Fill in the part's type guess, residuals and its motion constrained to its joint type (given or guessed).
+
+    refined: revolute = the rigid ICP fit without its screw translation along the axis; prismatic = the best
+    translation-only ICP fit (`PartMatcher.fit_translation`); the guess compares the overlaps of the two models
+    (`guess_joint_type`). plane: the paper's plane estimate onto the matched component; it has no translation
+    estimate, so prismatic = identity, and the guess is 'revolute' unless the estimate fell back to the identity.
+    """
+    points = matcher.sample(matcher.c.points_in(part.voxels))
+    if method == "plane":
+        target = part.matched_voxels if part.matched_component < 0 else matcher.o.components[part.matched_component]
+        rigid, translation = matcher.plane_estimate(part.voxels, target), np.eye(4)
+    else:
+        rigid = part.rigid_transform
+        translation = matcher.fit_translation(part.voxels, points, rigid, part.matched_voxels)
+    revolute = joint_to_matrix(matrix_to_joint(rigid, "revolute"))
+    part.rigid_transform = rigid
+    part.residuals = {"rigid": matcher.truncated_residual(rigid, points),
+                      "revolute": matcher.truncated_residual(revolute, points),
+                      "prismatic": matcher.truncated_residual(translation, points)}
+    part.model_overlaps = {"revolute": matcher.overlap(revolute, part.voxels),
+                           "prismatic": matcher.overlap(translation, part.voxels)}
+    if method == "plane":
+        part.type_guess = "prismatic" if np.allclose(rigid, np.eye(4)) else "revolute"
+    else:
+        part.type_guess = guess_joint_type(rigid, part.model_overlaps["revolute"], part.model_overlaps["prismatic"])
+    part.joint_type = joint_type or part.type_guess
+    part.type_source = "given" if joint_type else "guess"
+    part.transform = revolute if part.joint_type == "revolute" else translation
+    part.overlap = part.model_overlaps[part.joint_type]
+
+
+def discover_parts(points_c: np.ndarray, points_o: np.ndarray, config: VoxelizeConfig) -> VoxelizeResult:
+    """Stage 3 on point arrays: movable parts of the canonical state (N, 3) and their motions to the other (M, 3)."""
+    grid, static, canonical, other = build_states(points_c, points_o, config)
+    if not canonical.components:
+        raise ValueError(f"the canonical state has no dynamic component of >= {config.min_component_voxels} voxels")
+    matcher = PartMatcher(canonical, other, icp_points=config.icp_points, landing_tolerance=config.landing_tolerance,
+                          seed=config.seed)
+    parts, skipped = select_parts(matcher, config)
+    types = config.joint_types or (None,) * len(parts)
+    if len(types) != len(parts):
+        raise ValueError(f"{len(types)} joint types given but {len(parts)} movable parts found")
+    for part, joint_type in zip(parts, types):
+        finalise_part(matcher, part, joint_type, config.method)
+    return VoxelizeResult(grid, static, canonical, other, parts, skipped, config.method)
