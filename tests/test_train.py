@@ -1,0 +1,163 @@
+"""Stage 4 (train.py) on a tiny synthetic cabinet: inputs, initial logits, joint refinement, resume, errors.
+
+The stage-2 models here are surfels initialised from the depth point clouds (no coarse optimisation), so the test
+exercises stage 4 alone; the end-to-end test runs the real stage 2.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train
+import voxelize
+from data_tools.synthetic import generate_scene
+from scene import Scene
+from scene.articulation import joint_to_matrix, matrix_to_joint
+from scene.gaussian_model import GaussianModel
+from scene.trained_model import TrainedModel
+from utils.get_mask import main as get_mask_main
+from utils.io_utils import write_text
+from utils.metrics import evaluate_joints, load_gt_joints
+from utils.point_cloud import voxel_downsample
+
+COARSE_ITER = 7
+FAST = ["--em_interval", "10", "--densify_from_iter", "5", "--densification_interval", "5", "--densify_until_iter",
+        "18", "--log_interval", "5", "--quiet", "--data_device", "cpu", "--coarse_iter", str(COARSE_ITER)]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Scene (64 px, 10 views per state), stage-1 classic masks, point-cloud surfels as 'coarse' models, stage 3."""
+    root = tmp_path_factory.mktemp("train")
+    data, outputs = root / "data", root / "outputs"
+    scene_dir = data / "gear" / "synthetic" / "cabinet"
+    generate_scene("cabinet", scene_dir, res=64, views=10, test_views=2, seed=0, supersample=1, progress=False)
+    assert get_mask_main(["--dataset_path", "gear/synthetic/cabinet", "--data_root", str(data), "--output_root",
+                          str(outputs), "--segmenter", "classic"]) == 0
+    scene = Scene(scene_dir, -1, "cpu", splits=("train",))
+    coarse = outputs / "gear" / "synthetic" / "cabinet" / "coarse_gs" / "point_cloud" / f"iteration_{COARSE_ITER}"
+    for state in (0, 1):
+        points, colours = voxel_downsample(*scene.point_cloud(state), 0.03)
+        GaussianModel.from_point_cloud(points, colours, sh_degree=1, init_opacity=0.9).save_ply(
+            coarse / f"point_cloud_{state}.ply")
+    write_text(coarse / "larger_motion_state.txt", "1")  # the generator opens the door in the end state
+    assert voxelize.main(["--dataset", "gear", "--subset", "synthetic", "--scenes", "cabinet", "--output_root",
+                          str(outputs), "--iteration", str(COARSE_ITER), "--voxel_size", "0.03"]) == 0
+    return {"data": data, "outputs": outputs, "scene_dir": scene_dir, "coarse": coarse}
+
+
+def _args(ws: dict, model_path: Path, *extra: str) -> list[str]:
+    return ["--source_path", str(ws["data"]), "--output_root", str(ws["outputs"]), "--scene_name", "cabinet",
+            "--model_path", str(model_path), *FAST, *extra]
+
+
+def _joint_error(ws: dict, model_path: Path) -> dict:
+    joints = TrainedModel.load(model_path, "final", "cpu").joints_start_to_end()
+    return evaluate_joints(joints, load_gt_joints(ws["scene_dir"] / "gt" / "trans.json"))["parts"][0]
+
+
+def test_initial_logits_mark_component_voxels() -> None:
+    stage3 = train.Stage3Result(canonical_state=1, joint_types=["revolute"], transforms=np.eye(4)[None],
+                                part_voxels=[np.array([[0, 0, 0], [1, 0, 0]])], grid_origin=np.zeros(3),
+                                voxel_size=0.1)
+    means = np.array([[0.05, 0.05, 0.05], [0.15, 0.01, 0.09], [0.25, 0.05, 0.05], [-0.05, 0.0, 0.0]])
+    logits = train.initial_logits(means, stage3, static_logit=2.0, part_logit=3.0)
+    assert logits.tolist() == [[-3.0, 3.0], [-3.0, 3.0], [2.0, 0.0], [2.0, 0.0]]
+
+
+def test_em_phases_alternate() -> None:
+    class Args:
+        em_interval = 4000
+
+    phases = [train.Refinement.phase(type("R", (), {"args": Args})(), it) for it in (1, 4000, 4001, 8000, 8001)]
+    assert phases == ["E", "E", "M", "M", "E"]
+
+
+def test_refinement_reduces_a_perturbed_joint_error(workspace: dict, tmp_path: Path) -> None:
+    """Stage 3's door motion made 6 deg too large: 40 iterations (E, M, E, M; densification in E) shrink the error."""
+    coarse = workspace["coarse"]
+    backup = tmp_path / "backup"
+    shutil.copytree(coarse, backup)
+    try:
+        with np.load(coarse / "joint_voxel_info.npz") as arrays:
+            saved = dict(arrays)
+        joint = matrix_to_joint(saved["transforms"][0], "revolute")
+        joint["motion"] += 6.0 if joint["motion"] > 0 else -6.0
+        saved["transforms"] = joint_to_matrix(joint)[None]
+        np.savez(coarse / "joint_voxel_info.npz", **saved)
+        model_path = tmp_path / "gear"
+        assert train.main(_args(workspace, model_path, "--iterations", "1", "--checkpoint_iterations", "1")) == 0
+        before = _joint_error(workspace, model_path)
+        shutil.rmtree(model_path)
+        assert train.main(_args(workspace, model_path, "--iterations", "40", "--checkpoint_iterations", "20",
+                                "--joint_lr_init", "3e-3", "--joint_lr_final", "3e-3")) == 0
+        after = _joint_error(workspace, model_path)
+    finally:
+        shutil.rmtree(coarse)
+        shutil.copytree(backup, coarse)
+    assert before["motion"] > 4.0
+    assert after["motion"] < before["motion"] - 1.0
+    log = [json.loads(line) for line in (model_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in log] == ["E", "E", "M", "M", "E", "E", "M", "M"]
+    assert all(np.isfinite(r["loss"]["total"]) for r in log)
+    assert "prior" in log[0]["loss"] and "smooth" in log[0]["loss"] and "prior" not in log[2]["loss"]
+    for iteration in (20, 40):
+        folder = model_path / "point_cloud" / f"iteration_{iteration}"
+        assert (folder / "point_cloud.ply").is_file() and (folder / "articulation.json").is_file()
+        assert (model_path / f"chkpnt{iteration}.pth").is_file()
+    summary = json.loads((model_path / "train_summary.json").read_text())
+    assert summary["canonical_state"] == 1 and len(summary["part_counts"]) == 2
+
+
+def test_resume_continues_from_the_latest_checkpoint(workspace: dict, tmp_path: Path) -> None:
+    model_path = tmp_path / "gear"
+    assert train.main(_args(workspace, model_path, "--iterations", "6", "--checkpoint_iterations", "4",
+                            "--anchor", "data")) == 0
+    (model_path / "point_cloud" / "iteration_6" / "articulation.json").unlink()
+    (model_path / "chkpnt6.pth").unlink()
+    assert train.main(_args(workspace, model_path, "--iterations", "6", "--checkpoint_iterations", "4",
+                            "--anchor", "data")) == 0
+    summary = json.loads((model_path / "train_summary.json").read_text())
+    assert summary["resumed_from"] == 4
+    # done: a third call trains nothing
+    assert train.main(_args(workspace, model_path, "--iterations", "6", "--anchor", "data")) == 0
+    assert json.loads((model_path / "train_summary.json").read_text())["resumed_from"] == 4
+
+
+def test_missing_inputs_name_the_file_and_the_stage(workspace: dict, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    assert train.main(_args(workspace, tmp_path / "a", "--coarse_iter", "99")) == 2
+    err = capsys.readouterr().err
+    assert "iteration_99/joint_voxel_info.json is missing" in err and "scripts/3_voxelize.sh" in err
+    masks = workspace["scene_dir"] / "end" / "train" / "mask"
+    hidden = tmp_path / "masks"
+    shutil.move(masks, hidden)
+    try:
+        assert train.main(_args(workspace, tmp_path / "b", "--iterations", "2")) == 2
+        err = capsys.readouterr().err
+        assert "SAM label maps are missing" in err and "scripts/1_get_mask.sh" in err
+        assert train.main(_args(workspace, tmp_path / "c", "--iterations", "2", "--lambda_prior", "0",
+                                "--anchor", "data")) == 0
+    finally:
+        shutil.move(hidden, masks)
+    assert train.main(_args(workspace, tmp_path / "d", "--joint_types", "s,r,p")) == 2
+    assert "stage 3 found 1" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace: dict, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    model_path = tmp_path / "gear"
+    assert train.main(_args(workspace, model_path, "--iterations", "4", "--checkpoint_iterations", "4",
+                            "--anchor", "data")) == 0
+    good = (model_path / "chkpnt4.pth").read_bytes()
+    original = train.photometric_loss
+    monkeypatch.setattr(train, "photometric_loss", lambda *a: original(*a) * torch.tensor(float("nan")))
+    assert train.main(_args(workspace, model_path, "--iterations", "10", "--checkpoint_iterations", "8",
+                            "--anchor", "data")) == 3
+    assert (model_path / "chkpnt4.pth").read_bytes() == good
+    assert not (model_path / "chkpnt8.pth").exists()

@@ -1,0 +1,467 @@
+"""Stage 4: geometry-motion alternating refinement (GEAR's EM) of a canonical 2DGS model with part logits and joints.
+
+    python train.py --dataset gear --subset synthetic --scene_name cabinet --coarse_name coarse_gs --coarse_iter 30000
+
+Reads, never `gt/`:
+  * stage 2: `<output_root>/<dataset>/<subset>/<scene>/<coarse_name>/point_cloud/iteration_<coarse_iter>/`
+    `point_cloud_<c>.ply` of the canonical (larger-motion) state c and `larger_motion_state.txt`;
+  * stage 3: `joint_voxel_info.json` / `.npz` in the same folder (initial parts and joints, c -> o);
+  * stage 1: the SAM label maps `<c state>/train/mask/XXXX.npy` of the canonical training views (part prior).
+Writes under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene>/gear`): the model contract of
+`scene/trained_model.py` (`point_cloud/iteration_<N>/point_cloud.ply` with the part logits as features and
+`articulation.json`) at `--checkpoint_iterations` and the last iteration, a resume checkpoint `chkpnt<N>.pth` next to
+each, `train_log.jsonl` (loss terms, phase, part counts and joints every `--log_interval` iterations),
+`train_summary.json` and `cfg_args`.
+
+Each iteration renders the deformed model in a random training view of the other state o (photometric + depth
+loss) and the undeformed model in a random training view of c (anchor; in E-steps also the part prior on the
+rendered logits and the kNN smoothness of the logits). E-steps train logits and geometry with soft part weights and
+densify; M-steps train the joints (and geometry) with hard weights. Joint types come from stage 3 unless given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from arguments import ModelParams, OptimizationParams, PipelineParams, RefinementParams, parse_joint_types, \
+    scene_dir, scene_output_dir
+from gaussian_renderer import render
+from scene import Scene
+from scene.articulation import ArticulationModel, blend_weights
+from scene.cameras import STATES, Camera
+from scene.dataset_readers import DatasetError
+from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
+from scene.trained_model import save as save_trained_model
+from utils.io_utils import read_json, write_json
+from utils.loss_utils import depth_log_l1
+from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
+from utils.train_utils import FiniteGuard, TrainingDiverged, background, latest_checkpoint, load_checkpoint, \
+    photometric_loss, pick_device, save_checkpoint, seed_everything
+
+log = logging.getLogger("train")
+STAGE2_HINT = "run stage 2 and 3 first: scripts/2_coarse.sh and scripts/3_voxelize.sh (python coarse.py / voxelize.py)"
+STAGE1_HINT = "run stage 1 first: scripts/1_get_mask.sh (python utils/get_mask.py), or pass --lambda_prior 0"
+NEVER = 10**9  # an iteration count no run reaches: disables the opacity reset in stage 4
+
+
+# ------------------------------------------------------------------------------------------------------------ inputs
+@dataclass
+class Stage3Result:
+    """What stage 4 starts from: canonical state, per-part voxel sets and initial c -> o transforms."""
+
+    canonical_state: int
+    joint_types: list[str]
+    transforms: np.ndarray          # (K-1, 4, 4) canonical -> other
+    part_voxels: list[np.ndarray]   # K-1 arrays (M_k, 3) int voxel indices in the canonical state
+    grid_origin: np.ndarray         # (3,)
+    voxel_size: float
+
+
+def coarse_folder(args: argparse.Namespace) -> Path:
+    """Stage 2/3's iteration folder of this scene."""
+    return scene_output_dir(args) / args.coarse_name / "point_cloud" / f"iteration_{args.coarse_iter}"
+
+
+def read_stage3(folder: Path) -> Stage3Result:
+    """Parse `joint_voxel_info.json/.npz` (stage 3); errors name the file and the command that makes it."""
+    json_path, npz_path = folder / "joint_voxel_info.json", folder / "joint_voxel_info.npz"
+    for path in (json_path, npz_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; {STAGE2_HINT}")
+    info = read_json(json_path, "stage-3 joint_voxel_info")
+    try:
+        parts = info["parts"]
+        canonical = int(info["larger_motion_state"])
+        types = [str(part["joint_type"]) for part in parts]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{json_path}: not a stage-3 joint_voxel_info file ({err!r}); {STAGE2_HINT}") from err
+    with np.load(npz_path, allow_pickle=False) as arrays:
+        transforms = np.asarray(arrays["transforms"], dtype=np.float64)
+        voxels = [np.asarray(arrays[f"part_{k}_voxels"]) for k in range(1, len(parts) + 1)]
+        origin = np.asarray(arrays["grid_origin"], dtype=np.float64)
+        size = float(arrays["voxel_size"])
+    if transforms.shape != (len(parts), 4, 4) or not parts:
+        raise ValueError(f"{npz_path}: expected transforms of shape ({len(parts)}, 4, 4) for "
+                         f"{len(parts)} movable parts, got {transforms.shape}")
+    return Stage3Result(canonical, types, transforms, voxels, origin, size)
+
+
+def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float, part_logit: float) -> Tensor:
+    """(N, K) initial part logits: (static_logit, 0, ...) everywhere; surfels whose centre lies in a voxel of movable
+    component k get +part_logit for k and -part_logit for every other class."""
+    num_parts = len(stage3.part_voxels) + 1
+    logits = np.zeros((len(means), num_parts), dtype=np.float32)
+    logits[:, 0] = static_logit
+    cells = np.floor((means - stage3.grid_origin) / stage3.voxel_size).astype(np.int64)
+    for k, voxels in enumerate(stage3.part_voxels, start=1):
+        inside = _rows_in(cells, voxels.astype(np.int64))
+        logits[inside] = -part_logit
+        logits[inside, k] = part_logit
+    return torch.from_numpy(logits)
+
+
+def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(N,) bool: which integer rows (N, 3) occur in `table` (M, 3), vectorised through a common row encoding."""
+    low = np.minimum(rows.min(0), table.min(0)) if len(table) else rows.min(0)
+    span = np.maximum(rows.max(0), table.max(0) if len(table) else rows.max(0)) - low + 1
+
+    def encode(a: np.ndarray) -> np.ndarray:
+        a = a - low
+        return (a[:, 0] * span[1] + a[:, 1]) * span[2] + a[:, 2]
+
+    return np.isin(encode(rows), encode(table)) if len(table) else np.zeros(len(rows), bool)
+
+
+def resolve_types(cli: str, stage3: Stage3Result) -> list[str]:
+    """Joint types from the command line (must match stage 3's part count) or stage 3's."""
+    types = parse_joint_types(cli)
+    if types is None:
+        return stage3.joint_types
+    if len(types) != len(stage3.joint_types):
+        raise ValueError(f"--joint_types {cli!r} lists {len(types)} movable parts but stage 3 found "
+                         f"{len(stage3.joint_types)}; rerun stage 3 with --num_parts {len(types) + 1}")
+    return list(types)
+
+
+# ------------------------------------------------------------------------------------------------------ refinement
+class Refinement:
+    """The EM optimisation: canonical surfels with part logits, the articulation, their optimisers and schedule."""
+
+    def __init__(self, args: argparse.Namespace, scene: Scene, gaussians: GaussianModel,
+                 articulation: ArticulationModel, canonical: int, device: torch.device) -> None:
+        self.args, self.scene, self.device = args, scene, device
+        self.gaussians, self.articulation, self.canonical = gaussians, articulation, canonical
+        self.other = 1 - canonical
+        self.cams_c, self.cams_o = scene.train_cameras(canonical), scene.train_cameras(self.other)
+        self.num_regions = [int(cam.mask.max()) + 1 if cam.mask is not None else 0 for cam in self.cams_c]
+        gaussians.setup_optimizers(*self._optimizer_settings())
+        self.densifier = Densifier(
+            gaussians, scene_scale=scene.extent, refine_start=args.densify_from_iter,
+            refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
+            grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval or NEVER,
+        )
+        self.joint_optimizer = self._joint_optimizer()
+        self.anchors = self._anchor_targets() if args.anchor == "initial" else None
+        self.pseudo_depth = None if all(cam.depth is not None for cam in self.cams_o) else self._coarse_depths()
+        self._neighbours: Tensor | None = None
+
+    def _joint_optimizer(self) -> torch.optim.Adam:
+        return torch.optim.Adam(self.articulation.parameters(), lr=self.args.joint_lr_init)
+
+    @torch.no_grad()
+    def _anchor_targets(self) -> list[dict[str, Tensor]]:
+        """Renders (RGB over black, alpha, depth) of the initial model in every canonical training view."""
+        black = torch.zeros(3, device=self.device)
+        targets = []
+        for cam in self.cams_c:
+            out = render(cam, self.gaussians, black, with_features=False, backend=self._backend(),
+                         depth_ratio=self.args.depth_ratio)
+            depth = torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))
+            targets.append({"render": out["render"], "depth": depth})
+        return targets
+
+    @torch.no_grad()
+    def _coarse_depths(self) -> list[Tensor]:
+        """Depth renders of the other state's coarse model: the depth target when the dataset has no depth."""
+        path = coarse_folder(self.args) / f"point_cloud_{self.other}.ply"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; {STAGE2_HINT}")
+        model = GaussianModel.load_ply(path, self.device)
+        black = torch.zeros(3, device=self.device)
+        depths = []
+        for cam in self.cams_o:
+            out = render(cam, model, black, with_features=False, backend=self._backend(),
+                         depth_ratio=self.args.depth_ratio)
+            depths.append(torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"])))
+        return depths
+
+    def _backend(self) -> str | None:
+        return None if self.args.backend == "auto" else self.args.backend
+
+    def phase(self, iteration: int) -> str:
+        """'E' (logits, soft weights, densify) or 'M' (joints, hard weights); phases alternate every em_interval."""
+        return "E" if ((iteration - 1) // self.args.em_interval) % 2 == 0 else "M"
+
+    def neighbours(self) -> Tensor:
+        """kNN graph of the surfel centres, rebuilt whenever densification changed the surfel count."""
+        if self._neighbours is None or self._neighbours.shape[0] != self.gaussians.num_points:
+            self._neighbours = knn_indices(self.gaussians.get_xyz, self.args.knn)
+        return self._neighbours
+
+    def step(self, iteration: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """One optimisation step; returns the (detached) loss terms."""
+        args, g = self.args, self.gaussians
+        e_step = self.phase(iteration) == "E"
+        g.update_learning_rate(iteration)
+        if e_step:
+            g.unfreeze("features")
+        else:
+            g.freeze("features")
+        for group in self.joint_optimizer.param_groups:
+            group["lr"] = exponential_lr(iteration, args.joint_lr_init, args.joint_lr_final, args.iterations)
+
+        terms: dict[str, Tensor] = {}
+        # (a, b) the deformed model in a view of the other state
+        i = int(torch.randint(len(self.cams_o), (1,), generator=generator))
+        cam = self.cams_o[i]
+        bg = background(args.random_bg_color, args.white_background, self.device, generator)
+        weights = blend_weights(g.get_features, hard=not e_step)
+        means, quats = self.articulation.deform(g.get_xyz, g.params["quats"], weights)
+        out = render(cam, g, bg, means=means, rotations=quats, with_features=False, backend=self._backend(),
+                     depth_ratio=args.depth_ratio)
+        terms["photo"] = photometric_loss(out["render"], cam.composite(bg), args.lambda_dssim)
+        depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
+        terms["depth"] = args.lambda_depth * depth_log_l1(out["depth"], depth_target)
+
+        # (c, d) the undeformed model in a view of the canonical state
+        j = int(torch.randint(len(self.cams_c), (1,), generator=generator))
+        cam_c = self.cams_c[j]
+        use_prior = e_step and args.lambda_prior > 0
+        if self.anchors is not None:
+            bg_c, target, target_depth = torch.zeros(3, device=self.device), self.anchors[j]["render"], \
+                self.anchors[j]["depth"]
+        else:
+            bg_c = background(args.random_bg_color, args.white_background, self.device, generator)
+            target, target_depth = cam_c.composite(bg_c), cam_c.depth
+        out_c = render(cam_c, g, bg_c, with_features=use_prior, backend=self._backend(),
+                       depth_ratio=args.depth_ratio)
+        anchor = photometric_loss(out_c["render"], target, args.lambda_dssim)
+        if target_depth is not None:
+            anchor = anchor + args.lambda_depth * depth_log_l1(out_c["depth"], target_depth)
+        terms["anchor"] = args.lambda_anchor * anchor
+        if use_prior:
+            terms["prior"] = args.lambda_prior * part_prior_loss(
+                out_c["features"], out_c["alpha"], cam_c.mask, static_weight=args.static_class_weight,
+                num_regions=self.num_regions[j])
+        if e_step and args.lambda_smooth > 0:
+            terms["smooth"] = args.lambda_smooth * knn_smoothness_loss(g.get_features, self.neighbours())
+
+        loss = sum(terms.values())
+        densify = e_step and iteration < args.densify_until_iter
+        if densify:
+            self.densifier.pre_backward(iteration, out_c["info"])
+        loss.backward()
+        if densify:
+            self.densifier.post_backward(iteration, out_c["info"])
+        g.step_optimizers()
+        if not e_step:
+            self.joint_optimizer.step()
+        self.joint_optimizer.zero_grad(set_to_none=True)
+        terms["total"] = loss
+        return {name: value.detach() for name, value in terms.items()}
+
+    def switch_small_revolute_joints(self) -> list[int]:
+        """Make every revolute joint whose angle is below the threshold prismatic (about its part's centroid)."""
+        switched = []
+        parts = self.part_ids()
+        for k in range(1, self.articulation.num_parts):
+            joint = self.articulation.joint(k)
+            if joint["type"] != "revolute" or abs(joint["motion"]) >= self.args.prismatic_switch_angle:
+                continue
+            members = parts == k
+            centre = self.gaussians.get_xyz[members].mean(0) if members.any() else self.gaussians.get_xyz.mean(0)
+            self.articulation.switch_to_prismatic(k, centre.detach().double().cpu().numpy())
+            switched.append(k)
+        if switched:
+            self.joint_optimizer = self._joint_optimizer()
+        return switched
+
+    def part_ids(self) -> Tensor:
+        """(N,) hard part assignment."""
+        return self.gaussians.get_features.argmax(dim=1)
+
+    def status(self) -> dict:
+        """Part counts and joints (canonical -> other), for logs."""
+        counts = torch.bincount(self.part_ids(), minlength=self.articulation.num_parts).tolist()
+        return {"gaussians": self.gaussians.num_points, "part_counts": counts,
+                "joints": [self.articulation.joint(k) for k in range(1, self.articulation.num_parts)]}
+
+    # -------------------------------------------------------------------------------------------------- checkpoints
+    def checkpoint(self, iteration: int) -> dict:
+        """Everything needed to resume: surfels, optimiser and densifier state, joints, schedule position."""
+        g = self.gaussians
+        return {
+            "iteration": iteration,
+            "params": {name: p.detach() for name, p in g.params.items()},
+            "active_sh_degree": g.active_sh_degree,
+            "optimizers": {name: opt.state_dict() for name, opt in g.optimizers.items()},
+            "densifier": {k: v for k, v in self.densifier.state.items()},
+            "articulation": {"prismatic": self.articulation.prismatic, "quats": self.articulation.quats.detach(),
+                             "trans": self.articulation.trans.detach()},
+            "joint_optimizer": self.joint_optimizer.state_dict(),
+        }
+
+    def restore(self, state: dict) -> int:
+        """Load a `checkpoint` dict; returns its iteration."""
+        g = self.gaussians
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                g.params[name] = torch.nn.Parameter(value.to(self.device).clone())
+            self.articulation.prismatic.copy_(state["articulation"]["prismatic"])
+            self.articulation.quats.copy_(state["articulation"]["quats"])
+            self.articulation.trans.copy_(state["articulation"]["trans"])
+        g.active_sh_degree = int(state["active_sh_degree"])
+        g.setup_optimizers(*self._optimizer_settings())
+        for name, opt in g.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.densifier.state.update(state["densifier"])
+        self.joint_optimizer = self._joint_optimizer()
+        self.joint_optimizer.load_state_dict(state["joint_optimizer"])
+        return int(state["iteration"])
+
+    def _optimizer_settings(self) -> tuple[LearningRates, float, int]:
+        a = self.args
+        lrs = LearningRates(means=a.position_lr_init, means_final=a.position_lr_final, sh0=a.feature_lr,
+                            shN=a.feature_lr / 20, opacities=a.opacity_lr, scales=a.scaling_lr,
+                            quats=a.rotation_lr, features=a.logit_lr)
+        return lrs, self.scene.extent, a.iterations
+
+
+# ------------------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for group in (ModelParams, OptimizationParams, PipelineParams, RefinementParams):
+        group(parser)
+    parser.set_defaults(densify_from_iter=3000, densify_grad_threshold=1e-3, opacity_reset_interval=0)
+    parser.add_argument("--overwrite", action="store_true", help="start over, deleting this model's outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if not args.model_path:
+        args.model_path = str(scene_output_dir(args) / "gear")
+    if args.anchor not in ("initial", "data"):
+        parser.error(f"--anchor must be initial or data, got {args.anchor!r}")
+    return args
+
+
+def load_model(args: argparse.Namespace, device: torch.device) -> tuple[GaussianModel, ArticulationModel, int]:
+    """The canonical coarse surfels with initial part logits, and the initial articulation (both on `device`)."""
+    folder = coarse_folder(args)
+    stage3 = read_stage3(folder)
+    ply = folder / f"point_cloud_{stage3.canonical_state}.ply"
+    if not ply.is_file():
+        raise FileNotFoundError(f"{ply} is missing; {STAGE2_HINT}")
+    coarse = GaussianModel.load_ply(ply, "cpu")
+    params = {name: p.detach() for name, p in coarse.params.items() if name != "features"}
+    params["features"] = initial_logits(coarse.get_xyz.detach().numpy(), stage3, args.init_static_logit,
+                                        args.init_part_logit)
+    params = {name: value.to(device).requires_grad_() for name, value in params.items()}
+    gaussians = GaussianModel(params, coarse.max_sh_degree, coarse.active_sh_degree)
+    types = resolve_types(args.joint_types, stage3)
+    articulation = ArticulationModel(types, stage3.transforms).to(device)
+    return gaussians, articulation, stage3.canonical_state
+
+
+def check_masks(scene: Scene, canonical: int, args: argparse.Namespace) -> None:
+    """The part prior needs stage 1's label maps for every canonical training view."""
+    if args.lambda_prior <= 0:
+        return
+    missing = [cam.image_name for cam in scene.train_cameras(canonical) if cam.mask is None]
+    if missing:
+        folder = scene.scene_dir / STATES[canonical] / "train" / "mask"
+        raise FileNotFoundError(f"{len(missing)} SAM label maps are missing in {folder} (e.g. {missing[0]}.npy); "
+                                f"{STAGE1_HINT}")
+
+
+def final_iteration_done(model_path: Path, iterations: int) -> bool:
+    return (model_path / "point_cloud" / f"iteration_{iterations}" / "articulation.json").is_file()
+
+
+def save(refinement: Refinement, model_path: Path, iteration: int) -> None:
+    """The model contract and a resume checkpoint for `iteration`."""
+    save_trained_model(model_path, iteration, refinement.gaussians, refinement.articulation, refinement.canonical)
+    save_checkpoint(model_path / f"chkpnt{iteration}.pth", refinement.checkpoint(iteration))
+
+
+def log_status(refinement: Refinement, iteration: int, terms: dict[str, Tensor], log_path: Path) -> dict:
+    """Append one JSON line (phase, loss terms, part counts, joints) to `train_log.jsonl` and return it."""
+    record = {"iteration": iteration, "phase": refinement.phase(iteration),
+              "loss": {name: float(value) for name, value in terms.items()}, **refinement.status()}
+    with open(log_path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    joints = "; ".join(f"{j['type'][0]} {j['motion']:.3f}" for j in record["joints"])
+    log.info("it %d %s loss %.4f parts %s joints %s", iteration, record["phase"], record["loss"]["total"],
+             record["part_counts"], joints)
+    return record
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) stage 4 for one scene; returns the summary written to train_summary.json."""
+    model_path = Path(args.model_path)
+    if args.overwrite and model_path.exists():
+        for path in sorted(model_path.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    if final_iteration_done(model_path, args.iterations):
+        log.info("%s already has iteration %d; nothing to do (pass --overwrite to retrain)", model_path,
+                 args.iterations)
+        return read_json(model_path / "train_summary.json", "stage-4 summary")
+    generator = seed_everything(args.seed)
+    device = pick_device(args.data_device)
+    gaussians, articulation, canonical = load_model(args, device)
+    scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=True)
+    check_masks(scene, canonical, args)
+    model_path.mkdir(parents=True, exist_ok=True)
+    write_json(model_path / "cfg_args", vars(args))
+    refinement = Refinement(args, scene, gaussians, articulation, canonical, device)
+    start = 0
+    resume = latest_checkpoint(model_path)
+    if resume is not None:
+        start = refinement.restore(load_checkpoint(resume, device))
+        log.info("resumed from %s", resume)
+    checkpoints = set(args.checkpoint_iterations) | {args.iterations}
+    guard, log_path = FiniteGuard(), model_path / "train_log.jsonl"
+    began = time.perf_counter()
+    bar = tqdm(range(start + 1, args.iterations + 1), desc="refine", disable=args.quiet, dynamic_ncols=True)
+    terms: dict[str, Tensor] = {}
+    for iteration in bar:
+        if iteration == args.prismatic_switch_iter:
+            for k in refinement.switch_small_revolute_joints():
+                log.info("it %d: part %d moved less than %.1f deg; now prismatic", iteration, k,
+                         args.prismatic_switch_angle)
+        terms = refinement.step(iteration, generator)
+        guard.update(terms["total"], iteration)
+        if iteration % args.log_interval == 0 or iteration == args.iterations:
+            guard.check(iteration)
+            record = log_status(refinement, iteration, terms, log_path)
+            bar.set_postfix(phase=record["phase"], loss=f"{record['loss']['total']:.4f}", n=record["gaussians"])
+        if iteration in checkpoints:
+            guard.check(iteration)
+            save(refinement, model_path, iteration)
+    seconds = time.perf_counter() - began
+    done = args.iterations - start
+    summary = {"iterations": args.iterations, "resumed_from": start, "seconds": seconds,
+               "iterations_per_second": done / seconds if seconds > 0 else None, "canonical_state": canonical,
+               **refinement.status()}
+    write_json(model_path / "train_summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[train] %(message)s")
+    args = parse_args(argv)
+    try:
+        summary = train(args)
+    except (FileNotFoundError, ValueError, DatasetError) as err:
+        print(f"[train] error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"[train] {err}; the last good checkpoint in {args.model_path} is kept", file=sys.stderr)
+        return 3
+    joints = ", ".join(f"part {k}: {j['type']} {j['motion']:.3f}" for k, j in enumerate(summary["joints"], 1))
+    print(f"[train] {args.scene_name}: {summary['gaussians']} surfels, parts {summary['part_counts']}, {joints} "
+          f"(canonical -> other), {summary['seconds']:.0f} s -> {args.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Pieces of the optimisation loop shared by stage 2 (coarse) and stage 4 (refinement)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from utils.io_utils import atomic_path
+from utils.loss_utils import l1_loss, ssim
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for view/background sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def pick_device(requested: str) -> torch.device:
+    """`requested` if usable, else the CPU (so CPU-only machines run every stage)."""
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device(requested)
+
+
+def background(random_bg: bool, white: bool, device: torch.device, generator: torch.Generator) -> Tensor:
+    """(3,) background colour: random per iteration, white, or black."""
+    if random_bg:
+        return torch.rand(3, generator=generator).to(device, non_blocking=True)
+    return torch.full((3,), 1.0 if white else 0.0, device=device)
+
+
+def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float) -> Tensor:
+    """(1 - λ)·L1 + λ·(1 - SSIM) between (3, H, W) images."""
+    return (1.0 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim * (1.0 - ssim(pred, target))
+
+
+class FiniteGuard:
+    """Checks accumulated losses for NaN/inf every `every` iterations without a host sync per step."""
+
+    def __init__(self, every: int = 50) -> None:
+        self.every = every
+        self._bad: Tensor | None = None
+
+    def update(self, loss: Tensor, iteration: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        self._bad = bad if self._bad is None else self._bad | bad
+        if iteration % self.every == 0:
+            self.check(iteration)
+
+    def check(self, iteration: int) -> None:
+        if self._bad is not None and bool(self._bad):
+            raise TrainingDiverged(f"loss became NaN/inf at or before iteration {iteration}")
+        self._bad = None
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """`torch.save` of tensors/plain containers (loadable with weights_only=True), atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` without unpickling code."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def latest_checkpoint(folder: str | Path, prefix: str = "chkpnt") -> Path | None:
+    """The checkpoint `<prefix><iteration>.pth` with the highest iteration in `folder`, if any."""
+    found = sorted(Path(folder).glob(f"{prefix}*.pth"), key=lambda p: int(p.stem[len(prefix):]))
+    return found[-1] if found else None
