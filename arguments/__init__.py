@@ -82,9 +82,10 @@ class OptimizationParams(ParamGroup):
         self.lambda_depth = 1.0
         self.lambda_normal = 0.05
         self.normal_from_iter = 7000
-        self.lambda_dist = 100.0
+        self.lambda_dist = 0.1
         self.dist_from_iter = 3000
         self.lambda_opacity = 0.1
+        self.opacity_from_iter = 15_000
         self.densify_from_iter = 500
         self.densify_until_iter = 15_000
         self.densification_interval = 100
@@ -92,7 +93,18 @@ class OptimizationParams(ParamGroup):
         self.opacity_reset_interval = 3000
         self.sh_increase_interval = 1000
         self.save_iterations = [7000, 30_000]
-        super().__init__(parser, "Optimization")
+        super().__init__(parser, "Optimization", {
+            # gsplat's distortion is sum_ij w_i w_j |z_i - z_j| in scene units (an L1 form), not 2DGS's squared NDC
+            # form; coarse.py (LAMBDA_DIST note) explains the default.
+            "lambda_dist": "weight of gsplat's L1 depth distortion (scene units), from --dist_from_iter; "
+                           "0.1 for objects about 2 units across (>= 10 blurs colour and depth at silhouettes)",
+            "lambda_depth": "weight of mean(log(1 + |D - D_gt|)) over valid depth (off when a view has no depth)",
+            "lambda_normal": "weight of 2DGS normal consistency, from --normal_from_iter",
+            "lambda_opacity": "weight of the opacity binarisation BCE(o, [o > 0.5]), from --opacity_from_iter",
+            "opacity_from_iter": "start of the opacity binarisation: after the last opacity reset, since right after "
+                                 "a reset every opacity is below 0.5 and Adam would drive them all to pruning",
+            "save_iterations": "iterations at which the PLYs are written (the final iteration always is)",
+        })
 
 
 class RefinementParams(ParamGroup):

@@ -1,0 +1,499 @@
+"""Stage 2: one 2D Gaussian surfel model per joint state, and which state has the larger motion (DESIGN.md §5).
+
+    python coarse.py --dataset gear --subset synthetic --scene_name cabinet [--iterations 30000] [--resolution 400]
+
+Reads `<source_path>/<dataset>/<subset>/<scene_name>/` (point clouds are made from depth when missing) and writes
+under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coarse_gs`):
+
+    cfg_args                      JSON of every argument of the last invocation
+    chkpnt<N>.pth                 the latest resumable state (plain tensors and dicts; loaded with weights_only=True)
+    point_cloud/iteration_<N>/    point_cloud_0.ply, point_cloud_1.ply (start, end), larger_motion_state.txt (0 or 1),
+                                  at every --save_iterations value reached and at the final iteration
+    coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
+
+A run restarts from its latest checkpoint unless --overwrite (which removes these outputs first); a run whose final
+outputs exist exits at once. Each iteration steps both states: one random training view each, against the image
+composited over a random background (--no-random_bg_color: black or --white_background). The two states are two
+render calls (render_batch shares one set of surfels between its cameras, so one call would need per-camera masks).
+Apart from gsplat's densification bookkeeping (until --densify_until_iter), only the progress bar and NaN check
+(every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device, so GPU iterations are not
+serialised by host synchronisation. A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is
+only written after such a check.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from arguments import ModelParams, OptimizationParams, PipelineParams, scene_dir, scene_output_dir
+from gaussian_renderer import render
+from scene import Scene, point_cloud_path
+from scene.cameras import Camera
+from scene.dataset_readers import SPLITS, DatasetError, transforms_path
+from scene.gaussian_model import Densifier, GaussianModel, LearningRates
+from utils.image_utils import psnr
+from utils.io_utils import read_json, write_json, write_text
+from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss, opacity_binarisation_loss
+from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
+from utils.train_utils import (
+    FiniteGuard,
+    TrainingDiverged,
+    background,
+    latest_checkpoint,
+    load_checkpoint,
+    photometric_loss,
+    pick_device,
+    save_checkpoint,
+    seed_everything,
+)
+
+log = logging.getLogger("coarse")
+
+STATES = (0, 1)
+PROGRESS_EVERY = 50  # iterations between progress-bar updates and NaN checks (each one host sync)
+OPAQUE = 0.5  # opacity from which a Gaussian's centre counts as surface for the larger-motion test
+INIT_OPACITY = 0.1
+CHECKPOINT_PREFIX = "chkpnt"
+COARSE_NAME = "coarse_gs"  # default model folder inside the scene's output folder
+SUMMARY_NAME = "coarse_summary.json"
+MOTION_NAME = "larger_motion_state.txt"
+# LAMBDA_DIST note (the default of --lambda_dist lives in arguments/OptimizationParams). gsplat's distortion is
+# sum_ij w_i w_j |z_i - z_j| in scene units, an L1 form; 2DGS's 100-1000 weigh squared NDC depth differences, orders
+# of magnitude smaller for objects 3 units from the camera, so those weights do not transfer. The per-pixel value is
+# about the depth spread along the ray: a few mm on a formed surface, but tens of cm on the mixed pixels of anti-
+# aliased silhouettes. Measured on the synthetic cabinet (600 iterations, distortion from 300, 48 and 96 px), weights
+# 0/1/10/100: 1 is neutral to slightly helpful (3-7 % more opaque surfels, their centres 2-3 % closer to the GT
+# surface at 48 px, at most -0.3 dB), while 10 costs 1-2 dB and 20-50 % depth error and 100 costs ~6 dB and 3-4x depth
+# error, the term then outweighing the photometric loss (it hardens silhouettes against the anti-aliased images).
+# At 400 px on the GPU (10k-iteration run, ~10^5 half-transparent surfels early on) weight 1 made the distortion
+# ~0.25 per pixel against a photometric loss of ~0.01, twenty times the image term, so the default is 0.1.
+
+
+@dataclass
+class StateRun:
+    """Everything that trains one joint state: its model, densifier and training cameras, and the epoch's view order."""
+
+    state: int
+    model: GaussianModel
+    densifier: Densifier
+    cameras: list[Camera]
+    views: list[int] = field(default_factory=list)
+
+    def next_camera(self, generator: torch.Generator) -> Camera:
+        """A random training view; every view once per epoch (3DGS's shuffled stack)."""
+        if not self.views:
+            self.views = torch.randperm(len(self.cameras), generator=generator).tolist()
+        return self.cameras[self.views.pop()]
+
+
+# ------------------------------------------------------------------------------------------------------ arguments
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The 3DGS-style argument groups plus stage-2 options; `model_path` is resolved to its default when empty."""
+    parser = argparse.ArgumentParser(description="Stage 2: coarse 2D Gaussian surfels of both joint states.")
+    ModelParams(parser)
+    OptimizationParams(parser)
+    PipelineParams(parser)
+    stage = parser.add_argument_group("Stage 2")
+    stage.add_argument("--checkpoint_interval", type=int, default=5000,
+                       help="iterations between checkpoints (the latest one is kept; also saved at the end)")
+    stage.add_argument("--motion_voxel_size", type=float, default=DEFAULT_VOXEL_SIZE,
+                       help="voxel edge of the larger-motion-state test (scene units)")
+    stage.add_argument("--overwrite", action="store_true",
+                       help="remove this model's outputs and checkpoints first instead of resuming")
+    parser.set_defaults(random_bg_color=True)
+    args = parser.parse_args(argv)
+    if not args.scene_name:
+        parser.error("--scene_name is required")
+    if args.iterations < 1 or args.checkpoint_interval < 1:
+        parser.error("--iterations and --checkpoint_interval must be positive")
+    if not args.model_path:
+        args.model_path = str(scene_output_dir(args) / COARSE_NAME)
+    return args
+
+
+def learning_rates(args: argparse.Namespace) -> LearningRates:
+    """Adam learning rates from the optimisation group (3DGS: higher SH bands at 1/20 of the DC rate)."""
+    return LearningRates(means=args.position_lr_init, means_final=args.position_lr_final, sh0=args.feature_lr,
+                         shN=args.feature_lr / 20.0, opacities=args.opacity_lr, scales=args.scaling_lr,
+                         quats=args.rotation_lr)
+
+
+# ---------------------------------------------------------------------------------------------------- file layout
+
+def iteration_dir(model_path: Path, iteration: int) -> Path:
+    return model_path / "point_cloud" / f"iteration_{iteration}"
+
+
+def is_done(model_path: Path, iterations: int) -> bool:
+    """Whether the final PLYs, the larger-motion state and the summary of `iterations` exist."""
+    folder = iteration_dir(model_path, iterations)
+    names = ("point_cloud_0.ply", "point_cloud_1.ply", MOTION_NAME)
+    if not all((folder / name).is_file() for name in names) or not (model_path / SUMMARY_NAME).is_file():
+        return False
+    try:
+        return read_json(model_path / SUMMARY_NAME, "stage-2 summary").get("iterations") == iterations
+    except ValueError:
+        return False
+
+
+def clear_outputs(model_path: Path) -> None:
+    """Remove what this stage writes in `model_path` (and stage-3 files inside its iteration folders)."""
+    if (model_path / "point_cloud").is_dir():
+        shutil.rmtree(model_path / "point_cloud")
+    for path in [*model_path.glob(f"{CHECKPOINT_PREFIX}*.pth"), model_path / "cfg_args", model_path / SUMMARY_NAME]:
+        path.unlink(missing_ok=True)
+
+
+def available_splits(folder: Path) -> tuple[str, ...]:
+    """("train", "test") when both states have test transforms, else ("train",)."""
+    has_test = all(transforms_path(folder, state, "test").is_file() for state in STATES)
+    return SPLITS if has_test else ("train",)
+
+
+# --------------------------------------------------------------------------------------------------- construction
+
+def initial_model(scene: Scene, state: int, args: argparse.Namespace, device: torch.device) -> GaussianModel:
+    """Surfels at the state's point cloud (opacity 0.1, scale from the 3 nearest neighbours); errors name the file."""
+    points, colours = scene.point_cloud(state)
+    path = point_cloud_path(scene.scene_dir, state)
+    if len(points) < 2:
+        raise DatasetError(f"point cloud {path} has {len(points)} point(s); at least 2 are needed")
+    if not (np.isfinite(points).all() and np.isfinite(colours).all()):
+        raise DatasetError(f"point cloud {path} contains NaN or infinite values")
+    return GaussianModel.from_point_cloud(points, colours, sh_degree=args.sh_degree, init_opacity=INIT_OPACITY,
+                                          device=device, seed=args.seed + state)
+
+
+def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Namespace) -> StateRun:
+    """Optimisers (position lr scaled by the camera extent) and the densifier of one state's model."""
+    model.setup_optimizers(learning_rates(args), spatial_scale=scene.extent, max_steps=args.iterations)
+    densifier = Densifier(model, scene_scale=scene.extent, refine_start=args.densify_from_iter,
+                          refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
+                          grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval)
+    return StateRun(state, model, densifier, scene.train_cameras(state))
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+def state_loss(out: dict, camera: Camera, bg: Tensor, model: GaussianModel, args: argparse.Namespace,
+               iteration: int) -> Tensor:
+    """DESIGN.md's stage-2 loss of one render `out` of `camera` over background `bg` (3,): a scalar tensor."""
+    loss = photometric_loss(out["render"], camera.composite(bg), args.lambda_dssim)
+    if args.lambda_depth > 0 and camera.depth is not None:
+        loss = loss + args.lambda_depth * depth_log_l1(out["depth"], camera.depth)
+    if args.lambda_normal > 0 and iteration > args.normal_from_iter:
+        loss = loss + args.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"],
+                                                                   out["alpha"])
+    if args.lambda_dist > 0 and iteration > args.dist_from_iter:
+        loss = loss + args.lambda_dist * distortion_loss(out["rend_dist"])
+    if args.lambda_opacity > 0 and iteration > args.opacity_from_iter:
+        loss = loss + args.lambda_opacity * opacity_binarisation_loss(model.get_opacity)
+    return loss
+
+
+def train_step(run: StateRun, iteration: int, args: argparse.Namespace, generator: torch.Generator) -> Tensor:
+    """Render one random view of `run`'s state, backpropagate, densify, step Adam; returns the detached loss."""
+    model = run.model
+    model.update_learning_rate(iteration)
+    if iteration % args.sh_increase_interval == 0:
+        model.oneup_sh_degree()
+    camera = run.next_camera(generator)
+    bg = background(args.random_bg_color, args.white_background, model.device, generator)
+    out = render(camera, model, bg, depth_ratio=args.depth_ratio, backend=backend_name(args))
+    loss = state_loss(out, camera, bg, model, args, iteration)
+    densifying = iteration < args.densify_until_iter
+    if densifying:
+        run.densifier.pre_backward(iteration, out["info"])
+    loss.backward()
+    if densifying:
+        run.densifier.post_backward(iteration, out["info"])
+    model.step_optimizers()
+    return loss.detach()
+
+
+def backend_name(args: argparse.Namespace) -> str | None:
+    return None if args.backend == "auto" else args.backend
+
+
+def check_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> None:
+    """Raise TrainingDiverged if a loss since the last check or any parameter is NaN/inf (one host sync)."""
+    guard.check(iteration)
+    for run in runs:
+        bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+def checkpoint_payload(runs: list[StateRun], iteration: int, generator: torch.Generator) -> dict:
+    """Plain tensors and dicts (loadable with weights_only=True) that let training continue after `iteration`."""
+    rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "iteration": iteration,
+        "rng": rng,
+        "states": [{
+            "params": {name: p.detach() for name, p in run.model.params.items()},
+            "active_sh_degree": run.model.active_sh_degree,
+            "optimizers": {name: opt.state_dict() for name, opt in run.model.optimizers.items()},
+            "densifier": dict(run.densifier.state),
+            "views": torch.tensor(run.views, dtype=torch.int64),
+        } for run in runs],
+    }
+
+
+def restore_runs(payload: dict, scene: Scene, args: argparse.Namespace, device: torch.device,
+                 generator: torch.Generator, path: Path) -> list[StateRun]:
+    """Rebuild both states' runs (models, Adam moments, densifier statistics, view order, RNGs) from a checkpoint."""
+    try:
+        states = payload["states"]
+        runs = []
+        for state, saved in zip(STATES, states, strict=True):
+            params = {name: value.to(device).requires_grad_() for name, value in saved["params"].items()}
+            model = GaussianModel(params, args.sh_degree, active_sh_degree=int(saved["active_sh_degree"]))
+            run = make_run(state, model, scene, args)
+            for name, optimizer in model.optimizers.items():
+                load_optimizer(optimizer, saved["optimizers"][name])
+            run.densifier.state.update(saved["densifier"])
+            run.views = saved["views"].tolist()
+            runs.append(run)
+        torch.set_rng_state(payload["rng"]["torch"].cpu())
+        generator.set_state(payload["rng"]["generator"].cpu())
+        if "cuda" in payload["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in payload["rng"]["cuda"]])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} does not match this model ({err}); "
+                         "pass --overwrite to start afresh") from err
+    return runs
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load an Adam state dict but keep this device's implementation flags (fused on CUDA, not on CPU)."""
+    flags = [{key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
+             for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, kept in zip(optimizer.param_groups, flags):
+        group.update(kept)
+
+
+def write_checkpoint(model_path: Path, runs: list[StateRun], iteration: int, generator: torch.Generator) -> Path:
+    """Save `chkpnt<iteration>.pth`, then delete older checkpoints (the new one is complete and checked)."""
+    path = model_path / f"{CHECKPOINT_PREFIX}{iteration}.pth"
+    save_checkpoint(path, checkpoint_payload(runs, iteration, generator))
+    for old in model_path.glob(f"{CHECKPOINT_PREFIX}*.pth"):
+        if old != path:
+            old.unlink()
+    return path
+
+
+# -------------------------------------------------------------------------------------------------------- outputs
+
+def motion_points(models: list[GaussianModel]) -> tuple[list[np.ndarray], bool]:
+    """Per state, (M, 3) centres of the Gaussians with opacity >= OPAQUE, and True. When a state has none (a very
+    short run), all centres of both states (the same rule for both) and False, with a warning."""
+    with torch.no_grad():
+        keep = [model.get_opacity >= OPAQUE for model in models]
+        if all(bool(k.any()) for k in keep):
+            return [m.get_xyz[k].cpu().numpy().astype(np.float64) for m, k in zip(models, keep)], True
+        log.warning("a state has no Gaussian with opacity >= %.1f; the larger-motion test uses all centres "
+                    "(train longer for a reliable answer)", OPAQUE)
+        return [m.get_xyz.cpu().numpy().astype(np.float64) for m in models], False
+
+
+def save_iteration(model_path: Path, runs: list[StateRun], iteration: int, voxel_size: float) -> dict:
+    """Write both PLYs and `larger_motion_state.txt` (last, so its presence means the folder is complete)."""
+    folder = iteration_dir(model_path, iteration)
+    for run in runs:
+        run.model.save_ply(folder / f"point_cloud_{run.state}.ply")
+    points, opaque = motion_points([run.model for run in runs])
+    excess = motion_excesses(points[0], points[1], voxel_size)
+    larger = int(excess[1] > excess[0])
+    write_text(folder / MOTION_NAME, f"{larger}\n")
+    log.info("iteration %d: saved %s (larger motion state %d; excess %.3f vs %.3f)",
+             iteration, folder, larger, *excess)
+    return {"larger_motion_state": larger, "motion_excess": list(excess),
+            "motion_points": [len(p) for p in points], "motion_points_opaque": opaque}
+
+
+@torch.no_grad()
+def evaluate(model: GaussianModel, cameras: list[Camera], args: argparse.Namespace) -> dict:
+    """Mean PSNR (over a fixed black/white background) and mean |D - D_gt| over valid depth of `cameras`."""
+    bg = torch.full((3,), 1.0 if args.white_background else 0.0, device=model.device)
+    psnrs, depth_errors = [], []
+    for camera in cameras:
+        out = render(camera, model, bg, depth_ratio=args.depth_ratio, backend=backend_name(args))
+        psnrs.append(float(psnr(out["render"].clamp(0.0, 1.0), camera.composite(bg))))
+        if camera.depth is not None and bool((camera.depth > 0).any()):
+            valid = camera.depth > 0
+            depth_errors.append(float((out["depth"] - camera.depth).abs()[valid].mean()))
+    return {"psnr": float(np.mean(psnrs)), "depth_mae": float(np.mean(depth_errors)) if depth_errors else None}
+
+
+# ----------------------------------------------------------------------------------------------------------- main
+
+def train(args: argparse.Namespace) -> dict | None:
+    """Run stage 2 for one scene; returns its summary, or None when the final outputs already exist."""
+    wall_start = time.perf_counter()
+    model_path = Path(args.model_path)
+    if args.overwrite:
+        clear_outputs(model_path)
+    elif is_done(model_path, args.iterations):
+        print(f"[coarse] {args.scene_name}: done already ({iteration_dir(model_path, args.iterations)}); "
+              "pass --overwrite to retrain")
+        return None
+    folder = scene_dir(args)
+    if not folder.is_dir():
+        raise DatasetError(f"scene folder {folder} does not exist (from --source_path/--dataset/--subset/--scene_name)")
+    write_json(model_path / "cfg_args", vars(args))
+    generator = seed_everything(args.seed)
+    device = pick_device(args.data_device)
+    scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
+    runs, start = start_runs(scene, args, model_path, device, generator)
+    uses_depth = any(cam.depth is not None for run in runs for cam in run.cameras) and args.lambda_depth > 0
+    log.info("%s: %d + %d training views at %dx%d on %s, depth loss %s, %d + %d Gaussians",
+             folder, len(runs[0].cameras), len(runs[1].cameras), runs[0].cameras[0].width,
+             runs[0].cameras[0].height, device, "on" if uses_depth else "off (no depth)",
+             runs[0].model.num_points, runs[1].model.num_points)
+
+    train_seconds, motion = optimise(runs, start, args, model_path, generator)
+    summary = {
+        "scene": str(folder),
+        "iterations": args.iterations,
+        "resumed_from": start or None,
+        "device": str(device),
+        "num_gaussians": [run.model.num_points for run in runs],
+        **motion,
+        "train_seconds": train_seconds,
+        "iterations_per_second": (args.iterations - start) / train_seconds if args.iterations > start else None,
+    }
+    for split in available_splits(folder):
+        summary[split] = [evaluate(run.model, scene.cameras[(run.state, split)], args) for run in runs]
+    summary["wall_seconds"] = time.perf_counter() - wall_start
+    write_json(model_path / SUMMARY_NAME, summary)
+    log_summary(args.scene_name, summary)
+    return summary
+
+
+def start_runs(scene: Scene, args: argparse.Namespace, model_path: Path, device: torch.device,
+               generator: torch.Generator) -> tuple[list[StateRun], int]:
+    """Both states' runs and the iteration they start after: from the latest checkpoint, else from the point clouds."""
+    checkpoint = latest_checkpoint(model_path, CHECKPOINT_PREFIX)
+    if checkpoint is None:
+        return [make_run(state, initial_model(scene, state, args, device), scene, args) for state in STATES], 0
+    try:
+        payload = load_checkpoint(checkpoint, device)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise ValueError(f"cannot read checkpoint {checkpoint} ({err}); pass --overwrite to start afresh") from err
+    if not isinstance(payload, dict) or not isinstance(payload.get("iteration"), int):
+        raise ValueError(f"{checkpoint} is not a stage-2 checkpoint; pass --overwrite to start afresh")
+    start = payload["iteration"]
+    if start > args.iterations:
+        raise ValueError(f"checkpoint {checkpoint} is at iteration {start}, beyond --iterations {args.iterations}; "
+                         "pass a larger --iterations or --overwrite")
+    log.info("resuming from %s (iteration %d)", checkpoint, start)
+    return restore_runs(payload, scene, args, device, generator, checkpoint), start
+
+
+def optimise(runs: list[StateRun], start: int, args: argparse.Namespace, model_path: Path,
+             generator: torch.Generator) -> tuple[float, dict]:
+    """Iterations start+1..args.iterations of both states with saving and checkpoints; returns (seconds, motion)."""
+    save_at = {it for it in args.save_iterations if start < it <= args.iterations} | {args.iterations}
+    guard = FiniteGuard(every=PROGRESS_EVERY)
+    motion: dict = {}
+    loss_ema: Tensor | None = None
+    iteration = start
+    begin = time.perf_counter()
+    bar = tqdm(total=args.iterations, initial=start, desc=f"coarse {args.scene_name}", dynamic_ncols=True)
+    try:
+        with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
+            for iteration in range(start + 1, args.iterations + 1):
+                loss = sum(train_step(run, iteration, args, generator) for run in runs)
+                loss_ema = loss if loss_ema is None else 0.4 * loss + 0.6 * loss_ema
+                guard.update(loss, iteration)
+                if iteration % PROGRESS_EVERY == 0 or iteration == args.iterations:
+                    counts = "/".join(str(run.model.num_points) for run in runs)
+                    bar.set_postfix(loss=f"{float(loss_ema):.4f}", gaussians=counts)
+                    bar.update(iteration - bar.n)
+                motion = checkpoint_and_save(runs, iteration, args, model_path, generator, guard, save_at) or motion
+    except RuntimeError as err:  # NaNs can also break the renderer or densifier before the periodic check sees them
+        cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, guard, iteration)
+        if cause is None:
+            raise
+        kept = latest_checkpoint(model_path, CHECKPOINT_PREFIX)
+        raise TrainingDiverged(f"{cause}; the last good checkpoint is kept: {kept or 'none yet'}") from err
+    finally:
+        bar.close()
+    if runs[0].model.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - begin
+    return seconds, motion or save_iteration(model_path, runs, args.iterations, args.motion_voxel_size)
+
+
+def checkpoint_and_save(runs: list[StateRun], iteration: int, args: argparse.Namespace, model_path: Path,
+                        generator: torch.Generator, guard: FiniteGuard, save_at: set[int]) -> dict | None:
+    """When due, check for NaNs, write the checkpoint and/or the iteration's outputs; the motion info when saved."""
+    due_checkpoint = iteration % args.checkpoint_interval == 0 or iteration == args.iterations
+    if not due_checkpoint and iteration not in save_at:
+        return None
+    check_finite(runs, guard, iteration)
+    if due_checkpoint:
+        write_checkpoint(model_path, runs, iteration, generator)
+    return save_iteration(model_path, runs, iteration, args.motion_voxel_size) if iteration in save_at else None
+
+
+def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
+    """The divergence error if a loss or parameter is NaN/inf, else None."""
+    try:
+        check_finite(runs, guard, iteration)
+    except TrainingDiverged as err:
+        return err
+    return None
+
+
+def log_summary(scene: str, summary: dict) -> None:
+    """One line per state with PSNR / depth error per split, then counts and speed."""
+    for state in STATES:
+        parts = []
+        for split in SPLITS:
+            if split in summary:
+                result = summary[split][state]
+                depth = "" if result["depth_mae"] is None else f", depth error {result['depth_mae']:.4f}"
+                parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
+        log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
+    speed = summary["iterations_per_second"]
+    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s)", scene,
+             summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
+             "-" if speed is None else f"{speed:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="[%(name)s] %(message)s")
+    log.setLevel(logging.INFO)
+    args = parse_args(argv)
+    try:
+        train(args)
+    except TrainingDiverged as err:
+        print(f"error: training diverged: {err}", file=sys.stderr)
+        return 3
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Tests of stage 2 (coarse.py, scripts/2_coarse.sh) and the larger-motion-state rule (utils/motion_state.py).
+
+Scenes come from the synthetic generator at 24-48 px; their initial point clouds are back-projected depth voxelised
+at 6 cm (instead of the stage's 1 cm) so that the CPU reference renderer trains a few hundred iterations in seconds.
+Ground truth (gt/, open_state) is read here only, never by the stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+import coarse
+from data_tools.objects import build_object, categories
+from data_tools.synthetic import generate_scene
+from scene.dataset_readers import load_cameras
+from scene.gaussian_model import GaussianModel
+from utils.motion_state import larger_motion_state, motion_excesses, remove_isolated, voxel_centres
+from utils.point_cloud import backproject_depth, voxel_downsample, write_point_ply
+from utils.train_utils import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+INIT_VOXEL = 0.06  # initial point-cloud density of the test scenes (the stage's default is 0.01)
+# A short schedule: densification from iteration 50, every 50; every loss term active from 100; a faster opacity
+# rate so that a few hundred iterations make surfels opaque (the larger-motion test uses opacity >= 0.5).
+SHORT = ["--data_device", "cpu", "--densify_from_iter", "50", "--densification_interval", "50",
+         "--densify_until_iter", "150", "--normal_from_iter", "100", "--dist_from_iter", "100", "--opacity_lr", "0.1"]
+MAIN_ITERATIONS = 200
+# Measured on the laptop scene below (200 iterations, 48 px): train PSNR 24.4 / 25.3 dB (test 25.8 / 25.3), depth
+# error 0.035 / 0.019; larger-motion excess 22.2 vs 2.6 (96 / 32 opaque surfels).
+MIN_TRAIN_PSNR = 22.0
+MAX_DEPTH_ERROR = 0.06
+OPEN_STATE_INDEX = {"start": 0, "end": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """One intra-op thread: on the shared 2-core CI machine more threads make the small renders much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_scene(root: Path, category: str, name: str, res: int, views: int, open_state: str,
+               test_views: int = 2) -> Path:
+    """Generate `root/gear/synthetic/<name>` and write its sparse initial point clouds; returns the scene folder."""
+    folder = root / "gear" / "synthetic" / name
+    generate_scene(category, folder, res=res, views=views, test_views=test_views, seed=0, open_state=open_state,
+                   supersample=1, progress=False)
+    for state, state_name in enumerate(("start", "end")):
+        points, colours = voxel_downsample(*backproject_depth(load_cameras(folder, state, "train")), INIT_VOXEL)
+        write_point_ply(folder / f"point_cloud_{state_name}.ply", points, colours)
+    return folder
+
+
+def scene_args(root: Path, name: str, model_path: Path, iterations: int) -> list[str]:
+    return ["--source_path", str(root), "--scene_name", name, "--model_path", str(model_path),
+            "--iterations", str(iterations)]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_scene(root, "laptop", "laptop", res=48, views=10, open_state="start")
+    make_scene(root, "cabinet", "cabinet", res=32, views=6, open_state="end", test_views=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One short run of the laptop scene (parts open in the start state); returns its model path and summary."""
+    model_path = tmp_path_factory.mktemp("out") / "laptop" / "coarse_gs"
+    assert coarse.main(scene_args(data_root, "laptop", model_path, MAIN_ITERATIONS) + SHORT) == 0
+    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    return {"model_path": model_path, "summary": summary}
+
+
+# --------------------------------------------------------------------------------------------- larger motion state
+
+def visible_points(folder: Path, state: int) -> np.ndarray:
+    """(M, 3) back-projected depth of one state's training views: the surface a coarse model can see."""
+    return backproject_depth(load_cameras(folder, state, "train"))[0].astype(np.float64)
+
+
+@pytest.mark.parametrize("open_state", ["start", "end"])
+def test_larger_motion_state_visible_surfaces_every_category(tmp_path: Path, open_state: str) -> None:
+    """On the visible surface of every category the rule names the open state with a clear margin, also with
+    5 mm noise and 10 % random floaters added to the closed state."""
+    rng = np.random.default_rng(0)
+    open_index = OPEN_STATE_INDEX[open_state]
+    for category in categories():
+        folder = tmp_path / category
+        generate_scene(category, folder, res=32, views=8, test_views=1, seed=0, open_state=open_state,
+                       supersample=1, progress=False)
+        points = [visible_points(folder, state) for state in (0, 1)]
+        excess = motion_excesses(points[0], points[1], 0.01)
+        assert larger_motion_state(points[0], points[1], 0.01) == open_index, (category, excess)
+        assert excess[open_index] > 1.8 * excess[1 - open_index], (category, excess)
+        closed = points[1 - open_index]
+        floaters = rng.uniform(-0.9, 0.9, (len(closed) // 10, 3))
+        points[1 - open_index] = np.concatenate([closed + rng.normal(0.0, 0.005, closed.shape), floaters])
+        excess = motion_excesses(points[0], points[1], 0.01)
+        assert excess[open_index] > 1.3 * excess[1 - open_index], (category, "with floaters", excess)
+
+
+@pytest.mark.parametrize("open_state", ["start", "end"])
+def test_larger_motion_state_mesh_samples_every_category(open_state: str) -> None:
+    """Points sampled on the whole ground-truth meshes (hidden surfaces too) give the same answer."""
+    for category in categories():
+        spec = build_object(category, seed=1, open_state=open_state)
+        faces = [part.mesh.faces for part in spec.parts]
+        points = []
+        for state in (0, 1):
+            mesh = trimesh.util.concatenate([trimesh.Trimesh(v, f, process=False)
+                                             for v, f in zip(spec.posed_vertices(state), faces)])
+            points.append(trimesh.sample.sample_surface(mesh, 20_000, seed=state)[0])
+        assert larger_motion_state(points[0], points[1]) == OPEN_STATE_INDEX[open_state], category
+
+
+def test_larger_motion_state_function_contract() -> None:
+    rng = np.random.default_rng(0)
+    plate = np.stack([rng.uniform(0, 1, 4000), rng.uniform(0, 1, 4000), np.zeros(4000)], axis=1)
+    flap = plate[:500] * [0.3, 0.3, 0] + [0.0, 0.0, 0.2]  # extra surface lifted off the plate
+    opened = np.concatenate([plate, flap])
+    assert larger_motion_state(plate, opened) == 1
+    assert larger_motion_state(opened, plate) == 0
+    # The capped sum counts each voxel once whatever the density, and caps far points at 30 voxels.
+    assert len(voxel_centres(np.repeat(plate, 3, axis=0), 0.01)) == len(voxel_centres(plate, 0.01))
+    far = np.array([[100.0, 0.0, 0.0]])
+    assert motion_excesses(far, plate, 0.01)[0] == pytest.approx(0.3)
+    # Isolated voxels (floaters) are dropped, a surface's voxels are kept.
+    floaters = rng.uniform(-5.0, 5.0, (20, 3)) + [0.0, 0.0, 10.0]
+    kept = remove_isolated(voxel_centres(np.concatenate([plate, floaters]), 0.01))
+    assert len(kept) == len(voxel_centres(plate, 0.01)) and kept[:, 2].max() < 0.01
+    assert motion_excesses(np.concatenate([plate, floaters]), plate)[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="points_0"):
+        larger_motion_state(np.zeros((0, 3)), plate)
+    with pytest.raises(ValueError, match="points_1"):
+        larger_motion_state(plate, np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="voxel_size"):
+        larger_motion_state(plate, opened, voxel_size=0.0)
+
+
+# ------------------------------------------------------------------------------------------------------ short run
+
+def test_short_run_writes_the_stage_outputs(trained: dict) -> None:
+    model_path, summary = trained["model_path"], trained["summary"]
+    final = model_path / "point_cloud" / f"iteration_{MAIN_ITERATIONS}"
+    for state in (0, 1):
+        model = GaussianModel.load_ply(final / f"point_cloud_{state}.ply")
+        assert model.num_points == summary["num_gaussians"][state] > 100
+        assert torch.isfinite(model.get_xyz).all()
+    # The laptop's lid is open in the start state: the canonical (larger-motion) state is 0.
+    assert (final / "larger_motion_state.txt").read_text().strip() == "0"
+    assert summary["larger_motion_state"] == 0
+    assert summary["motion_excess"][0] > 1.5 * summary["motion_excess"][1]
+    cfg = json.loads((model_path / "cfg_args").read_text())
+    assert cfg["scene_name"] == "laptop" and cfg["iterations"] == MAIN_ITERATIONS and cfg["random_bg_color"] is True
+    # Only the latest checkpoint is kept; it loads without unpickling code and holds both states.
+    assert [p.name for p in model_path.glob("chkpnt*.pth")] == [f"chkpnt{MAIN_ITERATIONS}.pth"]
+    payload = load_checkpoint(model_path / f"chkpnt{MAIN_ITERATIONS}.pth", torch.device("cpu"))
+    assert payload["iteration"] == MAIN_ITERATIONS and len(payload["states"]) == 2
+    assert summary["resumed_from"] is None and summary["iterations_per_second"] > 0
+
+
+def test_short_run_fits_images_and_depth(trained: dict) -> None:
+    summary = trained["summary"]
+    for state in (0, 1):
+        assert summary["train"][state]["psnr"] >= MIN_TRAIN_PSNR, summary["train"]
+        assert summary["train"][state]["depth_mae"] <= MAX_DEPTH_ERROR, summary["train"]
+        assert summary["test"][state]["psnr"] >= MIN_TRAIN_PSNR - 3.0, summary["test"]
+
+
+def test_finished_run_is_not_retrained(trained: dict, data_root: Path, capsys: pytest.CaptureFixture) -> None:
+    model_path = trained["model_path"]
+    ply = model_path / "point_cloud" / f"iteration_{MAIN_ITERATIONS}" / "point_cloud_0.ply"
+    stamp = ply.stat().st_mtime_ns
+    start = time.perf_counter()
+    assert coarse.main(scene_args(data_root, "laptop", model_path, MAIN_ITERATIONS) + SHORT) == 0
+    assert time.perf_counter() - start < 5.0
+    assert "done already" in capsys.readouterr().out
+    assert ply.stat().st_mtime_ns == stamp
+
+
+# ------------------------------------------------------------------------------------------ resume and divergence
+
+class Interrupted(Exception):
+    """Stands for a killed process in the resume test."""
+
+
+def test_interrupted_run_resumes_to_the_same_result(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """A run killed after its checkpoint at 20 continues from it and ends exactly where an uninterrupted run ends."""
+    args = ["--checkpoint_interval", "20", "--save_iterations", "40"] + SHORT
+    reference = tmp_path / "reference"
+    assert coarse.main(scene_args(data_root, "cabinet", reference, 40) + args) == 0
+
+    resumed = tmp_path / "resumed"
+    original = coarse.train_step
+
+    def killed_at_30(run, iteration, *rest):
+        if iteration == 30:
+            raise Interrupted
+        return original(run, iteration, *rest)
+
+    monkeypatch.setattr(coarse, "train_step", killed_at_30)
+    with pytest.raises(Interrupted):
+        coarse.main(scene_args(data_root, "cabinet", resumed, 40) + args)
+    assert [p.name for p in resumed.glob("chkpnt*.pth")] == ["chkpnt20.pth"]
+    monkeypatch.setattr(coarse, "train_step", original)
+    assert coarse.main(scene_args(data_root, "cabinet", resumed, 40) + args) == 0
+    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == 20
+    for state in (0, 1):
+        a = GaussianModel.load_ply(reference / "point_cloud" / "iteration_40" / f"point_cloud_{state}.ply")
+        b = GaussianModel.load_ply(resumed / "point_cloud" / "iteration_40" / f"point_cloud_{state}.ply")
+        assert a.num_points == b.num_points
+        for name in ("means", "scales", "opacities", "sh0"):
+            torch.testing.assert_close(a.params[name], b.params[name], rtol=0, atol=1e-6)
+
+    # A longer --iterations continues from the finished run's checkpoint; --overwrite starts afresh.
+    assert coarse.main(scene_args(data_root, "cabinet", resumed, 50) + args) == 0
+    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == 40
+    assert coarse.main(scene_args(data_root, "cabinet", resumed, 20) + args + ["--overwrite"]) == 0
+    assert not (resumed / "point_cloud" / "iteration_40").exists()
+    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] is None
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_path: Path, monkeypatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    original = coarse.state_loss
+
+    def nan_from_25(out, camera, bg, model, args, iteration):
+        loss = original(out, camera, bg, model, args, iteration)
+        return loss * float("nan") if iteration >= 25 else loss
+
+    monkeypatch.setattr(coarse, "state_loss", nan_from_25)
+    model_path = tmp_path / "nan"
+    code = coarse.main(scene_args(data_root, "cabinet", model_path, 60) + ["--checkpoint_interval", "20"] + SHORT)
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "chkpnt20.pth" in err
+    assert [p.name for p in model_path.glob("chkpnt*.pth")] == ["chkpnt20.pth"]
+    payload = load_checkpoint(model_path / "chkpnt20.pth", torch.device("cpu"))
+    assert all(torch.isfinite(p).all() for saved in payload["states"] for p in saved["params"].values())
+    assert not (model_path / "point_cloud" / "iteration_60").exists()
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+
+@pytest.fixture()
+def tiny_scene(tmp_path: Path) -> Path:
+    """A 24 px, 2-view scene (fails before any training in the error tests)."""
+    return make_scene(tmp_path / "data", "cabinet", "tiny", res=24, views=2, open_state="end", test_views=1)
+
+
+def run_failing(tiny_scene: Path, capsys: pytest.CaptureFixture, source: Path | None = None) -> str:
+    """Run the stage on the tiny scene; assert a non-zero exit; return stderr."""
+    root = source or tiny_scene.parents[2]
+    code = coarse.main(scene_args(root, "tiny", tiny_scene.parent / "out", 10) + ["--data_device", "cpu"])
+    assert code != 0
+    return capsys.readouterr().err
+
+
+def test_missing_data_folder(tiny_scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    err = run_failing(tiny_scene, capsys, source=tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "gear" / "synthetic" / "tiny") in err and "does not exist" in err
+
+
+def test_empty_point_cloud(tiny_scene: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tiny_scene / "point_cloud_end.ply"
+    write_point_ply(path, np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
+    err = run_failing(tiny_scene, capsys)
+    assert str(path) in err and "empty" in err
+
+
+def test_mismatched_image_sizes(tiny_scene: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tiny_scene / "end" / "train" / "rgba" / "0001.png"
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(path), cv2.resize(image, (30, 30)))
+    err = run_failing(tiny_scene, capsys)
+    assert str(path) in err and "size" in err
+
+
+# ---------------------------------------------------------------------------------------------- arguments, script
+
+def test_default_model_path_and_options() -> None:
+    args = coarse.parse_args(["--scene_name", "fridge", "--output_root", "runs", "--dataset", "paris",
+                              "--subset", "sapien"])
+    assert Path(args.model_path) == Path("runs/paris/sapien/fridge/coarse_gs")
+    assert args.random_bg_color is True and args.save_iterations == [7000, 30_000] and args.iterations == 30_000
+    assert coarse.parse_args(["--scene_name", "x", "--no-random_bg_color"]).random_bg_color is False
+    with pytest.raises(SystemExit):
+        coarse.parse_args([])
+
+
+def test_script_passes_its_settings_and_extra_arguments() -> None:
+    env = {**os.environ, "PYTHON": "echo", "SCENES": "a b", "DATASET": "paris", "SUBSET": "sapien",
+           "ITERATIONS": "1234", "RESOLUTION": "400", "OUTPUT_ROOT": "runs"}
+    result = subprocess.run(["bash", str(REPO / "scripts" / "2_coarse.sh"), "--overwrite"], env=env,
+                            capture_output=True, text=True, check=True)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for scene, line in zip("ab", lines):
+        words = line.split()
+        assert words[0] == "coarse.py" and words[-1] == "--overwrite"
+        pairs = dict(zip(words[1::2], words[2::2]))
+        assert pairs["--scene_name"] == scene and pairs["--iterations"] == "1234"
+        assert pairs["--resolution"] == "400" and pairs["--dataset"] == "paris" and pairs["--subset"] == "sapien"
+        assert pairs["--model_path"] == f"runs/paris/sapien/{scene}/coarse_gs"
+
+
+def test_scene_without_depth_trains_without_the_depth_term(tiny_scene: Path) -> None:
+    """No depth maps and no point clouds: the visual-hull initialisation is used and the depth loss is off."""
+    for state in ("start", "end"):
+        shutil.rmtree(tiny_scene / state / "train" / "depth")
+        shutil.rmtree(tiny_scene / state / "test" / "depth")
+        (tiny_scene / f"point_cloud_{state}.ply").unlink()
+    model_path = tiny_scene.parent / "out"
+    assert coarse.main(scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]) == 0
+    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    assert all(result["depth_mae"] is None for result in summary["train"] + summary["test"])
+    assert (tiny_scene / "point_cloud_start.ply").is_file() and summary["num_gaussians"][0] > 100
+
+
+def test_unreadable_checkpoint(tiny_scene: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = tiny_scene.parent / "out" / "chkpnt5.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    err = run_failing(tiny_scene, capsys)
+    assert str(checkpoint) in err and "--overwrite" in err
