@@ -416,3 +416,20 @@ def test_joint_type_table_formats(tmp_path: Path) -> None:
     assert arguments.parse_joint_types("s,r,p") == ("revolute", "prismatic")
     assert arguments.parse_joint_types("static,prismatic") == ("prismatic",)
     assert arguments.parse_joint_types("auto") is None
+
+
+def test_given_joint_types_go_to_the_parts_they_explain_best() -> None:
+    from utils.part_selection import PartEstimate, assign_joint_types
+
+    def part(rev: float, pris: float) -> PartEstimate:
+        estimate = PartEstimate(source=0, voxels=np.zeros((1, 3), int), matched_component=0,
+                                matched_voxels=np.zeros((1, 3), int), overlap=0.0, rigid_transform=np.eye(4))
+        estimate.model_overlaps = {"revolute": rev, "prismatic": pris}
+        estimate.model_transforms = {"revolute": np.diag([1.0, -1, -1, 1]), "prismatic": np.eye(4)}
+        return estimate
+
+    parts = [part(0.9, 0.3), part(0.2, 0.95), part(0.5, 0.6)]
+    assign_joint_types(parts, ("prismatic", "revolute", "prismatic"))
+    assert [p.joint_type for p in parts] == ["revolute", "prismatic", "prismatic"]
+    assert all(p.type_source == "given" for p in parts)
+    assert parts[0].overlap == 0.9 and np.allclose(parts[0].transform, np.diag([1.0, -1, -1, 1]))

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from utils.motion_estimation import guess_joint_type
@@ -86,6 +87,7 @@ class PartEstimate:
     type_source: str = "guess"
     residuals: dict[str, float] = field(default_factory=dict)  # `truncated_residual` of rigid/revolute/prismatic
     model_overlaps: dict[str, float] = field(default_factory=dict)  # overlap of the revolute and prismatic models
+    model_transforms: dict[str, np.ndarray] = field(default_factory=dict)  # (4, 4) motion of each joint model
 
 
 @dataclass
@@ -228,10 +230,25 @@ def finalise_part(matcher: PartMatcher, part: PartEstimate, joint_type: str | No
         part.type_guess = "prismatic" if np.allclose(rigid, np.eye(4)) else "revolute"
     else:
         part.type_guess = guess_joint_type(rigid, part.model_overlaps["revolute"], part.model_overlaps["prismatic"])
-    part.joint_type = joint_type or part.type_guess
-    part.type_source = "given" if joint_type else "guess"
-    part.transform = revolute if part.joint_type == "revolute" else translation
-    part.overlap = part.model_overlaps[part.joint_type]
+    part.model_transforms = {"revolute": revolute, "prismatic": translation}
+    set_joint_type(part, joint_type or part.type_guess, "given" if joint_type else "guess")
+
+
+def set_joint_type(part: PartEstimate, joint_type: str, source: str) -> None:
+    """Constrain the part's motion to `joint_type` (its model transform and overlap), noting where the type came from."""
+    part.joint_type, part.type_source = joint_type, source
+    part.transform = part.model_transforms[joint_type]
+    part.overlap = part.model_overlaps[joint_type]
+
+
+def assign_joint_types(parts: list[PartEstimate], types: tuple[str, ...]) -> None:
+    """Give the parts the joint types `types` (a multiset, one per part, in any order): each part gets the type whose
+    motion model explains it better, by a maximum-overlap assignment (so a table listing 'p, p, r, r' does not need to
+    know which component stage 3 found first)."""
+    overlaps = np.array([[part.model_overlaps[t] for t in types] for part in parts])
+    rows, cols = linear_sum_assignment(-overlaps)
+    for row, col in zip(rows, cols):
+        set_joint_type(parts[row], types[col], "given")
 
 
 def discover_parts(points_c: np.ndarray, points_o: np.ndarray, config: VoxelizeConfig) -> VoxelizeResult:
@@ -242,9 +259,10 @@ def discover_parts(points_c: np.ndarray, points_o: np.ndarray, config: VoxelizeC
     matcher = PartMatcher(canonical, other, icp_points=config.icp_points, landing_tolerance=config.landing_tolerance,
                           seed=config.seed)
     parts, skipped = select_parts(matcher, config)
-    types = config.joint_types or (None,) * len(parts)
-    if len(types) != len(parts):
-        raise ValueError(f"{len(types)} joint types given but {len(parts)} movable parts found")
-    for part, joint_type in zip(parts, types):
-        finalise_part(matcher, part, joint_type, config.method)
+    if config.joint_types is not None and len(config.joint_types) != len(parts):
+        raise ValueError(f"{len(config.joint_types)} joint types given but {len(parts)} movable parts found")
+    for part in parts:
+        finalise_part(matcher, part, None, config.method)
+    if config.joint_types is not None:
+        assign_joint_types(parts, config.joint_types)
     return VoxelizeResult(grid, static, canonical, other, parts, skipped, config.method)
