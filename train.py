@@ -154,6 +154,7 @@ class Refinement:
         self.anchors = self._anchor_targets() if args.anchor == "initial" else None
         self.pseudo_depth = None if all(cam.depth is not None for cam in self.cams_o) else self._coarse_depths()
         self._neighbours: Tensor | None = None
+        self.dropped_steps = torch.zeros((), dtype=torch.int64, device=device)
 
     def _joint_optimizer(self) -> torch.optim.Adam:
         return torch.optim.Adam(self.articulation.parameters(), lr=self.args.joint_lr_init)
@@ -251,14 +252,31 @@ class Refinement:
         if densify:
             self.densifier.pre_backward(iteration, out_c["info"])
         loss.backward()
+        self._drop_non_finite_gradients(loss, out_c["info"])
         if densify:
             self.densifier.post_backward(iteration, out_c["info"])
+            if iteration % args.densification_interval == 0:
+                self._neighbours = None  # the surfels may have been split, cloned or pruned
         g.step_optimizers()
         if not e_step:
             self.joint_optimizer.step()
         self.joint_optimizer.zero_grad(set_to_none=True)
         terms["total"] = loss
         return {name: value.detach() for name, value in terms.items()}
+
+    def _drop_non_finite_gradients(self, loss: Tensor, info: dict) -> None:
+        """Zero this step's gradients when the loss is not finite, and any non-finite gradient entry, without a host
+        synchronisation; the dropped steps are counted in `self.dropped_steps` (reported in the log). A rare
+        degenerate render then costs one step instead of the run; non-finite parameters still stop training."""
+        finite = torch.isfinite(loss.detach())
+        self.dropped_steps = self.dropped_steps + (~finite).to(torch.int64)
+        grads = [p.grad for p in [*self.gaussians.params.values(), *self.articulation.parameters()]
+                 if p.grad is not None]
+        screen = info.get("gradient_2dgs")
+        if screen is not None and screen.grad is not None:
+            grads.append(screen.grad)
+        for grad in grads:
+            torch.nan_to_num_(grad, nan=0.0, posinf=0.0, neginf=0.0).mul_(finite)
 
     def switch_small_revolute_joints(self) -> list[int]:
         """Make every revolute joint whose angle is below the threshold prismatic (about its part's centroid)."""
@@ -276,6 +294,12 @@ class Refinement:
             self.joint_optimizer = self._joint_optimizer()
         return switched
 
+    def parameter_checksum(self) -> Tensor:
+        """A scalar that is finite exactly when the surfel centres, logits and joints are (for the divergence guard)."""
+        g = self.gaussians
+        return g.params["means"].detach().sum() + g.params["features"].detach().sum() + \
+            sum(p.detach().sum() for p in self.articulation.parameters())
+
     def part_ids(self) -> Tensor:
         """(N,) hard part assignment."""
         return self.gaussians.get_features.argmax(dim=1)
@@ -283,7 +307,7 @@ class Refinement:
     def status(self) -> dict:
         """Part counts and joints (canonical -> other), for logs."""
         counts = torch.bincount(self.part_ids(), minlength=self.articulation.num_parts).tolist()
-        return {"gaussians": self.gaussians.num_points, "part_counts": counts,
+        return {"gaussians": self.gaussians.num_points, "part_counts": counts, "dropped_steps": int(self.dropped_steps),
                 "joints": [self.articulation.joint(k) for k in range(1, self.articulation.num_parts)]}
 
     # -------------------------------------------------------------------------------------------------- checkpoints
@@ -429,7 +453,7 @@ def train(args: argparse.Namespace) -> dict:
                 log.info("it %d: part %d moved less than %.1f deg; now prismatic", iteration, k,
                          args.prismatic_switch_angle)
         terms = refinement.step(iteration, generator)
-        guard.update(terms["total"], iteration)
+        guard.update(refinement.parameter_checksum(), iteration)
         if iteration % args.log_interval == 0 or iteration == args.iterations:
             guard.check(iteration)
             record = log_status(refinement, iteration, terms, log_path)

@@ -149,14 +149,27 @@ def test_missing_inputs_name_the_file_and_the_stage(workspace: dict, tmp_path: P
     assert "stage 3 found 1" in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace: dict, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_losses_are_dropped_and_non_finite_parameters_stop(workspace: dict, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     model_path = tmp_path / "gear"
-    assert train.main(_args(workspace, model_path, "--iterations", "4", "--checkpoint_iterations", "4",
-                            "--anchor", "data")) == 0
-    good = (model_path / "chkpnt4.pth").read_bytes()
     original = train.photometric_loss
     monkeypatch.setattr(train, "photometric_loss", lambda *a: original(*a) * torch.tensor(float("nan")))
+    assert train.main(_args(workspace, model_path, "--iterations", "4", "--checkpoint_iterations", "4",
+                            "--anchor", "data")) == 0
+    summary = json.loads((model_path / "train_summary.json").read_text())
+    assert summary["dropped_steps"] >= 4  # every step's loss was NaN: all dropped, the model unchanged and finite
+    monkeypatch.setattr(train, "photometric_loss", original)
+    good = (model_path / "chkpnt4.pth").read_bytes()
+    step = train.Refinement.step
+
+    def corrupting_step(self: train.Refinement, iteration: int, generator: torch.Generator) -> dict:
+        terms = step(self, iteration, generator)
+        if iteration == 6:
+            with torch.no_grad():
+                self.gaussians.params["means"][0, 0] = float("nan")
+        return terms
+
+    monkeypatch.setattr(train.Refinement, "step", corrupting_step)
     assert train.main(_args(workspace, model_path, "--iterations", "10", "--checkpoint_iterations", "8",
                             "--anchor", "data")) == 3
     assert (model_path / "chkpnt4.pth").read_bytes() == good
