@@ -38,7 +38,7 @@ from arguments import ModelParams, OptimizationParams, PipelineParams, Refinemen
 from gaussian_renderer import render
 from scene import Scene
 from scene.articulation import ArticulationModel, blend_weights
-from scene.cameras import STATES, Camera
+from scene.cameras import STATES
 from scene.dataset_readers import DatasetError
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
 from scene.trained_model import save as save_trained_model

@@ -179,7 +179,6 @@ def test_depth_normals_of_a_tilted_plane() -> None:
     fx = fy = 50.0
     h, w = 32, 40
     u = (np.arange(w) + 0.5 - w / 2) / fx
-    v = (np.arange(h) + 0.5 - h / 2) / fy
     # plane z = 2 + 0.5 x  <=>  z = 2 / (1 - 0.5 u) along the ray (u, v, 1)
     depth = np.broadcast_to(2.0 / (1.0 - 0.5 * u)[None, :], (h, w)).copy()
     expected = np.array([-0.5, 0.0, 1.0]) / np.sqrt(1.25)
