@@ -1,0 +1,168 @@
+"""Accuracy and speed suite: every synthetic category through stages 1-5, one table.
+
+    python benchmarks/run_suite.py generate               # here (needs Open3D): data/gear/suite/<category>
+    python benchmarks/run_suite.py run --jobs 6           # on the GPU machine: stages 1-5, objects in parallel
+    python benchmarks/run_suite.py table                  # the table again from the outputs
+
+The suite is fixed: one object per category, seed 0, 400 px, 48 training + 8 test views per state (the size of the
+reference measurement in DESIGN.md §7); the fridge and the laptop are open in the start state so that both
+canonical-state cases are exercised. Each object's joint types are given to stage 3 (as the papers' per-scene tables
+give them), so the part count and types are inputs, not guesses. Stage 1 uses the classical segmenter unless `--segmenter sam` (the GPU machine
+has no SAM weights). `--schedule default` runs the stages' default schedules; `--schedule quick` shortens them
+(for development; not the numbers to quote as "default"). Each object's stages run in one subprocess chain; objects
+run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
+come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
+raw rows to `<output_root>/gear/suite/suite_results.{md,json}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.collect_results import column_means, find_metrics, load_rows, markdown_table  # noqa: E402
+from utils.metrics import load_gt_joints  # noqa: E402
+
+DATASET, SUBSET = "gear", "suite"
+SUITE = {"cabinet": "end", "drawers": "end", "fridge": "start", "storage": "end", "laptop": "start", "oven": "end"}
+STAGES = ("masks", "coarse", "voxelize", "train", "render")
+SCHEDULES = {
+    "default": {"coarse": [], "train": []},
+    "quick": {
+        "coarse": ["--iterations", "2000", "--densify_from_iter", "200", "--densify_until_iter", "1200",
+                   "--opacity_reset_interval", "800", "--normal_from_iter", "800", "--dist_from_iter", "400",
+                   "--opacity_from_iter", "1200", "--save_iterations", "2000"],
+        "train": ["--iterations", "2000", "--em_interval", "400", "--densify_from_iter", "200",
+                  "--densify_until_iter", "1200", "--prismatic_switch_iter", "800", "--checkpoint_iterations", "2000"],
+    },
+}
+COARSE_ITERS = {"default": 30000, "quick": 2000}
+
+
+def generate(args: argparse.Namespace) -> None:
+    """Render the suite's scenes (skips those already there)."""
+    from data_tools.synthetic import generate_scene
+
+    for category, open_state in SUITE.items():
+        out = Path(args.data_root) / DATASET / SUBSET / category
+        if (out / "transforms_test_end.json").is_file():
+            print(f"{out} exists")
+            continue
+        info = generate_scene(category, out, res=args.res, views=args.views, test_views=args.test_views, seed=0,
+                              open_state=open_state, supersample=args.supersample, progress=False)
+        print(f"{out}: {info.get('seconds', 0):.0f} s")
+
+
+def given_joint_types(scene_dir: Path) -> str:
+    """The scene's joint types as stage 3's `--joint_types` (e.g. 's,p,p'): an input of the method, as the papers'
+    per-scene tables are (read from the generator's `gt/trans.json`; nothing else of the ground truth is given)."""
+    return ",".join(["s", *(joint["type"][0] for joint in load_gt_joints(scene_dir / "gt" / "trans.json"))])
+
+
+def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]:
+    """The five entry points' command lines for one scene."""
+    py = sys.executable
+    common = ["--source_path", args.data_root, "--output_root", args.output_root, "--dataset", DATASET,
+              "--subset", SUBSET, "--scene_name", scene]
+    schedule = SCHEDULES[args.schedule]
+    coarse_iter = str(COARSE_ITERS[args.schedule])
+    return {
+        "masks": [py, "utils/get_mask.py", "--dataset_path", f"{DATASET}/{SUBSET}/{scene}", "--data_root",
+                  args.data_root, "--output_root", args.output_root, "--segmenter", args.segmenter],
+        "coarse": [py, "coarse.py", *common, "--random_bg_color", *schedule["coarse"]],
+        "voxelize": [py, "voxelize.py", "--dataset", DATASET, "--subset", SUBSET, "--scenes", scene,
+                     "--output_root", args.output_root, "--iteration", coarse_iter,
+                     "--joint_types", given_joint_types(Path(args.data_root) / DATASET / SUBSET / scene)],
+        "train": [py, "train.py", *common, "--coarse_iter", coarse_iter, "--random_bg_color", "--quiet",
+                  *schedule["train"]],
+        "render": [py, "render.py", *common],
+    }
+
+
+def run_scene(args: argparse.Namespace, scene: str, gpu: int | None) -> dict:
+    """Run the five stages of one scene in order (on GPU `gpu` when given); stop at the first failure. Logs go next
+    to its outputs."""
+    log_dir = Path(args.output_root) / DATASET / SUBSET / scene
+    log_dir.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float | None] = {stage: None for stage in STAGES}
+    status = "ok"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    for stage, command in stage_commands(args, scene).items():
+        begin = time.perf_counter()
+        with open(log_dir / f"{stage}.log", "w") as handle:
+            result = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        times[stage] = time.perf_counter() - begin
+        if result.returncode != 0:
+            status = f"{stage} failed (exit {result.returncode}, see {log_dir / (stage + '.log')})"
+            break
+    print(f"[suite] {scene}: {status}; " + ", ".join(f"{s} {t:.0f} s" for s, t in times.items() if t is not None),
+          flush=True)
+    return {"scene": scene, "status": status, "seconds": times}
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """All scenes, `--jobs` at a time, spread round-robin over `--gpus` GPUs (0 = leave CUDA_VISIBLE_DEVICES as is)."""
+    gpus = [i % args.gpus if args.gpus else None for i in range(len(args.scenes))]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        return list(pool.map(lambda item: run_scene(args, *item), zip(args.scenes, gpus)))
+
+
+def table(args: argparse.Namespace, runs: list[dict] | None) -> str:
+    """Markdown table: collect_results' accuracy columns plus wall time per stage."""
+    folder = Path(args.output_root) / DATASET / SUBSET
+    folder.mkdir(parents=True, exist_ok=True)
+    runs_path = folder / "suite_runs.json"
+    if runs is None:
+        runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
+    else:
+        runs_path.write_text(json.dumps(runs, indent=2))
+    rows = load_rows(find_metrics(folder, "gear"), folder)
+    text = markdown_table(rows, column_means(rows))
+    if runs:
+        lines = ["", "| object | status | " + " | ".join(f"{s} (s)" for s in STAGES) + " | stages 2-5 (s) |",
+                 "|---|---|" + "---|" * (len(STAGES) + 1)]
+        for entry in runs:
+            secs = entry["seconds"]
+            total = sum(secs[s] or 0.0 for s in STAGES[1:])
+            cells = " | ".join("-" if secs[s] is None else f"{secs[s]:.0f}" for s in STAGES)
+            lines.append(f"| {entry['scene']} | {entry['status']} | {cells} | {total:.0f} |")
+        text += "\n".join(lines) + "\n"
+    (folder / "suite_results.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("generate", "run", "table"))
+    parser.add_argument("--data_root", default="data")
+    parser.add_argument("--output_root", default="outputs")
+    parser.add_argument("--scenes", nargs="+", default=list(SUITE), choices=list(SUITE))
+    parser.add_argument("--res", type=int, default=400)
+    parser.add_argument("--views", type=int, default=48)
+    parser.add_argument("--test_views", type=int, default=8)
+    parser.add_argument("--supersample", type=int, default=3)
+    parser.add_argument("--schedule", choices=tuple(SCHEDULES), default="default")
+    parser.add_argument("--segmenter", choices=("classic", "sam"), default="classic")
+    parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
+    parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
+    args = parser.parse_args(argv)
+    if args.action == "generate":
+        generate(args)
+        return 0
+    runs = run(args) if args.action == "run" else None
+    print(table(args, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
