@@ -44,8 +44,11 @@ fi
 python utils/get_mask.py --dataset_path "gear/demo/$CATEGORY" --data_root "$DATA_ROOT" --output_root "$OUTPUT_ROOT" \
   --segmenter "$SEGMENTER"
 python coarse.py "${SCENE_ARGS[@]}" --random_bg_color "${COARSE_ARGS[@]}"
+# The part count and joint types are inputs of the method (the papers list them per scene); here they come from the
+# generated object's description.
+JOINT_TYPES=$(python -c "import sys; from pathlib import Path; from benchmarks.run_suite import given_joint_types; print(given_joint_types(Path(sys.argv[1])))" "$SCENE_DIR")
 python voxelize.py --dataset gear --subset demo --scenes "$CATEGORY" --output_root "$OUTPUT_ROOT" \
-  --iteration "$COARSE_ITER" "${VOXEL_ARGS[@]}"
+  --iteration "$COARSE_ITER" --joint_types "$JOINT_TYPES" "${VOXEL_ARGS[@]}"
 python train.py "${SCENE_ARGS[@]}" --coarse_iter "$COARSE_ITER" --random_bg_color "${TRAIN_ARGS[@]}"
 python render.py "${SCENE_ARGS[@]}" "${RENDER_ARGS[@]}"
 
@@ -53,6 +56,7 @@ EVAL="$OUTPUT_ROOT/gear/demo/$CATEGORY/gear/eval"
 echo "[demo] results in $EVAL: joint_info.json, metrics.json, meshes/, urdf/, renders and orbit video"
 python - "$EVAL/metrics.json" <<'PY'
 import json, sys
-m = json.load(open(sys.argv[1]))
-print("[demo] headline metrics:", json.dumps({k: m[k] for k in m if not isinstance(m[k], (dict, list))}, indent=None))
+summary = json.load(open(sys.argv[1]))["summary"]
+keys = ("axis_ang", "axis_pos", "motion_revolute_deg", "motion_prismatic_m", "cd_static", "cd_movable", "cd_whole", "psnr")
+print("[demo] metrics:", ", ".join(f"{k} {summary[k]:.4g}" for k in keys if summary.get(k) is not None))
 PY
