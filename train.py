@@ -25,7 +25,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,7 @@ class Stage3Result:
     part_voxels: list[np.ndarray]   # K-1 arrays (M_k, 3) int voxel indices in the canonical state
     grid_origin: np.ndarray         # (3,)
     voxel_size: float
+    type_given: list[bool] = field(default_factory=list)  # per part: type given (table or CLI), not guessed
 
 
 def coarse_folder(args: argparse.Namespace) -> Path:
@@ -83,6 +84,7 @@ def read_stage3(folder: Path) -> Stage3Result:
         parts = info["parts"]
         canonical = int(info["larger_motion_state"])
         types = [str(part["joint_type"]) for part in parts]
+        given = [part.get("type_source") == "given" for part in parts]
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{json_path}: not a stage-3 joint_voxel_info file ({err!r}); {STAGE2_HINT}") from err
     with np.load(npz_path, allow_pickle=False) as arrays:
@@ -93,7 +95,7 @@ def read_stage3(folder: Path) -> Stage3Result:
     if transforms.shape != (len(parts), 4, 4) or not parts:
         raise ValueError(f"{npz_path}: expected transforms of shape ({len(parts)}, 4, 4) for "
                          f"{len(parts)} movable parts, got {transforms.shape}")
-    return Stage3Result(canonical, types, transforms, voxels, origin, size)
+    return Stage3Result(canonical, types, transforms, voxels, origin, size, given)
 
 
 def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float, part_logit: float) -> Tensor:
@@ -122,15 +124,16 @@ def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.isin(encode(rows), encode(table)) if len(table) else np.zeros(len(rows), bool)
 
 
-def resolve_types(cli: str, stage3: Stage3Result) -> list[str]:
-    """Joint types from the command line (must match stage 3's part count) or stage 3's."""
+def resolve_types(cli: str, stage3: Stage3Result) -> tuple[list[str], list[bool]]:
+    """Joint types from the command line (must match stage 3's part count) or stage 3's, and per part whether the
+    type was given (command line, per-scene table) rather than guessed by stage 3."""
     types = parse_joint_types(cli)
     if types is None:
-        return stage3.joint_types
+        return stage3.joint_types, stage3.type_given or [False] * len(stage3.joint_types)
     if len(types) != len(stage3.joint_types):
         raise ValueError(f"--joint_types {cli!r} lists {len(types)} movable parts but stage 3 found "
                          f"{len(stage3.joint_types)}; rerun stage 3 with --num_parts {len(types) + 1}")
-    return list(types)
+    return list(types), [True] * len(types)
 
 
 # ------------------------------------------------------------------------------------------------------ refinement
@@ -138,8 +141,10 @@ class Refinement:
     """The EM optimisation: canonical surfels with part logits, the articulation, their optimisers and schedule."""
 
     def __init__(self, args: argparse.Namespace, scene: Scene, gaussians: GaussianModel,
-                 articulation: ArticulationModel, canonical: int, device: torch.device) -> None:
+                 articulation: ArticulationModel, canonical: int, device: torch.device,
+                 type_given: list[bool] | None = None) -> None:
         self.args, self.scene, self.device = args, scene, device
+        self.type_given = type_given or [False] * (articulation.num_parts - 1)
         self.gaussians, self.articulation, self.canonical = gaussians, articulation, canonical
         self.other = 1 - canonical
         self.cams_c, self.cams_o = scene.train_cameras(canonical), scene.train_cameras(self.other)
@@ -279,12 +284,14 @@ class Refinement:
             torch.nan_to_num_(grad, nan=0.0, posinf=0.0, neginf=0.0).mul_(finite)
 
     def switch_small_revolute_joints(self) -> list[int]:
-        """Make every revolute joint whose angle is below the threshold prismatic (about its part's centroid)."""
+        """Make every revolute joint whose angle is below the threshold prismatic (about its part's centroid), unless its
+        type was given (per-scene table or command line) rather than guessed by stage 3."""
         switched = []
         parts = self.part_ids()
         for k in range(1, self.articulation.num_parts):
             joint = self.articulation.joint(k)
-            if joint["type"] != "revolute" or abs(joint["motion"]) >= self.args.prismatic_switch_angle:
+            if (self.type_given[k - 1] or joint["type"] != "revolute"
+                    or abs(joint["motion"]) >= self.args.prismatic_switch_angle):
                 continue
             members = parts == k
             centre = self.gaussians.get_xyz[members].mean(0) if members.any() else self.gaussians.get_xyz.mean(0)
@@ -368,8 +375,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_model(args: argparse.Namespace, device: torch.device) -> tuple[GaussianModel, ArticulationModel, int]:
-    """The canonical coarse surfels with initial part logits, and the initial articulation (both on `device`)."""
+def load_model(args: argparse.Namespace, device: torch.device
+               ) -> tuple[GaussianModel, ArticulationModel, int, list[bool]]:
+    """The canonical coarse surfels with initial part logits, the initial articulation (both on `device`), the
+    canonical state and per part whether its joint type was given."""
     folder = coarse_folder(args)
     stage3 = read_stage3(folder)
     ply = folder / f"point_cloud_{stage3.canonical_state}.ply"
@@ -381,9 +390,9 @@ def load_model(args: argparse.Namespace, device: torch.device) -> tuple[Gaussian
                                         args.init_part_logit)
     params = {name: value.to(device).requires_grad_() for name, value in params.items()}
     gaussians = GaussianModel(params, coarse.max_sh_degree, coarse.active_sh_degree)
-    types = resolve_types(args.joint_types, stage3)
+    types, given = resolve_types(args.joint_types, stage3)
     articulation = ArticulationModel(types, stage3.transforms).to(device)
-    return gaussians, articulation, stage3.canonical_state
+    return gaussians, articulation, stage3.canonical_state, given
 
 
 def check_masks(scene: Scene, canonical: int, args: argparse.Namespace) -> None:
@@ -431,12 +440,12 @@ def train(args: argparse.Namespace) -> dict:
         return read_json(model_path / "train_summary.json", "stage-4 summary")
     generator = seed_everything(args.seed)
     device = pick_device(args.data_device)
-    gaussians, articulation, canonical = load_model(args, device)
+    gaussians, articulation, canonical, type_given = load_model(args, device)
     scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=True)
     check_masks(scene, canonical, args)
     model_path.mkdir(parents=True, exist_ok=True)
     write_json(model_path / "cfg_args", vars(args))
-    refinement = Refinement(args, scene, gaussians, articulation, canonical, device)
+    refinement = Refinement(args, scene, gaussians, articulation, canonical, device, type_given)
     start = 0
     resume = latest_checkpoint(model_path)
     if resume is not None:

@@ -136,7 +136,8 @@ class RefinementParams(ParamGroup):
             "anchor": "initial: keep the undeformed model close to renders of its frozen initial self (paper); "
                       "data: fit the canonical state's training images instead",
             "prismatic_switch_iter": "at this iteration a revolute joint below --prismatic_switch_angle degrees "
-                                     "becomes prismatic (0 disables)",
+                                     "becomes prismatic unless its type was given (table or --joint_types); "
+                                     "0 disables",
             "checkpoint_iterations": "iterations at which the model and a resume checkpoint are saved "
                                      "(the final iteration always is)",
         })

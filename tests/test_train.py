@@ -174,3 +174,14 @@ def test_non_finite_losses_are_dropped_and_non_finite_parameters_stop(workspace:
                             "--anchor", "data")) == 3
     assert (model_path / "chkpnt4.pth").read_bytes() == good
     assert not (model_path / "chkpnt8.pth").exists()
+
+
+def test_small_revolute_joints_switch_to_prismatic_only_when_guessed(workspace: dict, tmp_path: Path) -> None:
+    """A 90-degree threshold makes the ~64-degree door 'small': stage 3's guess switches, a given type does not."""
+    switch = ["--iterations", "3", "--prismatic_switch_iter", "2", "--prismatic_switch_angle", "90",
+              "--checkpoint_iterations", "3", "--anchor", "data"]
+    assert train.main(_args(workspace, tmp_path / "guessed", *switch)) == 0
+    assert train.main(_args(workspace, tmp_path / "given", *switch, "--joint_types", "s,r")) == 0
+    guessed = TrainedModel.load(tmp_path / "guessed", "final", "cpu").articulation.joint_types
+    given = TrainedModel.load(tmp_path / "given", "final", "cpu").articulation.joint_types
+    assert guessed == ["prismatic"] and given == ["revolute"]
