@@ -11,7 +11,7 @@ JOINT_TYPES=${JOINT_TYPES:-auto}
 
 for SCENE in $SCENES; do
   $PYTHON train.py --source_path "$DATA_ROOT" --output_root "$OUTPUT_ROOT" --dataset "$DATASET" --subset "$SUBSET" \
-    --scene_name "$SCENE" --model_path "$OUTPUT_ROOT/$DATASET/$SUBSET/$SCENE/$MODEL_NAME" \
+    --scene_name "$SCENE" --resolution "$RESOLUTION" --model_path "$OUTPUT_ROOT/$DATASET/$SUBSET/$SCENE/$MODEL_NAME" \
     --coarse_name "$COARSE_NAME" --coarse_iter "$COARSE_ITER" --iterations "$ITERATIONS" \
     --joint_types "$JOINT_TYPES" "$@"
 done

@@ -12,7 +12,7 @@ ITERATION=${ITERATION:-final}
 MODE=${MODE:-eval}
 
 for SCENE in $SCENES; do
-  $PYTHON render.py --dataset "$DATASET" --subset "$SUBSET" --scene_name "$SCENE" --source_path "$DATA_ROOT" \
+  $PYTHON render.py --dataset "$DATASET" --subset "$SUBSET" --scene_name "$SCENE" --source_path "$DATA_ROOT" --resolution "$RESOLUTION" \
     --output_root "$OUTPUT_ROOT" --model_path "$OUTPUT_ROOT/$DATASET/$SUBSET/$SCENE/$MODEL_NAME" \
     --iteration "$ITERATION" --mode "$MODE" "$@"
 done

@@ -8,6 +8,7 @@ SUBSET=${SUBSET:-synthetic}
 SCENES=${SCENES:-cabinet}             # space-separated scene names
 COARSE_NAME=${COARSE_NAME:-coarse_gs} # folder of the stage-2 model inside the scene's output folder
 COARSE_ITER=${COARSE_ITER:-30000}
+RESOLUTION=${RESOLUTION:--1}        # image size for stages 2, 4, 5: -1 native, 2/4/8 downscale, >8 width
 MODEL_NAME=${MODEL_NAME:-gear}        # folder of the stage-4 model inside the scene's output folder
 PYTHON=${PYTHON:-python}
 
