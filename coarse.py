@@ -7,8 +7,11 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
 
     cfg_args                      JSON of every argument of the last invocation
     chkpnt<N>.pth                 the latest resumable state (plain tensors and dicts; loaded with weights_only=True)
-    point_cloud/iteration_<N>/    point_cloud_0.ply, point_cloud_1.ply (start, end), larger_motion_state.txt (0 or 1),
-                                  at every --save_iterations value reached and at the final iteration
+    point_cloud/iteration_<N>/    point_cloud_0.ply, point_cloud_1.ply (start, end), surface_points_0/1.ply (each
+                                  model's rendered surface: median depth of the training views where alpha > 0.5,
+                                  back-projected; stage 3's input and the larger-motion test's), and
+                                  larger_motion_state.txt (0 or 1), at every --save_iterations value reached and at
+                                  the final iteration
     coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
 
 A run restarts from its latest checkpoint unless --overwrite (which removes these outputs first); a run whose final
@@ -27,7 +30,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,7 @@ from utils.image_utils import psnr
 from utils.io_utils import read_json, write_json, write_text
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss, opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
+from utils.point_cloud import backproject_depth, voxel_downsample, write_point_ply
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -68,6 +72,7 @@ CHECKPOINT_PREFIX = "chkpnt"
 COARSE_NAME = "coarse_gs"  # default model folder inside the scene's output folder
 SUMMARY_NAME = "coarse_summary.json"
 MOTION_NAME = "larger_motion_state.txt"
+SURFACE_PREFIX = "surface_points_"  # + <state>.ply: rendered surface of each state's model (stage 3 reads it)
 # LAMBDA_DIST note (the default of --lambda_dist lives in arguments/OptimizationParams). gsplat's distortion is
 # sum_ij w_i w_j |z_i - z_j| in scene units, an L1 form; 2DGS's 100-1000 weigh squared NDC depth differences, orders
 # of magnitude smaller for objects 3 units from the camera, so those weights do not transfer. The per-pixel value is
@@ -314,12 +319,37 @@ def motion_points(models: list[GaussianModel]) -> tuple[list[np.ndarray], bool]:
         return [m.get_xyz.cpu().numpy().astype(np.float64) for m in models], False
 
 
-def save_iteration(model_path: Path, runs: list[StateRun], iteration: int, voxel_size: float) -> dict:
-    """Write both PLYs and `larger_motion_state.txt` (last, so its presence means the folder is complete)."""
+@torch.no_grad()
+def rendered_surface(model: GaussianModel, cameras: list[Camera], voxel_size: float,
+                     backend: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Points (M, 3) and colours (M, 3) of the model's rendered surface: the median depth of every training view,
+    back-projected where the rendered alpha exceeds 0.5, voxel-downsampled at `voxel_size`.
+
+    Unlike the surfel centres this does not depend on how opacity is spread over the surfels (a model that renders
+    well can hold its surface in many half-transparent surfels, leaving few centres above an opacity threshold).
+    """
+    black = torch.zeros(3, device=model.device)
+    renders = []
+    for cam in cameras:
+        out = render(cam, model, black, with_features=False, backend=backend, depth_ratio=1.0)
+        renders.append(replace(cam, image=out["render"], alpha=out["alpha"], depth=out["depth_median"]))
+    return voxel_downsample(*backproject_depth(renders), voxel_size)
+
+
+def save_iteration(model_path: Path, runs: list[StateRun], iteration: int, voxel_size: float,
+                   backend: str | None = None) -> dict:
+    """Write both PLYs, both rendered surfaces (`surface_points_<state>.ply`, stage 3's input) and
+    `larger_motion_state.txt` (last, so its presence means the folder is complete)."""
     folder = iteration_dir(model_path, iteration)
+    surfaces = []
     for run in runs:
         run.model.save_ply(folder / f"point_cloud_{run.state}.ply")
-    points, opaque = motion_points([run.model for run in runs])
+        surfaces.append(rendered_surface(run.model, run.cameras, voxel_size / 2, backend))
+        write_point_ply(folder / f"{SURFACE_PREFIX}{run.state}.ply", *surfaces[-1])
+    if all(len(points) for points, _ in surfaces):
+        points, opaque = [points.astype(np.float64) for points, _ in surfaces], True
+    else:
+        points, opaque = motion_points([run.model for run in runs])
     excess = motion_excesses(points[0], points[1], voxel_size)
     larger = int(excess[1] > excess[0])
     write_text(folder / MOTION_NAME, f"{larger}\n")
@@ -440,7 +470,8 @@ def optimise(runs: list[StateRun], start: int, args: argparse.Namespace, model_p
     if runs[0].model.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - begin
-    return seconds, motion or save_iteration(model_path, runs, args.iterations, args.motion_voxel_size)
+    return seconds, motion or save_iteration(model_path, runs, args.iterations, args.motion_voxel_size,
+                                             backend_name(args))
 
 
 def checkpoint_and_save(runs: list[StateRun], iteration: int, args: argparse.Namespace, model_path: Path,
@@ -452,7 +483,9 @@ def checkpoint_and_save(runs: list[StateRun], iteration: int, args: argparse.Nam
     check_finite(runs, guard, iteration)
     if due_checkpoint:
         write_checkpoint(model_path, runs, iteration, generator)
-    return save_iteration(model_path, runs, iteration, args.motion_voxel_size) if iteration in save_at else None
+    if iteration not in save_at:
+        return None
+    return save_iteration(model_path, runs, iteration, args.motion_voxel_size, backend_name(args))
 
 
 def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:

@@ -4,7 +4,8 @@
         --iteration 30000 --voxel_size 0.01 --dilation_radius 1 --num_parts auto --joint_types auto
 
 Reads `<output_root>/<dataset>/<subset>/<scene>/<coarse_name>/point_cloud/iteration_<N>/` (stage 2:
-`point_cloud_0.ply`, `point_cloud_1.ply`, `larger_motion_state.txt`) and writes next to them
+`surface_points_{0,1}.ply` — the rendered surfaces; without them the opaque centres of `point_cloud_{0,1}.ply` —
+and `larger_motion_state.txt`) and writes next to them
 `joint_voxel_info.json` and `joint_voxel_info.npz` (DESIGN.md §5 stage 3; the algorithm and its selection rule are
 in `utils/part_selection.py`). Every transform maps the canonical state c (the larger-motion state) to the other
 state o. Voxel `index` (i, j, k) has its centre at `grid_origin + (index + 0.5) * voxel_size`. Movable parts are
@@ -24,7 +25,7 @@ from scene.articulation import matrix_to_joint
 from scene.gaussian_model import GaussianModel
 from utils.io_utils import atomic_path, write_json
 from utils.part_selection import METHODS, VoxelizeConfig, VoxelizeResult, discover_parts
-from utils.point_cloud import write_point_ply
+from utils.point_cloud import read_point_ply, write_point_ply
 
 OUTPUT_NAMES = ("joint_voxel_info.json", "joint_voxel_info.npz")
 COARSE_HINT = "run stage 2 first: python coarse.py ... (or scripts/2_coarse.sh)"
@@ -45,6 +46,17 @@ def read_larger_motion_state(folder: Path) -> int:
     if text not in ("0", "1"):
         raise ValueError(f"{path} must hold 0 or 1, got {text!r}")
     return int(text)
+
+
+def state_points(folder: Path, state: int, opacity_threshold: float) -> np.ndarray:
+    """(N, 3) float64 surface points of one state: stage 2's rendered surface `surface_points_<state>.ply` when
+    present (robust to how opacity is spread over the surfels), else the opaque surfel centres of its PLY."""
+    surface = folder / f"surface_points_{state}.ply"
+    if surface.is_file():
+        points, _ = read_point_ply(surface)
+        if len(points):
+            return points.astype(np.float64)
+    return opaque_centres(folder / f"point_cloud_{state}.ply", opacity_threshold)
 
 
 def opaque_centres(path: Path, opacity_threshold: float) -> np.ndarray:
@@ -172,7 +184,7 @@ def voxelize_scene(args: argparse.Namespace, scene: str) -> dict | None:
         return None
     start = time.perf_counter()
     canonical = read_larger_motion_state(folder)
-    states = [opaque_centres(folder / f"point_cloud_{s}.ply", args.opacity_threshold) for s in (0, 1)]
+    states = [state_points(folder, s, args.opacity_threshold) for s in (0, 1)]
     config, types_source = scene_config(args, scene)
     try:
         result = discover_parts(states[canonical], states[1 - canonical], config)

@@ -433,3 +433,13 @@ def test_given_joint_types_go_to_the_parts_they_explain_best() -> None:
     assert [p.joint_type for p in parts] == ["revolute", "prismatic", "prismatic"]
     assert all(p.type_source == "given" for p in parts)
     assert parts[0].overlap == 0.9 and np.allclose(parts[0].transform, np.diag([1.0, -1, -1, 1]))
+
+
+def test_stage3_reads_the_rendered_surface_when_stage2_wrote_it(tmp_path: Path) -> None:
+    from utils.point_cloud import write_point_ply
+
+    surface = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    write_point_ply(tmp_path / "surface_points_1.ply", surface, np.zeros_like(surface))
+    assert np.allclose(voxelize.state_points(tmp_path, 1, 0.5), surface)
+    with pytest.raises(FileNotFoundError, match="point_cloud_0.ply"):
+        voxelize.state_points(tmp_path, 0, 0.5)  # no surface file: falls back to the coarse PLY, missing here
