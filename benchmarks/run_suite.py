@@ -9,7 +9,7 @@ reference measurement in DESIGN.md §7); the fridge and the laptop are open in t
 canonical-state cases are exercised. Each object's joint types are given to stage 3 (as the papers' per-scene tables
 give them), so the part count and types are inputs, not guesses. Stage 1 uses the classical segmenter unless `--segmenter sam` (the GPU machine
 has no SAM weights). `--schedule default` runs the stages' default schedules; `--schedule quick` shortens them
-(for development; not the numbers to quote as "default"). Each object's stages run in one subprocess chain; objects
+(for development; not the numbers to quote as "default"; no opacity reset, which a short run cannot recover from). Each object's stages run in one subprocess chain; objects
 run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
 come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
 raw rows to `<output_root>/gear/suite/suite_results.{md,json}`.
@@ -38,7 +38,7 @@ SCHEDULES = {
     "default": {"coarse": [], "train": []},
     "quick": {
         "coarse": ["--iterations", "2000", "--densify_from_iter", "200", "--densify_until_iter", "1200",
-                   "--opacity_reset_interval", "800", "--normal_from_iter", "800", "--dist_from_iter", "400",
+                   "--opacity_reset_interval", "100000", "--normal_from_iter", "800", "--dist_from_iter", "400",
                    "--opacity_from_iter", "1200", "--save_iterations", "2000"],
         "train": ["--iterations", "2000", "--em_interval", "400", "--densify_from_iter", "200",
                   "--densify_until_iter", "1200", "--prismatic_switch_iter", "800", "--checkpoint_iterations", "2000"],
