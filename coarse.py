@@ -39,12 +39,12 @@ from torch import Tensor
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, scene_dir, scene_output_dir
+from arguments import ModelParams, OptimizationParams, PipelineParams, iteration_dir, scene_dir, scene_output_dir
 from gaussian_renderer import render
 from scene import Scene, point_cloud_path
 from scene.cameras import Camera
 from scene.dataset_readers import SPLITS, DatasetError, transforms_path
-from scene.gaussian_model import Densifier, GaussianModel, LearningRates
+from scene.gaussian_model import Densifier, GaussianModel
 from utils.image_utils import psnr
 from utils.io_utils import read_json, write_json, write_text
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss, opacity_binarisation_loss
@@ -55,11 +55,14 @@ from utils.train_utils import (
     TrainingDiverged,
     background,
     latest_checkpoint,
+    learning_rates,
     load_checkpoint,
     photometric_loss,
     pick_device,
+    restore_surfel_training,
     save_checkpoint,
     seed_everything,
+    surfel_checkpoint,
 )
 
 log = logging.getLogger("coarse")
@@ -128,18 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def learning_rates(args: argparse.Namespace) -> LearningRates:
-    """Adam learning rates from the optimisation group (3DGS: higher SH bands at 1/20 of the DC rate)."""
-    return LearningRates(means=args.position_lr_init, means_final=args.position_lr_final, sh0=args.feature_lr,
-                         shN=args.feature_lr / 20.0, opacities=args.opacity_lr, scales=args.scaling_lr,
-                         quats=args.rotation_lr)
-
-
 # ---------------------------------------------------------------------------------------------------- file layout
-
-def iteration_dir(model_path: Path, iteration: int) -> Path:
-    return model_path / "point_cloud" / f"iteration_{iteration}"
-
 
 def is_done(model_path: Path, iterations: int) -> bool:
     """Whether the final PLYs, the larger-motion state and the summary of `iterations` exist."""
@@ -251,13 +243,8 @@ def checkpoint_payload(runs: list[StateRun], iteration: int, generator: torch.Ge
     return {
         "iteration": iteration,
         "rng": rng,
-        "states": [{
-            "params": {name: p.detach() for name, p in run.model.params.items()},
-            "active_sh_degree": run.model.active_sh_degree,
-            "optimizers": {name: opt.state_dict() for name, opt in run.model.optimizers.items()},
-            "densifier": dict(run.densifier.state),
-            "views": torch.tensor(run.views, dtype=torch.int64),
-        } for run in runs],
+        "states": [{**surfel_checkpoint(run.model, run.densifier),
+                    "views": torch.tensor(run.views, dtype=torch.int64)} for run in runs],
     }
 
 
@@ -271,9 +258,7 @@ def restore_runs(payload: dict, scene: Scene, args: argparse.Namespace, device: 
             params = {name: value.to(device).requires_grad_() for name, value in saved["params"].items()}
             model = GaussianModel(params, args.sh_degree, active_sh_degree=int(saved["active_sh_degree"]))
             run = make_run(state, model, scene, args)
-            for name, optimizer in model.optimizers.items():
-                load_optimizer(optimizer, saved["optimizers"][name])
-            run.densifier.state.update(saved["densifier"])
+            restore_surfel_training(model, run.densifier, saved)
             run.views = saved["views"].tolist()
             runs.append(run)
         torch.set_rng_state(payload["rng"]["torch"].cpu())
@@ -284,15 +269,6 @@ def restore_runs(payload: dict, scene: Scene, args: argparse.Namespace, device: 
         raise ValueError(f"checkpoint {path} does not match this model ({err}); "
                          "pass --overwrite to start afresh") from err
     return runs
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """Load an Adam state dict but keep this device's implementation flags (fused on CUDA, not on CPU)."""
-    flags = [{key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
-             for group in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, kept in zip(optimizer.param_groups, flags):
-        group.update(kept)
 
 
 def write_checkpoint(model_path: Path, runs: list[StateRun], iteration: int, generator: torch.Generator) -> Path:

@@ -55,6 +55,7 @@ from scene.cameras import STATES, Camera
 from scene.dataset_readers import DatasetError, load_cameras, transforms_path
 from scene.gaussian_model import GaussianModel
 from scene.trained_model import ModelNotFoundError, TrainedModel
+from utils.graphics_utils import look_at_w2c
 from utils.io_utils import atomic_path, write_json
 from utils.mesh_utils import save_mesh
 from utils.metrics import (
@@ -235,17 +236,6 @@ def render_split(renderer: Renderer, cameras: list[Camera], state: int, out: Pat
     return views
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """(4, 4) OpenCV world-to-camera matrix of a camera at `eye` looking at `target`, image up along `up`."""
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    rotation = np.stack([right, np.cross(forward, right), forward])
-    w2c = np.eye(4)
-    w2c[:3, :3], w2c[:3, 3] = rotation, -rotation @ eye
-    return w2c
-
-
 def orbit_cameras(reference: list[Camera], centre: np.ndarray, count: int, elevation_deg: float) -> list[Camera]:
     """`count` cameras on a circle around `centre` at the training cameras' mean distance, `elevation_deg` above
     the horizon; "up" is the training cameras' mean up direction, intrinsics those of the first training camera."""
@@ -263,7 +253,7 @@ def orbit_cameras(reference: list[Camera], centre: np.ndarray, count: int, eleva
     for i in range(count):
         azimuth = 2.0 * np.pi * i / count
         direction = np.cos(elevation) * (np.cos(azimuth) * side + np.sin(azimuth) * ahead) + np.sin(elevation) * up
-        matrix = look_at(centre + radius * direction, centre, up)
+        matrix = look_at_w2c(centre + radius * direction, centre, up)
         cameras.append(Camera(uid=i, state=first.state, split="orbit", image_name=f"{i:04d}", width=first.width,
                               height=first.height, fx=first.fx, fy=first.fy, cx=first.cx, cy=first.cy,
                               world_to_cam=torch.tensor(matrix, dtype=torch.float32, device=first.device)))

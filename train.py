@@ -33,20 +33,22 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, RefinementParams, parse_joint_types, \
-    scene_dir, scene_output_dir
+from arguments import ModelParams, OptimizationParams, PipelineParams, RefinementParams, iteration_dir, \
+    parse_joint_types, scene_dir, scene_output_dir
 from gaussian_renderer import render
 from scene import Scene
 from scene.articulation import ArticulationModel, blend_weights
-from scene.cameras import STATES
+from scene.cameras import STATES, Camera
 from scene.dataset_readers import DatasetError
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
-from scene.trained_model import save as save_trained_model
+from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
 from utils.io_utils import read_json, write_json
 from utils.loss_utils import depth_log_l1
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
-from utils.train_utils import FiniteGuard, TrainingDiverged, background, latest_checkpoint, load_checkpoint, \
-    photometric_loss, pick_device, save_checkpoint, seed_everything
+from utils.train_utils import FiniteGuard, TrainingDiverged, background, latest_checkpoint, learning_rates, \
+    load_checkpoint, photometric_loss, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
+    surfel_checkpoint
+from utils.voxel_grid import VoxelGrid
 
 log = logging.getLogger("train")
 STAGE2_HINT = "run stage 2 and 3 first: scripts/2_coarse.sh and scripts/3_voxelize.sh (python coarse.py / voxelize.py)"
@@ -63,14 +65,13 @@ class Stage3Result:
     joint_types: list[str]
     transforms: np.ndarray          # (K-1, 4, 4) canonical -> other
     part_voxels: list[np.ndarray]   # K-1 arrays (M_k, 3) int voxel indices in the canonical state
-    grid_origin: np.ndarray         # (3,)
-    voxel_size: float
+    grid: VoxelGrid                 # the grid those indices refer to
     type_given: list[bool] = field(default_factory=list)  # per part: type given (table or CLI), not guessed
 
 
 def coarse_folder(args: argparse.Namespace) -> Path:
     """Stage 2/3's iteration folder of this scene."""
-    return scene_output_dir(args) / args.coarse_name / "point_cloud" / f"iteration_{args.coarse_iter}"
+    return iteration_dir(scene_output_dir(args) / args.coarse_name, args.coarse_iter)
 
 
 def read_stage3(folder: Path) -> Stage3Result:
@@ -85,6 +86,7 @@ def read_stage3(folder: Path) -> Stage3Result:
         canonical = int(info["larger_motion_state"])
         types = [str(part["joint_type"]) for part in parts]
         given = [part.get("type_source") == "given" for part in parts]
+        shape = tuple(int(n) for n in info["grid_shape"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{json_path}: not a stage-3 joint_voxel_info file ({err!r}); {STAGE2_HINT}") from err
     with np.load(npz_path, allow_pickle=False) as arrays:
@@ -95,7 +97,7 @@ def read_stage3(folder: Path) -> Stage3Result:
     if transforms.shape != (len(parts), 4, 4) or not parts:
         raise ValueError(f"{npz_path}: expected transforms of shape ({len(parts)}, 4, 4) for "
                          f"{len(parts)} movable parts, got {transforms.shape}")
-    return Stage3Result(canonical, types, transforms, voxels, origin, size, given)
+    return Stage3Result(canonical, types, transforms, voxels, VoxelGrid(origin, size, shape), given)
 
 
 def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float, part_logit: float) -> Tensor:
@@ -104,24 +106,12 @@ def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float,
     num_parts = len(stage3.part_voxels) + 1
     logits = np.zeros((len(means), num_parts), dtype=np.float32)
     logits[:, 0] = static_logit
-    cells = np.floor((means - stage3.grid_origin) / stage3.voxel_size).astype(np.int64)
+    cells = stage3.grid.indices(means)
     for k, voxels in enumerate(stage3.part_voxels, start=1):
-        inside = _rows_in(cells, voxels.astype(np.int64))
+        inside = stage3.grid.lookup(stage3.grid.mask(voxels), cells)
         logits[inside] = -part_logit
         logits[inside, k] = part_logit
     return torch.from_numpy(logits)
-
-
-def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """(N,) bool: which integer rows (N, 3) occur in `table` (M, 3), vectorised through a common row encoding."""
-    low = np.minimum(rows.min(0), table.min(0)) if len(table) else rows.min(0)
-    span = np.maximum(rows.max(0), table.max(0) if len(table) else rows.max(0)) - low + 1
-
-    def encode(a: np.ndarray) -> np.ndarray:
-        a = a - low
-        return (a[:, 0] * span[1] + a[:, 1]) * span[2] + a[:, 2]
-
-    return np.isin(encode(rows), encode(table)) if len(table) else np.zeros(len(rows), bool)
 
 
 def resolve_types(cli: str, stage3: Stage3Result) -> tuple[list[str], list[bool]]:
@@ -165,31 +155,28 @@ class Refinement:
         return torch.optim.Adam(self.articulation.parameters(), lr=self.args.joint_lr_init)
 
     @torch.no_grad()
-    def _anchor_targets(self) -> list[dict[str, Tensor]]:
-        """Renders (RGB over black, alpha, depth) of the initial model in every canonical training view."""
+    def _render_targets(self, model: GaussianModel, cameras: list[Camera]) -> list[dict[str, Tensor]]:
+        """Frozen renders of `model` in `cameras`: RGB over black and depth (0 where alpha <= 0.5)."""
         black = torch.zeros(3, device=self.device)
         targets = []
-        for cam in self.cams_c:
-            out = render(cam, self.gaussians, black, with_features=False, backend=self._backend(),
+        for cam in cameras:
+            out = render(cam, model, black, with_features=False, backend=self._backend(),
                          depth_ratio=self.args.depth_ratio)
             depth = torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))
             targets.append({"render": out["render"], "depth": depth})
         return targets
 
-    @torch.no_grad()
+    def _anchor_targets(self) -> list[dict[str, Tensor]]:
+        """Renders of the initial model in every canonical training view (the paper's anchor)."""
+        return self._render_targets(self.gaussians, self.cams_c)
+
     def _coarse_depths(self) -> list[Tensor]:
         """Depth renders of the other state's coarse model: the depth target when the dataset has no depth."""
         path = coarse_folder(self.args) / f"point_cloud_{self.other}.ply"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; {STAGE2_HINT}")
         model = GaussianModel.load_ply(path, self.device)
-        black = torch.zeros(3, device=self.device)
-        depths = []
-        for cam in self.cams_o:
-            out = render(cam, model, black, with_features=False, backend=self._backend(),
-                         depth_ratio=self.args.depth_ratio)
-            depths.append(torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"])))
-        return depths
+        return [target["depth"] for target in self._render_targets(model, self.cams_o)]
 
     def _backend(self) -> str | None:
         return None if self.args.backend == "auto" else self.args.backend
@@ -320,13 +307,9 @@ class Refinement:
     # -------------------------------------------------------------------------------------------------- checkpoints
     def checkpoint(self, iteration: int) -> dict:
         """Everything needed to resume: surfels, optimiser and densifier state, joints, schedule position."""
-        g = self.gaussians
         return {
             "iteration": iteration,
-            "params": {name: p.detach() for name, p in g.params.items()},
-            "active_sh_degree": g.active_sh_degree,
-            "optimizers": {name: opt.state_dict() for name, opt in g.optimizers.items()},
-            "densifier": {k: v for k, v in self.densifier.state.items()},
+            **surfel_checkpoint(self.gaussians, self.densifier),
             "articulation": {"prismatic": self.articulation.prismatic, "quats": self.articulation.quats.detach(),
                              "trans": self.articulation.trans.detach()},
             "joint_optimizer": self.joint_optimizer.state_dict(),
@@ -343,19 +326,13 @@ class Refinement:
             self.articulation.trans.copy_(state["articulation"]["trans"])
         g.active_sh_degree = int(state["active_sh_degree"])
         g.setup_optimizers(*self._optimizer_settings())
-        for name, opt in g.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        self.densifier.state.update(state["densifier"])
+        restore_surfel_training(g, self.densifier, state)
         self.joint_optimizer = self._joint_optimizer()
         self.joint_optimizer.load_state_dict(state["joint_optimizer"])
         return int(state["iteration"])
 
     def _optimizer_settings(self) -> tuple[LearningRates, float, int]:
-        a = self.args
-        lrs = LearningRates(means=a.position_lr_init, means_final=a.position_lr_final, sh0=a.feature_lr,
-                            shN=a.feature_lr / 20, opacities=a.opacity_lr, scales=a.scaling_lr,
-                            quats=a.rotation_lr, features=a.logit_lr)
-        return lrs, self.scene.extent, a.iterations
+        return learning_rates(self.args, features=self.args.logit_lr), self.scene.extent, self.args.iterations
 
 
 # ------------------------------------------------------------------------------------------------------------- main
@@ -407,7 +384,7 @@ def check_masks(scene: Scene, canonical: int, args: argparse.Namespace) -> None:
 
 
 def final_iteration_done(model_path: Path, iterations: int) -> bool:
-    return (model_path / "point_cloud" / f"iteration_{iterations}" / "articulation.json").is_file()
+    return (iteration_dir(model_path, iterations) / ARTICULATION_NAME).is_file()
 
 
 def save(refinement: Refinement, model_path: Path, iteration: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arguments import JOINT_TYPES_FILE, listed_joint_types, parse_joint_types
+from arguments import JOINT_TYPES_FILE, iteration_dir, listed_joint_types, parse_joint_types
 from scene.articulation import matrix_to_joint
 from scene.gaussian_model import GaussianModel
 from utils.io_utils import atomic_path, write_json
@@ -33,8 +33,7 @@ COARSE_HINT = "run stage 2 first: python coarse.py ... (or scripts/2_coarse.sh)"
 
 def coarse_dir(args: argparse.Namespace, scene: str) -> Path:
     """The stage-2 iteration folder of `scene`, where stage 3 reads and writes."""
-    return (Path(args.output_root) / args.dataset / args.subset / scene / args.coarse_name / "point_cloud"
-            / f"iteration_{args.iteration}")
+    return iteration_dir(Path(args.output_root) / args.dataset / args.subset / scene / args.coarse_name, args.iteration)
 
 
 def read_larger_motion_state(folder: Path) -> int:

@@ -150,6 +150,12 @@ def scene_dir(args: argparse.Namespace) -> Path:
     return Path(args.source_path) / args.dataset / args.subset / args.scene_name
 
 
+def iteration_dir(model_path: str | Path, iteration: int) -> Path:
+    """`<model_path>/point_cloud/iteration_<iteration>`: where stages 2 and 4 save a model (stage 3 writes next to
+    stage 2's)."""
+    return Path(model_path) / "point_cloud" / f"iteration_{int(iteration)}"
+
+
 def scene_output_dir(args: argparse.Namespace) -> Path:
     """`<output_root>/<dataset>/<subset>/<scene_name>`: where every stage writes for this scene."""
     if not args.scene_name:

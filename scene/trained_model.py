@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from arguments import iteration_dir
 from scene.articulation import ArticulationModel, blend_weights, joint_start_to_end
 from scene.gaussian_model import GaussianModel
 from utils.io_utils import read_json, write_json
@@ -30,11 +31,6 @@ _ITERATION_PATTERN = re.compile(r"iteration_(\d+)")
 
 class ModelNotFoundError(FileNotFoundError):
     """A stage-4 model folder or one of its files is missing."""
-
-
-def iteration_dir(model_path: str | Path, iteration: int) -> Path:
-    """`<model_path>/point_cloud/iteration_<iteration>`."""
-    return Path(model_path) / "point_cloud" / f"iteration_{int(iteration)}"
 
 
 def saved_iterations(model_path: str | Path) -> list[int]:

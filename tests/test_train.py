@@ -24,6 +24,7 @@ from utils.get_mask import main as get_mask_main
 from utils.io_utils import write_text
 from utils.metrics import evaluate_joints, load_gt_joints
 from utils.point_cloud import voxel_downsample
+from utils.voxel_grid import VoxelGrid
 
 COARSE_ITER = 7
 FAST = ["--em_interval", "10", "--densify_from_iter", "5", "--densification_interval", "5", "--densify_until_iter",
@@ -63,8 +64,8 @@ def _joint_error(ws: dict, model_path: Path) -> dict:
 
 def test_initial_logits_mark_component_voxels() -> None:
     stage3 = train.Stage3Result(canonical_state=1, joint_types=["revolute"], transforms=np.eye(4)[None],
-                                part_voxels=[np.array([[0, 0, 0], [1, 0, 0]])], grid_origin=np.zeros(3),
-                                voxel_size=0.1)
+                                part_voxels=[np.array([[0, 0, 0], [1, 0, 0]])],
+                                grid=VoxelGrid(np.zeros(3), 0.1, (3, 1, 1)))
     means = np.array([[0.05, 0.05, 0.05], [0.15, 0.01, 0.09], [0.25, 0.05, 0.05], [-0.05, 0.0, 0.0]])
     logits = train.initial_logits(means, stage3, static_logit=2.0, part_logit=3.0)
     assert logits.tolist() == [[-3.0, 3.0], [-3.0, 3.0], [2.0, 0.0], [2.0, 0.0]]

@@ -8,6 +8,7 @@ import pytest
 import torch
 import trimesh
 
+from utils.graphics_utils import look_at_w2c
 from utils.metrics import chamfer_distance
 from utils.tsdf import TSDFVolume, default_bounds, keep_largest_component
 
@@ -29,14 +30,8 @@ def scene_mesh() -> trimesh.Trimesh:
 
 def look_at(eye: np.ndarray) -> np.ndarray:
     """(4, 4) OpenCV world-to-camera of a camera at `eye` looking at the origin."""
-    forward = -eye / np.linalg.norm(eye)
-    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.95 else np.array([0.0, 1.0, 0.0])
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    rot = np.stack([right, np.cross(forward, right), forward])
-    w2c = np.eye(4)
-    w2c[:3, :3], w2c[:3, 3] = rot, -rot @ eye
-    return w2c
+    up = np.array([0.0, 0.0, 1.0]) if abs(eye[2] / np.linalg.norm(eye)) < 0.95 else np.array([0.0, 1.0, 0.0])
+    return look_at_w2c(eye, np.zeros(3), up)
 
 
 def pixel_rays(w2c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Camera geometry helpers: field of view <-> focal length, axis conventions, intrinsics."""
+"""Camera geometry helpers: field of view <-> focal length, axis conventions, intrinsics, look-at poses."""
 from __future__ import annotations
 
 import math
@@ -28,3 +28,15 @@ def blender_c2w_to_opencv_w2c(c2w: np.ndarray) -> np.ndarray:
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """(3, 3) pinhole intrinsics; pixel (u, v) has its centre at (u + 0.5, v + 0.5)."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def look_at_w2c(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """(4, 4) OpenCV world-to-camera matrix of a camera at `eye` looking at `target`, image up along `up`."""
+    eye = np.asarray(eye, dtype=np.float64)
+    forward = (np.asarray(target, dtype=np.float64) - eye) / np.linalg.norm(np.asarray(target) - eye)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    rotation = np.stack([right, np.cross(forward, right), forward])
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = rotation, -rotation @ eye
+    return w2c

@@ -1,7 +1,9 @@
 """Pieces of the optimisation loop shared by stage 2 (coarse) and stage 4 (refinement)."""
 from __future__ import annotations
 
+import argparse
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scene.gaussian_model import Densifier, GaussianModel, LearningRates
 from utils.io_utils import atomic_path
 from utils.loss_utils import l1_loss, ssim
 
@@ -78,3 +81,34 @@ def latest_checkpoint(folder: str | Path, prefix: str = "chkpnt") -> Path | None
     """The checkpoint `<prefix><iteration>.pth` with the highest iteration in `folder`, if any."""
     found = sorted(Path(folder).glob(f"{prefix}*.pth"), key=lambda p: int(p.stem[len(prefix):]))
     return found[-1] if found else None
+
+
+def learning_rates(args: argparse.Namespace, **overrides: float) -> LearningRates:
+    """Adam learning rates from the optimisation group (3DGS: higher SH bands at 1/20 of the DC rate); `overrides`
+    set others (e.g. `features` for stage 4's part logits)."""
+    lrs = LearningRates(means=args.position_lr_init, means_final=args.position_lr_final, sh0=args.feature_lr,
+                        shN=args.feature_lr / 20.0, opacities=args.opacity_lr, scales=args.scaling_lr,
+                        quats=args.rotation_lr)
+    return replace(lrs, **overrides)
+
+
+def surfel_checkpoint(model: GaussianModel, densifier: Densifier) -> dict[str, Any]:
+    """A surfel model's resumable state: parameters, active SH degree, Adam moments and densification statistics."""
+    return {
+        "params": {name: p.detach() for name, p in model.params.items()},
+        "active_sh_degree": model.active_sh_degree,
+        "optimizers": {name: opt.state_dict() for name, opt in model.optimizers.items()},
+        "densifier": dict(densifier.state),
+    }
+
+
+def restore_surfel_training(model: GaussianModel, densifier: Densifier, saved: dict[str, Any]) -> None:
+    """Load the Adam moments and densification statistics of `surfel_checkpoint` into a model already built from its
+    `params` (with optimisers set up), keeping this device's Adam implementation flags (fused on CUDA only)."""
+    for name, optimizer in model.optimizers.items():
+        flags = [{key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
+                 for group in optimizer.param_groups]
+        optimizer.load_state_dict(saved["optimizers"][name])
+        for group, kept in zip(optimizer.param_groups, flags):
+            group.update(kept)
+    densifier.state.update(saved["densifier"])
