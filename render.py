@@ -23,9 +23,11 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
                                         motion >= 0 (the axis direction carries the sign)
     urdf/<scene>.urdf                   static base + one link and joint per movable part (utils/urdf.py)
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
-                                        "canonical_state", "summary", "joints", "meshes", "images"}: the last four
-                                        from utils.metrics.summarise; joint and mesh metrics need `gt/` (null
-                                        without it), PSNR/SSIM the test views (null with --skip_test)
+                                        "canonical_state", "summary", "joints", "meshes", "images", "seconds"}:
+                                        summary..images from utils.metrics.summarise; joint and mesh metrics need
+                                        `gt/` (null without it), PSNR/SSIM the test views (null with --skip_test);
+                                        seconds: wall time per phase (load, train views, test views, orbit,
+                                        meshes, exports, metrics)
     result.csv                          (eval mode) the flat summary as one CSV row (utils.metrics.write_result_csv)
 
 <state> is start|end, <split> train|test, <name> the dataset image's name. `--mode render` skips the metrics
@@ -68,6 +70,7 @@ from utils.metrics import (
     summarise,
     write_result_csv,
 )
+from utils.timing import PhaseTimer
 from utils.train_utils import pick_device
 from utils.tsdf import TSDFVolume, default_bounds, keep_largest_component
 from utils.urdf import write_urdf
@@ -406,6 +409,7 @@ def run(args: argparse.Namespace) -> dict:
     if not folder.is_dir():
         raise DatasetError(f"scene folder {folder} does not exist")
     device = pick_device(args.data_device)
+    timer = PhaseTimer(device)
     model = TrainedModel.load(args.model_path, args.iteration, device)
     opaque = model.gaussians.get_opacity >= OPAQUE
     if not bool(opaque.any()):
@@ -415,30 +419,37 @@ def run(args: argparse.Namespace) -> dict:
     renderer = Renderer(model, bg, None if args.backend == "auto" else args.backend, args.depth_ratio)
     threshold = args.alpha_threshold
     train = {s: load_split(folder, s, "train", args.resolution, device) for s in (0, 1)}
+    timer.mark("load")
     cached = {s: render_split(renderer, train[s], s, out, True, threshold) for s in (0, 1)} \
         if not args.skip_train else {}
+    timer.mark("train views")
     test_views = []
     for state in () if args.skip_test else (0, 1):
         cams = load_split(folder, state, "test", args.resolution, device)
         views = render_split(renderer, cams, state, out, True, threshold)
         test_views += [(view.rgb.cpu(), cam.composite(bg).cpu()) for view, cam in zip(views, cams)]
+    timer.mark("test views")
     centre = robust_bounds(torch.cat([renderer.surfels[s][0][opaque] for s in (0, 1)]), 0.0)
     orbit = orbit_cameras(train[0], (centre[0] + centre[1]) / 2.0, args.orbit_frames, args.orbit_elevation) \
         if args.orbit_frames or args.mesh_views != "train" else []
     if args.orbit_frames:
         write_orbit(renderer, orbit, out / "orbit.gif", threshold)
+        timer.mark("orbit")
     meshes = None
     if not args.skip_mesh:
         mesh_cams = {s: {"train": train[s], "orbit": orbit, "both": train[s] + orbit}[args.mesh_views] for s in (0, 1)}
         meshes = build_meshes(renderer, mesh_cams, cached if args.mesh_views == "train" else {}, args, out)
+        timer.mark("meshes")
     joints = write_exports(model, args.scene_name, out, with_urdf=not args.skip_mesh)
+    timer.mark("exports")
     summary = {}
     if args.mode == "eval" or args.eval_app:
         metrics = evaluate(folder, model, renderer.surfels[0][0], joints, meshes, test_views, args.chamfer_samples,
                            geometry=args.mode == "eval")
+        timer.mark("metrics")
         metrics = {"scene": args.scene_name, "dataset": args.dataset, "subset": args.subset,
                    "model_path": str(args.model_path), "iteration": model.iteration,
-                   "canonical_state": model.canonical_state, **metrics}
+                   "canonical_state": model.canonical_state, **metrics, "seconds": timer.seconds}
         write_json(out / "metrics.json", metrics)
         write_result_csv(out / "result.csv", metrics, scene=args.scene_name)
         summary = metrics["summary"]
@@ -448,7 +459,7 @@ def run(args: argparse.Namespace) -> dict:
                          "cd_movable", "cd_whole", "psnr"))
     print(f"[render] {args.scene_name}: iteration {model.iteration}, {num_train} train + {len(test_views)} test "
           f"views, {0 if meshes is None else len(meshes)} meshes, {len(joints)} joints"
-          f"{'; ' + numbers if numbers else ''}; {time.perf_counter() - start:.1f} s -> {out}")
+          f"{'; ' + numbers if numbers else ''}; {time.perf_counter() - start:.1f} s ({timer.summary()}) -> {out}")
     return summary
 
 

@@ -266,9 +266,35 @@ class GaussianModel:
         return cls({k: v.requires_grad_() for k, v in params.items()}, sh_degree, active_sh_degree=sh_degree)
 
 
+class _SyncFreeStrategy(DefaultStrategy):
+    """gsplat's `DefaultStrategy` whose per-step gradient statistics need no host synchronisation.
+
+    gsplat 1.5.3 accumulates them through `torch.where(radii > 0)` and boolean indexing, three device-to-host
+    synchronisations per render that serialise the CPU with the GPU on every densifying iteration. Multiplying by the
+    visibility mask instead gives the same sums (a visible surfel adds its gradient norm and 1, others add 0).
+    Only the unpacked layout and no screen-size pruning (`refine_scale2d_stop_iter == 0`, gsplat's default) are used.
+    """
+
+    def _update_state(self, params: dict[str, Tensor], state: dict, info: dict, packed: bool = False) -> None:
+        if packed or self.refine_scale2d_stop_iter > 0:
+            super()._update_state(params, state, info, packed=packed)
+            return
+        grads = info[self.key_for_gradient].absgrad if self.absgrad else info[self.key_for_gradient].grad
+        scale = grads.new_tensor([info["width"] / 2.0, info["height"] / 2.0]) * info["n_cameras"]
+        visible = (info["radii"] > 0.0).all(dim=-1).to(grads.dtype)  # (C, N)
+        n = len(params["means"])
+        if state["grad2d"] is None:
+            state["grad2d"] = torch.zeros(n, device=grads.device)
+        if state["count"] is None:
+            state["count"] = torch.zeros(n, device=grads.device)
+        state["grad2d"] += ((grads * scale).norm(dim=-1) * visible).sum(dim=0)
+        state["count"] += visible.sum(dim=0)
+
+
 class Densifier:
     """3DGS densification (clone small / split large surfels with high screen-space gradient, prune transparent and
-    oversized ones, periodic opacity reset) on a `GaussianModel`, driven by gsplat's `DefaultStrategy`.
+    oversized ones, periodic opacity reset) on a `GaussianModel`, driven by gsplat's `DefaultStrategy` (with
+    gradient statistics gathered without host synchronisation, `_SyncFreeStrategy`).
 
     Call `pre_backward(step, info)` after rendering and `post_backward(step, info)` after `loss.backward()` and
     before `model.step_optimizers()`; `info` is the render's `info`. Works with both render backends, whose
@@ -297,7 +323,7 @@ class Densifier:
         if not model.optimizers:
             raise ValueError("Densifier needs the model's optimizers: call model.setup_optimizers() first")
         self.model = model
-        self.strategy = DefaultStrategy(
+        self.strategy = _SyncFreeStrategy(
             prune_opa=prune_opacity,
             grow_grad2d=grad_threshold,
             grow_scale3d=grow_scale3d,

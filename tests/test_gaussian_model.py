@@ -189,6 +189,28 @@ def test_densifier_clones_splits_prunes_and_resets():
     assert model.num_points == 5 and model.get_opacity.max() <= 0.01 + 1e-6
 
 
+def test_densifier_statistics_match_gsplat():
+    """The sync-free gradient statistics equal gsplat's own (boolean-indexed) accumulation over several renders."""
+    from gsplat.strategy import DefaultStrategy
+
+    model = surfels([[-0.3, 0.0, 2.0], [0.3, 0.1, 2.0], [0.0, 0.3, 2.5], [0.0, 0.0, -2.0]],
+                    log_scales=torch.log(torch.full((4, 2), 0.05)), opacities=[0.5, 0.7, 0.3, 0.5])
+    model.setup_optimizers()
+    ours = Densifier(model, refine_start=100, reset_every=1000)
+    reference = DefaultStrategy(key_for_gradient="gradient_2dgs")
+    state = reference.initialize_state()
+    for step in range(3):
+        out = render(camera(size=64, focal=100.0), model, torch.zeros(3))
+        ours.pre_backward(step, out["info"])
+        ((out["render"] - 0.3 * step) ** 2).sum().backward()
+        ours.post_backward(step, out["info"])
+        reference._update_state(model.params, state, out["info"])
+        model.step_optimizers()
+    assert ours.state["count"].tolist() == state["count"].tolist() == [3.0, 3.0, 3.0, 0.0]
+    torch.testing.assert_close(ours.state["grad2d"], state["grad2d"])
+    assert state["grad2d"][:3].min() > 0
+
+
 def test_densifier_needs_optimisers():
     with pytest.raises(ValueError, match="setup_optimizers"):
         Densifier(surfels([[0.0, 0.0, 2.0]]))

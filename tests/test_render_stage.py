@@ -211,6 +211,8 @@ def test_meshes_and_urdf(root: Path, cabinet: Path):
 def test_oracle_metrics(cabinet: Path):
     metrics = read_json(cabinet / "metrics.json")
     assert {"summary", "joints", "meshes", "images", "scene", "iteration", "canonical_state"} <= set(metrics)
+    assert set(metrics["seconds"]) == {"load", "train views", "test views", "orbit", "meshes", "exports", "metrics"}
+    assert all(seconds >= 0.0 for seconds in metrics["seconds"].values())
     summary = metrics["summary"]
     assert summary["axis_ang"] < 0.5 and summary["axis_pos"] < 0.01 and summary["motion_revolute_deg"] < 0.5
     assert summary["type_accuracy"] == 1.0 and summary["motion_prismatic_m"] is None
