@@ -6,7 +6,7 @@ Reads `<source_path>/<dataset>/<subset>/<scene_name>/` (point clouds are made fr
 under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coarse_gs`):
 
     cfg_args                      JSON of every argument of the last invocation
-    chkpnt<N>.pth                 the latest resumable state (plain tensors and dicts; loaded with weights_only=True)
+    chkpnt_state<s>_<N>.pth       each state's latest resumable state (plain tensors and dicts; weights_only=True)
     point_cloud/iteration_<N>/    point_cloud_0.ply, point_cloud_1.ply (start, end), surface_points_0/1.ply (each
                                   model's rendered surface: median depth of the training views where alpha > 0.5,
                                   back-projected; stage 3's input and the larger-motion test's), and
@@ -14,22 +14,25 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
                                   the final iteration
     coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
 
-A run restarts from its latest checkpoint unless --overwrite (which removes these outputs first); a run whose final
-outputs exist exits at once. Each iteration steps both states: one random training view each, against the image
-composited over a random background (--no-random_bg_color: black or --white_background). The two states are two
-render calls (render_batch shares one set of surfels between its cameras, so one call would need per-camera masks).
-Apart from gsplat's densification bookkeeping (until --densify_until_iter), only the progress bar and NaN check
-(every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device, so GPU iterations are not
-serialised by host synchronisation. A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is
-only written after such a check.
+The two states' models are independent, so they train in two processes at once on CUDA (`--state_workers`; the
+loop of one state is bound by the host, Python and kernel launches, not by the GPU) and one after the other on the
+CPU. Each restarts from its latest checkpoint unless --overwrite (which removes these outputs first); a run whose
+final outputs exist exits at once. Each iteration renders one random training view against the image composited
+over a random background (--no-random_bg_color: black or --white_background). Only the progress bar and NaN check
+(every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device (gsplat's densification
+statistics are gathered without a sync, scene.gaussian_model), so GPU iterations are not serialised by host
+synchronisation. A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written after
+such a check.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -49,7 +52,7 @@ from utils.image_utils import psnr
 from utils.io_utils import read_json, write_json, write_text
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss, opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
-from utils.point_cloud import backproject_depth, voxel_downsample, write_point_ply
+from utils.point_cloud import backproject_depth, read_point_ply, voxel_downsample, write_point_ply
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -118,6 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="iterations between checkpoints (the latest one is kept; also saved at the end)")
     stage.add_argument("--motion_voxel_size", type=float, default=DEFAULT_VOXEL_SIZE,
                        help="voxel edge of the larger-motion-state test (scene units)")
+    stage.add_argument("--state_workers", type=int, default=0,
+                       help="processes training the two states at once (0: 2 on CUDA, 1 on the CPU)")
     stage.add_argument("--overwrite", action="store_true",
                        help="remove this model's outputs and checkpoints first instead of resuming")
     parser.set_defaults(random_bg_color=True)
@@ -224,58 +229,62 @@ def backend_name(args: argparse.Namespace) -> str | None:
     return None if args.backend == "auto" else args.backend
 
 
-def check_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> None:
+def check_finite(run: StateRun, guard: FiniteGuard, iteration: int) -> None:
     """Raise TrainingDiverged if a loss since the last check or any parameter is NaN/inf (one host sync)."""
     guard.check(iteration)
-    for run in runs:
-        bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
-        if bad:
-            raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
+    bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
-def checkpoint_payload(runs: list[StateRun], iteration: int, generator: torch.Generator) -> dict:
-    """Plain tensors and dicts (loadable with weights_only=True) that let training continue after `iteration`."""
+def checkpoint_prefix(state: int) -> str:
+    """File-name prefix of one state's checkpoints: `chkpnt_state<s>_` + iteration + `.pth`."""
+    return f"{CHECKPOINT_PREFIX}_state{state}_"
+
+
+def checkpoint_payload(run: StateRun, iteration: int, generator: torch.Generator) -> dict:
+    """Plain tensors and dicts (loadable with weights_only=True) that let one state's training continue."""
     rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "iteration": iteration,
+        "state": run.state,
         "rng": rng,
-        "states": [{**surfel_checkpoint(run.model, run.densifier),
-                    "views": torch.tensor(run.views, dtype=torch.int64)} for run in runs],
+        **surfel_checkpoint(run.model, run.densifier),
+        "views": torch.tensor(run.views, dtype=torch.int64),
     }
 
 
-def restore_runs(payload: dict, scene: Scene, args: argparse.Namespace, device: torch.device,
-                 generator: torch.Generator, path: Path) -> list[StateRun]:
-    """Rebuild both states' runs (models, Adam moments, densifier statistics, view order, RNGs) from a checkpoint."""
+def restore_run(payload: dict, state: int, scene: Scene, args: argparse.Namespace, device: torch.device,
+                generator: torch.Generator, path: Path) -> StateRun:
+    """Rebuild one state's run (model, Adam moments, densifier statistics, view order, RNGs) from a checkpoint."""
     try:
-        states = payload["states"]
-        runs = []
-        for state, saved in zip(STATES, states, strict=True):
-            params = {name: value.to(device).requires_grad_() for name, value in saved["params"].items()}
-            model = GaussianModel(params, args.sh_degree, active_sh_degree=int(saved["active_sh_degree"]))
-            run = make_run(state, model, scene, args)
-            restore_surfel_training(model, run.densifier, saved)
-            run.views = saved["views"].tolist()
-            runs.append(run)
+        if payload["state"] != state:
+            raise ValueError(f"it holds state {payload['state']}, not {state}")
+        params = {name: value.to(device).requires_grad_() for name, value in payload["params"].items()}
+        model = GaussianModel(params, args.sh_degree, active_sh_degree=int(payload["active_sh_degree"]))
+        run = make_run(state, model, scene, args)
+        restore_surfel_training(model, run.densifier, payload)
+        run.views = payload["views"].tolist()
         torch.set_rng_state(payload["rng"]["torch"].cpu())
         generator.set_state(payload["rng"]["generator"].cpu())
         if "cuda" in payload["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([state.cpu() for state in payload["rng"]["cuda"]])
+            torch.cuda.set_rng_state_all([rng.cpu() for rng in payload["rng"]["cuda"]])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} does not match this model ({err}); "
                          "pass --overwrite to start afresh") from err
-    return runs
+    return run
 
 
-def write_checkpoint(model_path: Path, runs: list[StateRun], iteration: int, generator: torch.Generator) -> Path:
-    """Save `chkpnt<iteration>.pth`, then delete older checkpoints (the new one is complete and checked)."""
-    path = model_path / f"{CHECKPOINT_PREFIX}{iteration}.pth"
-    save_checkpoint(path, checkpoint_payload(runs, iteration, generator))
-    for old in model_path.glob(f"{CHECKPOINT_PREFIX}*.pth"):
+def write_checkpoint(model_path: Path, run: StateRun, iteration: int, generator: torch.Generator) -> Path:
+    """Save this state's checkpoint of `iteration`, then delete its older ones (the new one is complete)."""
+    prefix = checkpoint_prefix(run.state)
+    path = model_path / f"{prefix}{iteration}.pth"
+    save_checkpoint(path, checkpoint_payload(run, iteration, generator))
+    for old in model_path.glob(f"{prefix}*.pth"):
         if old != path:
             old.unlink()
     return path
@@ -283,16 +292,16 @@ def write_checkpoint(model_path: Path, runs: list[StateRun], iteration: int, gen
 
 # -------------------------------------------------------------------------------------------------------- outputs
 
-def motion_points(models: list[GaussianModel]) -> tuple[list[np.ndarray], bool]:
-    """Per state, (M, 3) centres of the Gaussians with opacity >= OPAQUE, and True. When a state has none (a very
-    short run), all centres of both states (the same rule for both) and False, with a warning."""
+def opaque_centres(models: list[GaussianModel]) -> list[np.ndarray]:
+    """Per state, (M, 3) centres of the Gaussians with opacity >= OPAQUE; all centres of both states (the same rule
+    for both) with a warning when a state has none (a very short run)."""
     with torch.no_grad():
         keep = [model.get_opacity >= OPAQUE for model in models]
         if all(bool(k.any()) for k in keep):
-            return [m.get_xyz[k].cpu().numpy().astype(np.float64) for m, k in zip(models, keep)], True
+            return [m.get_xyz[k].cpu().numpy().astype(np.float64) for m, k in zip(models, keep)]
         log.warning("a state has no Gaussian with opacity >= %.1f; the larger-motion test uses all centres "
                     "(train longer for a reliable answer)", OPAQUE)
-        return [m.get_xyz.cpu().numpy().astype(np.float64) for m in models], False
+        return [m.get_xyz.detach().cpu().numpy().astype(np.float64) for m in models]
 
 
 @torch.no_grad()
@@ -312,27 +321,33 @@ def rendered_surface(model: GaussianModel, cameras: list[Camera], voxel_size: fl
     return voxel_downsample(*backproject_depth(renders), voxel_size)
 
 
-def save_iteration(model_path: Path, runs: list[StateRun], iteration: int, voxel_size: float,
-                   backend: str | None = None) -> dict:
-    """Write both PLYs, both rendered surfaces (`surface_points_<state>.ply`, stage 3's input) and
-    `larger_motion_state.txt` (last, so its presence means the folder is complete)."""
+def save_state_iteration(model_path: Path, run: StateRun, iteration: int, voxel_size: float,
+                         backend: str | None) -> None:
+    """Write one state's PLY and its rendered surface (`surface_points_<state>.ply`, stage 3's input)."""
     folder = iteration_dir(model_path, iteration)
-    surfaces = []
-    for run in runs:
-        run.model.save_ply(folder / f"point_cloud_{run.state}.ply")
-        surfaces.append(rendered_surface(run.model, run.cameras, voxel_size / 2, backend))
-        write_point_ply(folder / f"{SURFACE_PREFIX}{run.state}.ply", *surfaces[-1])
-    if all(len(points) for points, _ in surfaces):
-        points, opaque = [points.astype(np.float64) for points, _ in surfaces], True
-    else:
-        points, opaque = motion_points([run.model for run in runs])
+    run.model.save_ply(folder / f"point_cloud_{run.state}.ply")
+    write_point_ply(folder / f"{SURFACE_PREFIX}{run.state}.ply",
+                    *rendered_surface(run.model, run.cameras, voxel_size / 2, backend))
+
+
+def state_iteration_saved(model_path: Path, state: int, iteration: int) -> bool:
+    folder = iteration_dir(model_path, iteration)
+    return all((folder / f"{name}{state}.ply").is_file() for name in ("point_cloud_", SURFACE_PREFIX))
+
+
+def decide_motion_state(folder: Path, voxel_size: float, device: torch.device) -> dict:
+    """Write `larger_motion_state.txt` of a saved iteration folder (last, so that its presence means the folder is
+    complete) from both states' rendered surfaces (their opaque surfel centres when a surface is empty)."""
+    points = [read_point_ply(folder / f"{SURFACE_PREFIX}{state}.ply")[0].astype(np.float64) for state in STATES]
+    surfaces = all(len(p) for p in points)
+    if not surfaces:
+        points = opaque_centres([GaussianModel.load_ply(folder / f"point_cloud_{s}.ply", device) for s in STATES])
     excess = motion_excesses(points[0], points[1], voxel_size)
     larger = int(excess[1] > excess[0])
     write_text(folder / MOTION_NAME, f"{larger}\n")
-    log.info("iteration %d: saved %s (larger motion state %d; excess %.3f vs %.3f)",
-             iteration, folder, larger, *excess)
+    log.info("saved %s (larger motion state %d; excess %.3f vs %.3f)", folder, larger, *excess)
     return {"larger_motion_state": larger, "motion_excess": list(excess),
-            "motion_points": [len(p) for p in points], "motion_points_opaque": opaque}
+            "motion_points": [len(p) for p in points], "motion_points_opaque": surfaces}
 
 
 @torch.no_grad()
@@ -365,41 +380,84 @@ def train(args: argparse.Namespace) -> dict | None:
     if not folder.is_dir():
         raise DatasetError(f"scene folder {folder} does not exist (from --source_path/--dataset/--subset/--scene_name)")
     write_json(model_path / "cfg_args", vars(args))
-    generator = seed_everything(args.seed)
     device = pick_device(args.data_device)
     scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
-    runs, start = start_runs(scene, args, model_path, device, generator)
-    uses_depth = any(cam.depth is not None for run in runs for cam in run.cameras) and args.lambda_depth > 0
-    log.info("%s: %d + %d training views at %dx%d on %s, depth loss %s, %d + %d Gaussians",
-             folder, len(runs[0].cameras), len(runs[1].cameras), runs[0].cameras[0].width,
-             runs[0].cameras[0].height, device, "on" if uses_depth else "off (no depth)",
-             runs[0].model.num_points, runs[1].model.num_points)
-
-    train_seconds, motion = optimise(runs, start, args, model_path, generator)
+    workers = state_workers(args, device)
+    begin = time.perf_counter()
+    results = train_states(args, workers)
+    train_seconds = time.perf_counter() - begin
+    motion = {}
+    for iteration in sorted({it for it in args.save_iterations if it <= args.iterations} | {args.iterations}):
+        saved = iteration_dir(model_path, iteration)
+        if all(state_iteration_saved(model_path, state, iteration) for state in STATES):
+            motion = decide_motion_state(saved, args.motion_voxel_size, device)
+    final = iteration_dir(model_path, args.iterations)
+    models = [GaussianModel.load_ply(final / f"point_cloud_{state}.ply", device) for state in STATES]
+    done = [args.iterations - result["start"] for result in results]
     summary = {
         "scene": str(folder),
         "iterations": args.iterations,
-        "resumed_from": start or None,
+        "resumed_from": [result["start"] or None for result in results],
         "device": str(device),
-        "num_gaussians": [run.model.num_points for run in runs],
+        "state_workers": workers,
+        "num_gaussians": [model.num_points for model in models],
         **motion,
         "train_seconds": train_seconds,
-        "iterations_per_second": (args.iterations - start) / train_seconds if args.iterations > start else None,
+        "state_seconds": [result["seconds"] for result in results],
+        "iterations_per_second": max(done) / train_seconds if max(done) > 0 else None,
     }
     for split in available_splits(folder):
-        summary[split] = [evaluate(run.model, scene.cameras[(run.state, split)], args) for run in runs]
+        summary[split] = [evaluate(model, scene.cameras[(state, split)], args) for state, model in enumerate(models)]
     summary["wall_seconds"] = time.perf_counter() - wall_start
     write_json(model_path / SUMMARY_NAME, summary)
     log_summary(args.scene_name, summary)
     return summary
 
 
-def start_runs(scene: Scene, args: argparse.Namespace, model_path: Path, device: torch.device,
-               generator: torch.Generator) -> tuple[list[StateRun], int]:
-    """Both states' runs and the iteration they start after: from the latest checkpoint, else from the point clouds."""
-    checkpoint = latest_checkpoint(model_path, CHECKPOINT_PREFIX)
+def state_workers(args: argparse.Namespace, device: torch.device) -> int:
+    """Processes that train the states at once: --state_workers, or (0 = auto) 2 on CUDA and 1 on the CPU."""
+    if args.state_workers > 0:
+        return min(args.state_workers, len(STATES))
+    return len(STATES) if device.type == "cuda" else 1
+
+
+def train_states(args: argparse.Namespace, workers: int) -> list[dict]:
+    """`train_state` of both states: in this process one after the other, or in `workers` spawned processes."""
+    if workers == 1:
+        return [train_state(args, state) for state in STATES]
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(train_state, args, state) for state in STATES]
+        return [future.result() for future in futures]
+
+
+def train_state(args: argparse.Namespace, state: int) -> dict:
+    """Train (or resume) one state's model to `args.iterations` and save its outputs; returns its start iteration,
+    training seconds and Gaussian count. Runs in a worker process or in the caller's."""
+    if not log.handlers and not logging.getLogger().handlers:  # a spawned worker: same log format as main()
+        logging.basicConfig(format="[%(name)s] %(message)s")
+        log.setLevel(logging.INFO)
+    model_path = Path(args.model_path)
+    generator = seed_everything(args.seed + state)
+    device = pick_device(args.data_device)
+    scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=False)
+    run, start = start_run(scene, state, args, model_path, device, generator)
+    uses_depth = any(cam.depth is not None for cam in run.cameras) and args.lambda_depth > 0
+    log.info("state %d: %d training views at %dx%d on %s, depth loss %s, %d Gaussians, from iteration %d", state,
+             len(run.cameras), run.cameras[0].width, run.cameras[0].height, device,
+             "on" if uses_depth else "off (no depth)", run.model.num_points, start)
+    seconds = optimise(run, start, args, model_path, generator)
+    if not state_iteration_saved(model_path, state, args.iterations):
+        save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))
+    return {"state": state, "start": start, "seconds": seconds}
+
+
+def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Path, device: torch.device,
+              generator: torch.Generator) -> tuple[StateRun, int]:
+    """One state's run and the iteration it starts after: from its latest checkpoint, else from the point cloud."""
+    checkpoint = latest_checkpoint(model_path, checkpoint_prefix(state))
     if checkpoint is None:
-        return [make_run(state, initial_model(scene, state, args, device), scene, args) for state in STATES], 0
+        return make_run(state, initial_model(scene, state, args, device), scene, args), 0
     try:
         payload = load_checkpoint(checkpoint, device)
     except Exception as err:  # torch raises several types for corrupt or foreign files
@@ -410,64 +468,60 @@ def start_runs(scene: Scene, args: argparse.Namespace, model_path: Path, device:
     if start > args.iterations:
         raise ValueError(f"checkpoint {checkpoint} is at iteration {start}, beyond --iterations {args.iterations}; "
                          "pass a larger --iterations or --overwrite")
-    log.info("resuming from %s (iteration %d)", checkpoint, start)
-    return restore_runs(payload, scene, args, device, generator, checkpoint), start
+    log.info("state %d: resuming from %s (iteration %d)", state, checkpoint, start)
+    return restore_run(payload, state, scene, args, device, generator, checkpoint), start
 
 
-def optimise(runs: list[StateRun], start: int, args: argparse.Namespace, model_path: Path,
-             generator: torch.Generator) -> tuple[float, dict]:
-    """Iterations start+1..args.iterations of both states with saving and checkpoints; returns (seconds, motion)."""
+def optimise(run: StateRun, start: int, args: argparse.Namespace, model_path: Path,
+             generator: torch.Generator) -> float:
+    """Iterations start+1..args.iterations of one state with saving and checkpoints; returns the seconds taken."""
     save_at = {it for it in args.save_iterations if start < it <= args.iterations} | {args.iterations}
     guard = FiniteGuard(every=PROGRESS_EVERY)
-    motion: dict = {}
     loss_ema: Tensor | None = None
     iteration = start
     begin = time.perf_counter()
-    bar = tqdm(total=args.iterations, initial=start, desc=f"coarse {args.scene_name}", dynamic_ncols=True)
+    bar = tqdm(total=args.iterations, initial=start, desc=f"coarse {args.scene_name} state {run.state}",
+               position=run.state, dynamic_ncols=True)
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
             for iteration in range(start + 1, args.iterations + 1):
-                loss = sum(train_step(run, iteration, args, generator) for run in runs)
+                loss = train_step(run, iteration, args, generator)
                 loss_ema = loss if loss_ema is None else 0.4 * loss + 0.6 * loss_ema
                 guard.update(loss, iteration)
                 if iteration % PROGRESS_EVERY == 0 or iteration == args.iterations:
-                    counts = "/".join(str(run.model.num_points) for run in runs)
-                    bar.set_postfix(loss=f"{float(loss_ema):.4f}", gaussians=counts)
+                    bar.set_postfix(loss=f"{float(loss_ema):.4f}", gaussians=run.model.num_points)
                     bar.update(iteration - bar.n)
-                motion = checkpoint_and_save(runs, iteration, args, model_path, generator, guard, save_at) or motion
+                checkpoint_and_save(run, iteration, args, model_path, generator, guard, save_at)
     except RuntimeError as err:  # NaNs can also break the renderer or densifier before the periodic check sees them
-        cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, guard, iteration)
+        cause = err if isinstance(err, TrainingDiverged) else non_finite(run, guard, iteration)
         if cause is None:
             raise
-        kept = latest_checkpoint(model_path, CHECKPOINT_PREFIX)
+        kept = latest_checkpoint(model_path, checkpoint_prefix(run.state))
         raise TrainingDiverged(f"{cause}; the last good checkpoint is kept: {kept or 'none yet'}") from err
     finally:
         bar.close()
-    if runs[0].model.device.type == "cuda":
+    if run.model.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - begin
-    return seconds, motion or save_iteration(model_path, runs, args.iterations, args.motion_voxel_size,
-                                             backend_name(args))
+    return time.perf_counter() - begin
 
 
-def checkpoint_and_save(runs: list[StateRun], iteration: int, args: argparse.Namespace, model_path: Path,
-                        generator: torch.Generator, guard: FiniteGuard, save_at: set[int]) -> dict | None:
-    """When due, check for NaNs, write the checkpoint and/or the iteration's outputs; the motion info when saved."""
+def checkpoint_and_save(run: StateRun, iteration: int, args: argparse.Namespace, model_path: Path,
+                        generator: torch.Generator, guard: FiniteGuard, save_at: set[int]) -> None:
+    """When due, check for NaNs, write the checkpoint and/or this state's outputs of the iteration."""
     due_checkpoint = iteration % args.checkpoint_interval == 0 or iteration == args.iterations
     if not due_checkpoint and iteration not in save_at:
-        return None
-    check_finite(runs, guard, iteration)
+        return
+    check_finite(run, guard, iteration)
     if due_checkpoint:
-        write_checkpoint(model_path, runs, iteration, generator)
-    if iteration not in save_at:
-        return None
-    return save_iteration(model_path, runs, iteration, args.motion_voxel_size, backend_name(args))
+        write_checkpoint(model_path, run, iteration, generator)
+    if iteration in save_at:
+        save_state_iteration(model_path, run, iteration, args.motion_voxel_size, backend_name(args))
 
 
-def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
+def non_finite(run: StateRun, guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
     """The divergence error if a loss or parameter is NaN/inf, else None."""
     try:
-        check_finite(runs, guard, iteration)
+        check_finite(run, guard, iteration)
     except TrainingDiverged as err:
         return err
     return None
@@ -484,9 +538,9 @@ def log_summary(scene: str, summary: dict) -> None:
                 parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
         log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
     speed = summary["iterations_per_second"]
-    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s)", scene,
+    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %d state process(es), %s it/s)", scene,
              summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
-             "-" if speed is None else f"{speed:.1f}")
+             summary["state_workers"], "-" if speed is None else f"{speed:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

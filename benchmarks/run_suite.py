@@ -8,8 +8,10 @@ The suite is fixed: one object per category, seed 0, 400 px, 48 training + 8 tes
 reference measurement in DESIGN.md §7); the fridge and the laptop are open in the start state so that both
 canonical-state cases are exercised. Each object's joint types are given to stage 3 (as the papers' per-scene tables
 give them), so the part count and types are inputs, not guesses. Stage 1 uses the classical segmenter unless `--segmenter sam` (the GPU machine
-has no SAM weights). `--schedule default` runs the stages' default schedules; `--schedule quick` shortens them
-(for development; not the numbers to quote as "default"; no opacity reset, which a short run cannot recover from). Each object's stages run in one subprocess chain; objects
+has no SAM weights). `--schedule default` runs the stages' default schedules (30k + 30k iterations: more than one
+30-minute device session holds for six objects on two GPUs); `--schedule short` scales them to 6000 + 5000 iterations
+(what such a session holds); `--schedule quick` to 2000 + 2000 for development. The shortened schedules do not reset
+opacity, which a short run cannot recover from. Each object's stages run in one subprocess chain; objects
 run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
 come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
 raw rows to `<output_root>/gear/suite/suite_results.{md,json}`.
@@ -36,6 +38,14 @@ SUITE = {"cabinet": "end", "drawers": "end", "fridge": "start", "storage": "end"
 STAGES = ("masks", "coarse", "voxelize", "train", "render")
 SCHEDULES = {
     "default": {"coarse": [], "train": []},
+    "short": {  # the default schedules scaled to 6000 + 5000 iterations: what fits one device session
+        "coarse": ["--iterations", "6000", "--densify_from_iter", "100", "--densify_until_iter", "3000",
+                   "--opacity_reset_interval", "100000", "--normal_from_iter", "1400", "--dist_from_iter", "600",
+                   "--opacity_from_iter", "3000", "--save_iterations", "6000"],
+        "train": ["--iterations", "5000", "--em_interval", "700", "--densify_from_iter", "500",
+                  "--densify_until_iter", "2500", "--prismatic_switch_iter", "1700", "--checkpoint_iterations",
+                  "5000"],
+    },
     "quick": {
         "coarse": ["--iterations", "2000", "--densify_from_iter", "200", "--densify_until_iter", "1200",
                    "--opacity_reset_interval", "100000", "--normal_from_iter", "800", "--dist_from_iter", "400",
@@ -44,7 +54,7 @@ SCHEDULES = {
                   "--densify_until_iter", "1200", "--prismatic_switch_iter", "800", "--checkpoint_iterations", "2000"],
     },
 }
-COARSE_ITERS = {"default": 30000, "quick": 2000}
+COARSE_ITERS = {"default": 30000, "short": 6000, "quick": 2000}
 
 
 def generate(args: argparse.Namespace) -> None:
