@@ -17,7 +17,9 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
     orbit.gif                           [RGB | parts] frames around the object while it moves start -> end -> start
     meshes/<state>_<part>.ply           TSDF fusion of rendered depth (alpha > 0.5) and colour, state start|end,
                                         part whole (all surfels) | static (part 0) | part_<k> (movable part k, rendered
-                                        alone); marching cubes; largest connected component (--keep_largest)
+                                        alone); marching cubes; --keep_largest: a part's largest connected component,
+                                        the whole object's components of >= WHOLE_MIN_AREA of the largest's area
+                                        (parts that open apart stay, floaters go)
     joint_info.json                     {"joints": [{"part", "type", "axis_origin", "axis_direction", "motion"}],
                                         "larger_motion_state"}: start -> end, world frame, degrees or scene units,
                                         motion >= 0 (the axis direction carries the sign)
@@ -72,7 +74,7 @@ from utils.metrics import (
 )
 from utils.timing import PhaseTimer
 from utils.train_utils import pick_device
-from utils.tsdf import TSDFVolume, default_bounds, keep_largest_component
+from utils.tsdf import TSDFVolume, default_bounds, keep_large_components
 from utils.urdf import write_urdf
 
 log = logging.getLogger("render")
@@ -83,6 +85,7 @@ TRAIN_HINT = ("make it with: python train.py --dataset {dataset} --subset {subse
 PART_PALETTE = np.array([[160, 160, 160], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25],
                          [145, 30, 180], [70, 240, 240], [245, 130, 48], [240, 50, 230], [210, 245, 60]], np.uint8)
 VOXELS_PER_SIDE = 200  # automatic TSDF voxel = largest side of the object's bounds / this
+WHOLE_MIN_AREA = 0.02  # whole meshes keep every connected component of at least this fraction of the largest area
 BOUNDS_QUANTILE = 0.002  # automatic bounds ignore this fraction of outlying surfel centres on each side
 BOUNDS_MARGIN = 0.05  # ... and are padded by this fraction of their largest side plus the truncation distance
 OPAQUE = 0.5  # surfels at least this opaque define the automatic bounds
@@ -118,7 +121,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group.add_argument("--tsdf_bounds", type=float, nargs=6, default=None, metavar=("XMIN", "YMIN", "ZMIN", "XMAX",
                        "YMAX", "ZMAX"), help="TSDF grid bounds; default: each part's surfels in the state, padded")
     group.add_argument("--keep_largest", action=argparse.BooleanOptionalAction, default=True,
-                       help="keep only each mesh's largest connected component")
+                       help="keep only each part mesh's largest connected component (whole meshes: every component "
+                            f"of >= {WHOLE_MIN_AREA:g} of the largest one's area)")
     group.add_argument("--mesh_views", choices=("train", "orbit", "both"), default="train",
                        help="cameras whose renders are fused into the meshes")
     group.add_argument("--alpha_threshold", type=float, default=0.5, help="pixels fused into meshes: alpha above")
@@ -287,15 +291,16 @@ def robust_bounds(points: Tensor, pad: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fuse(views: list[View], bounds: tuple[np.ndarray, np.ndarray], voxel: float, trunc: float | None,
-         threshold: float, keep_largest: bool) -> trimesh.Trimesh:
-    """TSDF fusion of rendered views (pixels with alpha > threshold; the rest carves empty space) and meshing."""
+         threshold: float, min_area: float | None) -> trimesh.Trimesh:
+    """TSDF fusion of rendered views (pixels with alpha > threshold; the rest carves empty space) and meshing; with
+    `min_area`, only the connected components of at least that fraction of the largest one's area are kept."""
     volume = TSDFVolume(*bounds, voxel_size=voxel, trunc=trunc, device=views[0].depth.device)
     for view in views:
         volume.integrate(view.depth, view.camera.K, view.camera.world_to_cam, weight_mask=view.alpha > threshold,
                          color=view.rgb.clamp(0.0, 1.0), carve_empty=True)
     mesh = volume.extract_mesh()
-    if keep_largest and len(mesh.faces):
-        mesh = keep_largest_component(mesh)
+    if min_area is not None and len(mesh.faces):
+        mesh = keep_large_components(mesh, min_area)
     return mesh
 
 
@@ -338,7 +343,8 @@ def build_meshes(renderer: Renderer, cameras: dict[int, list[Camera]], cached: d
                     else robust_bounds(points, pad)
                 views = cached[state] if part == -1 and cached.get(state) else \
                     render_part(renderer, cameras[state], state, part, key)
-                meshes[key] = fuse(views, bounds, voxel, trunc, args.alpha_threshold, args.keep_largest)
+                min_area = (WHOLE_MIN_AREA if part == -1 else 1.0) if args.keep_largest else None
+                meshes[key] = fuse(views, bounds, voxel, trunc, args.alpha_threshold, min_area)
             save_mesh(out / "meshes" / f"{key}.ply", meshes[key])
     log.info("meshes: voxel %.4g, %s", voxel, ", ".join(f"{k} {len(m.faces)} faces" for k, m in meshes.items()))
     return meshes

@@ -10,7 +10,7 @@ import trimesh
 
 from utils.graphics_utils import look_at_w2c
 from utils.metrics import chamfer_distance
-from utils.tsdf import TSDFVolume, default_bounds, keep_largest_component
+from utils.tsdf import TSDFVolume, default_bounds, keep_large_components
 
 SIZE = 128
 FOCAL = SIZE / (2.0 * np.tan(np.radians(25.0)))
@@ -159,12 +159,16 @@ def test_vertex_colours_and_bounds(gt, views):
     assert np.all(mesh.vertices >= volume.origin - 1e-9)
 
 
-def test_keep_largest_component_and_default_bounds():
+def test_keep_large_components_and_default_bounds():
     big = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     small = trimesh.creation.icosphere(subdivisions=0, radius=0.1)  # more faces (20) but far less area
     small.apply_translation([3.0, 0.0, 0.0])
-    kept = keep_largest_component(trimesh.util.concatenate([small, big]))
+    door = trimesh.creation.box(extents=(0.8, 0.05, 0.8))  # ~23 % of the big box's area, apart from it
+    door.apply_translation([0.0, -2.0, 0.0])
+    kept = keep_large_components(trimesh.util.concatenate([small, big]))
     assert len(kept.faces) == 12 and np.allclose(kept.bounds, big.bounds)
+    kept = keep_large_components(trimesh.util.concatenate([small, door, big]), 0.02)
+    assert len(kept.faces) == 24 and kept.area == pytest.approx(big.area + door.area)
     lo, hi = default_bounds(np.array([[0.0, 0.0, 0.0], [2.0, 1.0, 0.5]]), margin=0.1)
     np.testing.assert_allclose(lo, [-0.2, -0.2, -0.2])
     np.testing.assert_allclose(hi, [2.2, 1.2, 0.7])

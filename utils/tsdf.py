@@ -192,9 +192,13 @@ class TSDFVolume:
         return mesh
 
 
-def keep_largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
-    """The connected component of `mesh` with the largest area (the mesh itself when it has at most one)."""
+def keep_large_components(mesh: trimesh.Trimesh, min_fraction: float = 1.0) -> trimesh.Trimesh:
+    """The connected components of `mesh` whose area is at least `min_fraction` of the largest one's: the largest
+    alone at 1.0 (a rigid part is one piece), the pieces of an articulated object that open apart and no floaters at
+    a small fraction. The mesh itself when it has at most one component."""
     parts = mesh.split(only_watertight=False)
     if len(parts) <= 1:
         return mesh
-    return max(parts, key=lambda part: part.area)
+    largest = max(part.area for part in parts)
+    kept = [part for part in parts if part.area >= min_fraction * largest]
+    return kept[0] if len(kept) == 1 else trimesh.util.concatenate(kept)
