@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,7 +46,7 @@ def profiled(runs: list, first: int, count: int, args: argparse.Namespace, gener
                 coarse.train_step(run, iteration, args, generator)
         torch.cuda.synchronize()
     events = prof.key_averages()
-    gpu_us = sum(e.self_device_time_total for e in events)
+    gpu_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)  # kernels only
     print(f"  GPU kernel time {gpu_us / 1000.0 / count:.2f} ms/iteration")
     print(events.table(sort_by="self_cuda_time_total", row_limit=12, max_name_column_width=50))
     print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
