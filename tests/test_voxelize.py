@@ -443,3 +443,32 @@ def test_stage3_reads_the_rendered_surface_when_stage2_wrote_it(tmp_path: Path) 
     assert np.allclose(voxelize.state_points(tmp_path, 1, 0.5), surface)
     with pytest.raises(FileNotFoundError, match="point_cloud_0.ply"):
         voxelize.state_points(tmp_path, 0, 0.5)  # no surface file: falls back to the coarse PLY, missing here
+
+
+def test_touching_drawers_that_move_alike_are_split() -> None:
+    """Two drawer fronts 1.5 cm apart (one component on the 1 cm grid) pulled out 30 and 32 cm from a body: the
+    motions differ by less than the landing tolerance, so only the half-voxel pieces (`split_fine`) tell them apart."""
+    rng = np.random.default_rng(0)
+    body = trimesh.creation.box(extents=(0.8, 0.5, 0.6))
+    body.apply_translation([0.0, 0.26, 0.0])  # front face at y = 0.01
+
+    def front(z: float, pulled: float) -> trimesh.Trimesh:
+        slab = trimesh.creation.box(extents=(0.6, 0.02, 0.2))
+        slab.apply_translation([0.0, -pulled, z])
+        return slab
+
+    pulls = (0.30, 0.32)
+    zs = (-0.1075, 0.1075)  # edges at -0.0075 and +0.0075
+    states = []
+    for opened in (True, False):
+        mesh = trimesh.util.concatenate([body, *(front(z, p if opened else 0.0) for z, p in zip(zs, pulls))])
+        points, _ = trimesh.sample.sample_surface(mesh, 150_000, seed=int(rng.integers(2**31)))
+        states.append(points + rng.normal(0.0, 0.001, points.shape))
+    config = VoxelizeConfig(num_movable=2, joint_types=("prismatic", "prismatic"))
+    result = discover_parts(states[0], states[1], config)
+    found = sorted((float(result.grid.centres(part.voxels)[:, 2].mean()),
+                    float(part.transform[1, 3])) for part in result.parts)
+    assert [z for z, _ in found][0] < 0 < [z for z, _ in found][1]  # one part per front
+    for (_, motion), pulled in zip(found, pulls):
+        assert motion == pytest.approx(pulled, abs=0.004)
+    assert not any(part.weak for part in result.parts)

@@ -9,7 +9,8 @@ drawer's tray, hidden once pushed in, lands nowhere and stays with its drawer) a
 state that the earlier motions do not already cover (a door's inner face could be flipped onto the closed door's
 front, which its door already explains). After each new motion the component's voxels are shared out among the
 motions (`assign_to_motions`) and the motions refitted on their shares. Motions that differ by less than the
-landing tolerance (about 1.5 voxels) cannot be told apart and stay one part. In full-surface data a part moved by a
+landing tolerance (about 1.5 voxels) cannot be told apart here; `split_fine` splits such a part afterwards when its
+pieces separate at half the voxel size. In full-surface data a part moved by a
 wrong motion may land on inner surfaces by chance (a door pushed into the body by its neighbouring drawer's motion)
 and then goes undetected: the main failure on the synthetic storage units.
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from utils.part_matching import Match, PartMatcher, pick_match
-from utils.voxel_grid import connected_components, nearest_seed
+from utils.rigid_fit import apply_transform
+from utils.voxel_grid import VoxelGrid, connected_components, nearest_seed
 
 MIN_LANDED = 0.5  # an added motion must land at least this fraction of its piece
 MIN_NOVELTY = 0.5  # and this fraction of the changes it covers must be new
+FINE_MIN_SHARE = 0.1  # in `split_fine`, a piece needs this fraction of the part's fine voxels for its own motion
 Failure = tuple[np.ndarray, Match | None, str]  # a piece, its best match (or None) and why it is no part
 
 
@@ -143,3 +146,80 @@ def segment_by_motion(matcher: PartMatcher, voxels: np.ndarray, min_overlap: flo
                 failed.append((region, match, _reason(match, min_overlap)))
     parts.sort(key=lambda part: -len(part[0]))
     return parts, failed
+
+
+def split_fine(matcher: PartMatcher, voxels: np.ndarray, match: Match, min_overlap: float,
+               min_shift: float) -> list[tuple[np.ndarray, Match]]:
+    """Split a part that is several parts touching at the grid's resolution (drawers stacked 1 cm apart on a 1 cm
+    grid) and moving alike within the landing tolerance (drawers pulled out 1-3 cm more or less), which
+    `segment_by_motion` cannot tell apart.
+
+    The part's points are cut into their connected pieces at half the voxel size; every piece with at least
+    `FINE_MIN_SHARE` of them gets its own ICP motion (from `match`'s); pieces whose motions move them within
+    `min_shift` (mean distance) of a larger piece's motion join it. With two or more motion groups, each canonical
+    voxel of `voxels` (M, 3) follows the group holding most of its points (the others: the geodesically nearest
+    voxel so assigned), and every group becomes a part with its refitted motion, provided each reaches
+    `min_overlap`; otherwise the part stays whole. Returns [(voxels, match)], largest first.
+    """
+    whole = [(voxels, match)]
+    points = matcher.c.points_in(voxels)
+    fine = VoxelGrid.around([points], matcher.grid.voxel_size / 2)
+    cells = fine.indices(points)
+    pieces = connected_components(fine.occupancy(points))
+    total = sum(len(piece) for piece in pieces)
+    pieces = [piece for piece in pieces if len(piece) >= FINE_MIN_SHARE * total]
+    if len(pieces) < 2:
+        return whole
+    labels = np.full(fine.shape, -1, dtype=np.int64)
+    for i, piece in enumerate(pieces):
+        labels[tuple(piece.T)] = i
+    point_piece = labels[tuple(cells.T)]
+    groups: list[tuple[np.ndarray, list[int]]] = []  # (motion, pieces)
+    for i in range(len(pieces)):
+        sample = matcher.sample(points[point_piece == i])
+        T = matcher.refine(match.transform, sample)
+        moved = apply_transform(T, sample)
+        near = [g for g, (G, _) in enumerate(groups)
+                if np.linalg.norm(apply_transform(G, sample) - moved, axis=1).mean() < min_shift]
+        if near:
+            groups[near[0]][1].append(i)
+        else:
+            groups.append((T, [i]))
+    if len(groups) < 2:
+        return whole
+    piece_group = np.empty(len(pieces), dtype=np.int64)
+    for g, (_, members) in enumerate(groups):
+        piece_group[members] = g
+    point_group = np.where(point_piece >= 0, piece_group[np.maximum(point_piece, 0)], -1)
+    voxel_group = _majority(_keys(matcher, voxels), _keys(matcher, matcher.grid.indices(points)), point_group)
+    nearest = nearest_seed(voxels, voxel_group >= 0)
+    voxel_group = np.where(voxel_group >= 0, voxel_group, np.where(nearest >= 0, voxel_group[np.maximum(nearest, 0)], 0))
+    parts = []
+    for g, (T, _) in enumerate(groups):
+        share = voxels[voxel_group == g]
+        if len(share) == 0:
+            continue
+        refined = matcher.describe(matcher.refine(T, matcher.sample(matcher.c.points_in(share))), share)
+        if refined.overlap < min_overlap:
+            return whole
+        parts.append((share, refined))
+    return sorted(parts, key=lambda part: -len(part[0])) if len(parts) > 1 else whole
+
+
+def _majority(voxel_keys: np.ndarray, point_keys: np.ndarray, point_labels: np.ndarray) -> np.ndarray:
+    """(M,) the most frequent label >= 0 among the points (flat voxel keys `point_keys`, labels `point_labels`) of
+    each voxel of `voxel_keys` (M,); -1 where a voxel has no labelled point."""
+    labelled = point_labels >= 0
+    keys, labels = point_keys[labelled], point_labels[labelled]
+    result = np.full(len(voxel_keys), -1, dtype=np.int64)
+    if len(keys) == 0:
+        return result
+    pairs, counts = np.unique(np.stack([keys, labels], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((-counts, pairs[:, 0]))  # per voxel key, the most frequent label first
+    pairs = pairs[order]
+    first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+    best_keys, best_labels = pairs[first, 0], pairs[first, 1]
+    pos = np.searchsorted(best_keys, voxel_keys)
+    found = (pos < len(best_keys)) & (best_keys[np.minimum(pos, len(best_keys) - 1)] == voxel_keys)
+    result[found] = best_labels[pos[found]]
+    return result

@@ -17,8 +17,11 @@ Selection rule (robust to surfaces seen in one state only and to parts that touc
      dilation (a drawer's back wall) and is attached to it. The first K - 1 are kept; with an automatic count, those
      of at least `auto_min_relative_size` of the largest. With K requested but too few convincing parts, the best
      of the rejected candidates fill the slots and are flagged `weak`.
-Limits: parts that touch and move alike within about 1.5 voxels (two drawers pulled out by nearly the same amount)
-stay one part.
+  Before ranking, each part is checked for parts that touch on the grid and move alike within about 1.5 voxels
+     (stacked drawers pulled out by nearly the same amount), which the landing test cannot tell apart: `split_fine`
+     cuts its points at half the voxel size and splits it where the pieces' own ICP motions differ by more than
+     `fine_split_shift` voxels.
+Limits: such parts stay one when they also touch at half the voxel size.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from utils.motion_estimation import guess_joint_type
 from utils.part_matching import Match, PartMatcher, StateVoxels
-from utils.motion_segmentation import segment_by_motion
+from utils.motion_segmentation import segment_by_motion, split_fine
 from utils.rigid_fit import apply_transform
 from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
 
@@ -52,6 +55,7 @@ class VoxelizeConfig:
     split_fraction: float = 0.03
     attach_tolerance: float = 1.0  # voxels
     landing_tolerance: float = 1.5  # voxels
+    fine_split_shift: float = 1.0  # voxels: pieces of a part moving apart by more are split (`split_fine`)
     auto_min_relative_size: float = 0.2
     icp_points: int = 1000
     seed: int = 0
@@ -175,6 +179,8 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
         for piece in connected_components(matcher.grid.mask(comp[~occluded]), config.min_component_voxels):
             min_piece = max(config.min_component_voxels, int(config.split_fraction * len(piece)))
             parts, failed = segment_by_motion(matcher, piece, config.min_overlap, min_piece)
+            parts = [split for voxels, match in parts for split in
+                     split_fine(matcher, voxels, match, config.min_overlap, config.fine_split_shift * vs)]
             for voxels, match, reason in failed:
                 record = sel.skip(k, voxels, reason)
                 if match is not None:
