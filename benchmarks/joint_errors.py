@@ -35,10 +35,20 @@ def stage_joints(path: Path) -> list[dict]:
     return [joint_start_to_end(joint, canonical) for joint in joints]
 
 
+HEADER = ["| Scene | Stage | Types right | Axis Ang (deg) | Axis Pos | Motion rev (deg) | Motion pris (m) |",
+          "|---|---|---:|---:|---:|---:|---:|"]
+
+
 def row(scene: str, stage: str, path: Path | None, gt: list[dict]) -> str:
+    """The table row of the joints in a stage's file (`stage_joints`), or 'missing'."""
     if path is None:
         return f"| {scene} | {stage} | missing | | | | |"
-    result = evaluate_joints(stage_joints(path), gt)
+    return table_row(scene, stage, stage_joints(path), gt)
+
+
+def table_row(scene: str, stage: str, joints: list[dict], gt: list[dict]) -> str:
+    """Markdown row of the mean errors of start -> end `joints` against `gt` (utils.metrics.evaluate_joints)."""
+    result = evaluate_joints(joints, gt)
     mean = result["mean"]
 
     def cell(value: float | None, digits: int) -> str:
@@ -61,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not scenes:
         print(f"error: no scene with a coarse_gs folder under {folder}", file=sys.stderr)
         return 2
-    lines = ["| Scene | Stage | Types right | Axis Ang (deg) | Axis Pos | Motion rev (deg) | Motion pris (m) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = list(HEADER)
     for scene in scenes:
         gt = load_gt_joints(Path(args.data_root) / args.dataset / args.subset / scene / "gt" / "trans.json")
         lines.append(row(scene, "3 voxelize", latest(folder / scene / "coarse_gs" / "point_cloud",
