@@ -445,10 +445,9 @@ def test_stage3_reads_the_rendered_surface_when_stage2_wrote_it(tmp_path: Path) 
         voxelize.state_points(tmp_path, 0, 0.5)  # no surface file: falls back to the coarse PLY, missing here
 
 
-def test_touching_drawers_that_move_alike_are_split() -> None:
-    """Two drawer fronts 1.5 cm apart (one component on the 1 cm grid) pulled out 30 and 32 cm from a body: the
-    motions differ by less than the landing tolerance, so only the half-voxel pieces (`split_fine`) tell them apart."""
-    rng = np.random.default_rng(0)
+def drawer_fronts(pulls: tuple[float, float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Surface samples of a body with two drawer fronts 1.5 cm apart (one component on a 1 cm grid), pulled out by
+    `pulls` (the canonical state) and pushed in (the other)."""
     body = trimesh.creation.box(extents=(0.8, 0.5, 0.6))
     body.apply_translation([0.0, 0.26, 0.0])  # front face at y = 0.01
 
@@ -457,13 +456,22 @@ def test_touching_drawers_that_move_alike_are_split() -> None:
         slab.apply_translation([0.0, -pulled, z])
         return slab
 
-    pulls = (0.30, 0.32)
     zs = (-0.1075, 0.1075)  # edges at -0.0075 and +0.0075
     states = []
     for opened in (True, False):
         mesh = trimesh.util.concatenate([body, *(front(z, p if opened else 0.0) for z, p in zip(zs, pulls))])
         points, _ = trimesh.sample.sample_surface(mesh, 150_000, seed=int(rng.integers(2**31)))
         states.append(points + rng.normal(0.0, 0.001, points.shape))
+    return states
+
+
+def test_touching_drawers_that_move_alike_are_split_and_pieces_of_one_part_joined() -> None:
+    """Pulled out 30 and 32 cm, the motions differ by less than the landing tolerance: only the pieces the points form
+    at half the voxel size (`fine_pieces`) tell the two fronts apart. Pulled out alike, the pieces are one part
+    again (`merge_alike`)."""
+    rng = np.random.default_rng(0)
+    pulls = (0.30, 0.32)
+    states = drawer_fronts(pulls, rng)
     config = VoxelizeConfig(num_movable=2, joint_types=("prismatic", "prismatic"))
     result = discover_parts(states[0], states[1], config)
     found = sorted((float(result.grid.centres(part.voxels)[:, 2].mean()),
@@ -472,3 +480,9 @@ def test_touching_drawers_that_move_alike_are_split() -> None:
     for (_, motion), pulled in zip(found, pulls):
         assert motion == pytest.approx(pulled, abs=0.004)
     assert not any(part.weak for part in result.parts)
+
+    alike = discover_parts(*drawer_fronts((0.30, 0.30), rng), VoxelizeConfig())
+    assert len(alike.parts) == 1
+    z = alike.grid.centres(alike.parts[0].voxels)[:, 2]
+    assert z.min() < -0.15 and z.max() > 0.15  # both fronts
+    assert alike.parts[0].transform[1, 3] == pytest.approx(0.30, abs=0.004)

@@ -9,8 +9,9 @@ drawer's tray, hidden once pushed in, lands nowhere and stays with its drawer) a
 state that the earlier motions do not already cover (a door's inner face could be flipped onto the closed door's
 front, which its door already explains). After each new motion the component's voxels are shared out among the
 motions (`assign_to_motions`) and the motions refitted on their shares. Motions that differ by less than the
-landing tolerance (about 1.5 voxels) cannot be told apart here; `split_fine` splits such a part afterwards when its
-pieces separate at half the voxel size. In full-surface data a part moved by a
+landing tolerance (about 1.5 voxels) cannot be told apart here; stage 3 therefore first cuts a component where its
+points separate at half the voxel size (`fine_pieces`), segments each piece, and joins pieces that move alike
+(`merge_alike`). In full-surface data a part moved by a
 wrong motion may land on inner surfaces by chance (a door pushed into the body by its neighbouring drawer's motion)
 and then goes undetected: the main failure on the synthetic storage units.
 """
@@ -24,7 +25,7 @@ from utils.voxel_grid import VoxelGrid, connected_components, nearest_seed
 
 MIN_LANDED = 0.5  # an added motion must land at least this fraction of its piece
 MIN_NOVELTY = 0.5  # and this fraction of the changes it covers must be new
-FINE_MIN_SHARE = 0.1  # in `split_fine`, a piece needs this fraction of the part's fine voxels for its own motion
+FINE_MIN_SHARE = 0.1  # in `fine_pieces`, a piece needs this fraction of the fine voxels to stand alone
 Failure = tuple[np.ndarray, Match | None, str]  # a piece, its best match (or None) and why it is no part
 
 
@@ -148,62 +149,54 @@ def segment_by_motion(matcher: PartMatcher, voxels: np.ndarray, min_overlap: flo
     return parts, failed
 
 
-def split_fine(matcher: PartMatcher, voxels: np.ndarray, match: Match, min_overlap: float,
-               min_shift: float) -> list[tuple[np.ndarray, Match]]:
-    """Split a part that is several parts touching at the grid's resolution (drawers stacked 1 cm apart on a 1 cm
-    grid) and moving alike within the landing tolerance (drawers pulled out 1-3 cm more or less), which
-    `segment_by_motion` cannot tell apart.
+def fine_pieces(matcher: PartMatcher, voxels: np.ndarray) -> list[np.ndarray]:
+    """The canonical `voxels` (M, 3) cut where their points separate at half the voxel size (parts that touch on the
+    grid: stacked drawers 1 cm apart on a 1 cm grid), as voxel sets, largest first.
 
-    The part's points are cut into their connected pieces at half the voxel size; every piece with at least
-    `FINE_MIN_SHARE` of them gets its own ICP motion (from `match`'s); pieces whose motions move them within
-    `min_shift` (mean distance) of a larger piece's motion join it. With two or more motion groups, each canonical
-    voxel of `voxels` (M, 3) follows the group holding most of its points (the others: the geodesically nearest
-    voxel so assigned), and every group becomes a part with its refitted motion, provided each reaches
-    `min_overlap`; otherwise the part stays whole. Returns [(voxels, match)], largest first.
+    The points' connected pieces at half the voxel size with at least `FINE_MIN_SHARE` of the fine voxels seed the
+    sets; each voxel joins the piece holding most of its points, or (none) the geodesically nearest voxel so
+    assigned. One set, `voxels` itself, when the points do not separate.
     """
-    whole = [(voxels, match)]
     points = matcher.c.points_in(voxels)
     fine = VoxelGrid.around([points], matcher.grid.voxel_size / 2)
-    cells = fine.indices(points)
     pieces = connected_components(fine.occupancy(points))
     total = sum(len(piece) for piece in pieces)
     pieces = [piece for piece in pieces if len(piece) >= FINE_MIN_SHARE * total]
     if len(pieces) < 2:
-        return whole
+        return [voxels]
     labels = np.full(fine.shape, -1, dtype=np.int64)
     for i, piece in enumerate(pieces):
         labels[tuple(piece.T)] = i
-    point_piece = labels[tuple(cells.T)]
-    groups: list[tuple[np.ndarray, list[int]]] = []  # (motion, pieces)
-    for i in range(len(pieces)):
-        sample = matcher.sample(points[point_piece == i])
-        T = matcher.refine(match.transform, sample)
-        moved = apply_transform(T, sample)
-        near = [g for g, (G, _) in enumerate(groups)
-                if np.linalg.norm(apply_transform(G, sample) - moved, axis=1).mean() < min_shift]
-        if near:
-            groups[near[0]][1].append(i)
+    point_piece = labels[tuple(fine.indices(points).T)]
+    owner = _majority(_keys(matcher, voxels), _keys(matcher, matcher.grid.indices(points)), point_piece)
+    nearest = nearest_seed(voxels, owner >= 0)
+    owner = np.where(owner >= 0, owner, np.where(nearest >= 0, owner[np.maximum(nearest, 0)], 0))
+    sets = [voxels[owner == i] for i in range(len(pieces))]
+    return sorted((s for s in sets if len(s)), key=len, reverse=True)
+
+
+def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]],
+                min_shift: float) -> list[tuple[np.ndarray, Match]]:
+    """Join parts (voxels (M_i, 3), match) whose motions move a part's points within `min_shift` (mean distance) of
+    where a larger part's motion moves them: pieces of one rigid part that `fine_pieces` cut apart. The joined part's
+    motion is refitted on all its points. Largest first."""
+    groups: list[tuple[np.ndarray, Match, bool]] = []  # voxels, match, grown
+    for voxels, match in sorted(parts, key=lambda part: -len(part[0])):
+        sample = matcher.sample(matcher.c.points_in(voxels))
+        moved = apply_transform(match.transform, sample)
+        for g, (members, leader, _) in enumerate(groups):
+            if np.linalg.norm(apply_transform(leader.transform, sample) - moved, axis=1).mean() < min_shift:
+                groups[g] = (np.concatenate([members, voxels]), leader, True)
+                break
         else:
-            groups.append((T, [i]))
-    if len(groups) < 2:
-        return whole
-    piece_group = np.empty(len(pieces), dtype=np.int64)
-    for g, (_, members) in enumerate(groups):
-        piece_group[members] = g
-    point_group = np.where(point_piece >= 0, piece_group[np.maximum(point_piece, 0)], -1)
-    voxel_group = _majority(_keys(matcher, voxels), _keys(matcher, matcher.grid.indices(points)), point_group)
-    nearest = nearest_seed(voxels, voxel_group >= 0)
-    voxel_group = np.where(voxel_group >= 0, voxel_group, np.where(nearest >= 0, voxel_group[np.maximum(nearest, 0)], 0))
-    parts = []
-    for g, (T, _) in enumerate(groups):
-        share = voxels[voxel_group == g]
-        if len(share) == 0:
-            continue
-        refined = matcher.describe(matcher.refine(T, matcher.sample(matcher.c.points_in(share))), share)
-        if refined.overlap < min_overlap:
-            return whole
-        parts.append((share, refined))
-    return sorted(parts, key=lambda part: -len(part[0])) if len(parts) > 1 else whole
+            groups.append((voxels, match, False))
+    merged = []
+    for voxels, match, grown in groups:
+        if grown:
+            match = matcher.describe(matcher.refine(match.transform, matcher.sample(matcher.c.points_in(voxels))),
+                                     voxels)
+        merged.append((voxels, match))
+    return merged
 
 
 def _majority(voxel_keys: np.ndarray, point_keys: np.ndarray, point_labels: np.ndarray) -> np.ndarray:

@@ -17,10 +17,10 @@ Selection rule (robust to surfaces seen in one state only and to parts that touc
      dilation (a drawer's back wall) and is attached to it. The first K - 1 are kept; with an automatic count, those
      of at least `auto_min_relative_size` of the largest. With K requested but too few convincing parts, the best
      of the rejected candidates fill the slots and are flagged `weak`.
-  Before ranking, each part is checked for parts that touch on the grid and move alike within about 1.5 voxels
-     (stacked drawers pulled out by nearly the same amount), which the landing test cannot tell apart: `split_fine`
-     cuts its points at half the voxel size and splits it where the pieces' own ICP motions differ by more than
-     `fine_split_shift` voxels.
+     Parts that touch on the grid and move alike within about 1.5 voxels (stacked drawers pulled out by nearly the
+     same amount) cannot be told apart by the landing test, so each connected piece is first cut where its points
+     separate at half the voxel size (`fine_pieces`), every cut piece is segmented on its own, and parts whose
+     motions agree within `fine_split_shift` voxels are joined again (`merge_alike`: pieces of one rigid part).
 Limits: such parts stay one when they also touch at half the voxel size.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from utils.motion_estimation import guess_joint_type
 from utils.part_matching import Match, PartMatcher, StateVoxels
-from utils.motion_segmentation import segment_by_motion, split_fine
+from utils.motion_segmentation import fine_pieces, merge_alike, segment_by_motion
 from utils.rigid_fit import apply_transform
 from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
 
@@ -55,7 +55,7 @@ class VoxelizeConfig:
     split_fraction: float = 0.03
     attach_tolerance: float = 1.0  # voxels
     landing_tolerance: float = 1.5  # voxels
-    fine_split_shift: float = 1.0  # voxels: pieces of a part moving apart by more are split (`split_fine`)
+    fine_split_shift: float = 1.0  # voxels: cut pieces whose motions agree within this are one part (`merge_alike`)
     auto_min_relative_size: float = 0.2
     icp_points: int = 1000
     seed: int = 0
@@ -177,15 +177,17 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
         if occluded.any():
             sel.skip(k, comp[occluded], "occluded static: inside the other state's shell where it is")
         for piece in connected_components(matcher.grid.mask(comp[~occluded]), config.min_component_voxels):
-            min_piece = max(config.min_component_voxels, int(config.split_fraction * len(piece)))
-            parts, failed = segment_by_motion(matcher, piece, config.min_overlap, min_piece)
-            parts = [split for voxels, match in parts for split in
-                     split_fine(matcher, voxels, match, config.min_overlap, config.fine_split_shift * vs)]
-            for voxels, match, reason in failed:
-                record = sel.skip(k, voxels, reason)
-                if match is not None:
-                    sel.weak.append((record, k, voxels, match))
-            candidates += [(k, voxels, match) for voxels, match in parts]
+            parts = []
+            for sub in fine_pieces(matcher, piece):
+                min_piece = max(config.min_component_voxels, int(config.split_fraction * len(sub)))
+                found, failed = segment_by_motion(matcher, sub, config.min_overlap, min_piece)
+                parts += found
+                for voxels, match, reason in failed:
+                    record = sel.skip(k, voxels, reason)
+                    if match is not None:
+                        sel.weak.append((record, k, voxels, match))
+            joined = merge_alike(matcher, parts, config.fine_split_shift * vs)
+            candidates += [(k, voxels, match) for voxels, match in joined]
     candidates.sort(key=lambda entry: -len(entry[1]))
     for k, voxels, match in candidates:
         if need is not None and len(sel.parts) >= need:
