@@ -331,6 +331,7 @@ def save_state_iteration(model_path: Path, run: StateRun, iteration: int, voxel_
 
 
 def state_iteration_saved(model_path: Path, state: int, iteration: int) -> bool:
+    """Whether one state's PLY and rendered surface of `iteration` exist."""
     folder = iteration_dir(model_path, iteration)
     return all((folder / f"{name}{state}.ply").is_file() for name in ("point_cloud_", SURFACE_PREFIX))
 
