@@ -292,7 +292,7 @@ def write_checkpoint(model_path: Path, run: StateRun, iteration: int, generator:
 
 # -------------------------------------------------------------------------------------------------------- outputs
 
-def opaque_centres(models: list[GaussianModel]) -> list[np.ndarray]:
+def fallback_centres(models: list[GaussianModel]) -> list[np.ndarray]:
     """Per state, (M, 3) centres of the Gaussians with opacity >= OPAQUE; all centres of both states (the same rule
     for both) with a warning when a state has none (a very short run)."""
     with torch.no_grad():
@@ -342,7 +342,7 @@ def decide_motion_state(folder: Path, voxel_size: float, device: torch.device) -
     points = [read_point_ply(folder / f"{SURFACE_PREFIX}{state}.ply")[0].astype(np.float64) for state in STATES]
     surfaces = all(len(p) for p in points)
     if not surfaces:
-        points = opaque_centres([GaussianModel.load_ply(folder / f"point_cloud_{s}.ply", device) for s in STATES])
+        points = fallback_centres([GaussianModel.load_ply(folder / f"point_cloud_{s}.ply", device) for s in STATES])
     excess = motion_excesses(points[0], points[1], voxel_size)
     larger = int(excess[1] > excess[0])
     write_text(folder / MOTION_NAME, f"{larger}\n")
@@ -385,12 +385,15 @@ def train(args: argparse.Namespace) -> dict | None:
     scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
     workers = state_workers(args, device)
     begin = time.perf_counter()
-    results = train_states(args, workers)
+    results = train_states(args, workers, scene)
     train_seconds = time.perf_counter() - begin
+    first_new = min(result["start"] for result in results)  # saves after this were (re)written by this run;
+    # earlier ones keep their decision, the final one is decided again for the summary
     motion = {}
     for iteration in sorted({it for it in args.save_iterations if it <= args.iterations} | {args.iterations}):
         saved = iteration_dir(model_path, iteration)
-        if all(state_iteration_saved(model_path, state, iteration) for state in STATES):
+        undecided = iteration == args.iterations or iteration > first_new or not (saved / MOTION_NAME).is_file()
+        if undecided and all(state_iteration_saved(model_path, state, iteration) for state in STATES):
             motion = decide_motion_state(saved, args.motion_voxel_size, device)
     final = iteration_dir(model_path, args.iterations)
     models = [GaussianModel.load_ply(final / f"point_cloud_{state}.ply", device) for state in STATES]
@@ -422,26 +425,28 @@ def state_workers(args: argparse.Namespace, device: torch.device) -> int:
     return len(STATES) if device.type == "cuda" else 1
 
 
-def train_states(args: argparse.Namespace, workers: int) -> list[dict]:
-    """`train_state` of both states: in this process one after the other, or in `workers` spawned processes."""
+def train_states(args: argparse.Namespace, workers: int, scene: Scene) -> list[dict]:
+    """`train_state` of both states: in this process one after the other (on this `scene`), or in `workers` spawned
+    processes (each loading its own)."""
     if workers == 1:
-        return [train_state(args, state) for state in STATES]
+        return [train_state(args, state, scene) for state in STATES]
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(train_state, args, state) for state in STATES]
         return [future.result() for future in futures]
 
 
-def train_state(args: argparse.Namespace, state: int) -> dict:
-    """Train (or resume) one state's model to `args.iterations` and save its outputs; returns its start iteration,
-    training seconds and Gaussian count. Runs in a worker process or in the caller's."""
+def train_state(args: argparse.Namespace, state: int, scene: Scene | None = None) -> dict:
+    """Train (or resume) one state's model to `args.iterations` and save its outputs; returns its start iteration and
+    training seconds. Runs in a worker process (loading the training views) or in the caller's (on its `scene`)."""
     if not log.handlers and not logging.getLogger().handlers:  # a spawned worker: same log format as main()
         logging.basicConfig(format="[%(name)s] %(message)s")
         log.setLevel(logging.INFO)
     model_path = Path(args.model_path)
     generator = seed_everything(args.seed + state)
     device = pick_device(args.data_device)
-    scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=False)
+    if scene is None:
+        scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=False)
     run, start = start_run(scene, state, args, model_path, device, generator)
     uses_depth = any(cam.depth is not None for cam in run.cameras) and args.lambda_depth > 0
     log.info("state %d: %d training views at %dx%d on %s, depth loss %s, %d Gaussians, from iteration %d", state,

@@ -439,13 +439,14 @@ def train(args: argparse.Namespace) -> dict:
                 log.info("it %d: part %d moved less than %.1f deg; now prismatic", iteration, k,
                          args.prismatic_switch_angle)
         terms = refinement.step(iteration, generator)
-        guard.update(refinement.parameter_checksum(), iteration)
-        if iteration % args.log_interval == 0 or iteration == args.iterations:
+        logging_now = iteration % args.log_interval == 0 or iteration == args.iterations
+        if logging_now or iteration in checkpoints or iteration % guard.every == 0:
+            guard.update(refinement.parameter_checksum(), iteration)  # non-finite parameters stay so: check here only
             guard.check(iteration)
+        if logging_now:
             record = log_status(refinement, iteration, terms, log_path)
             bar.set_postfix(phase=record["phase"], loss=f"{record['loss']['total']:.4f}", n=record["gaussians"])
         if iteration in checkpoints:
-            guard.check(iteration)
             save(refinement, model_path, iteration)
     seconds = time.perf_counter() - began
     done = args.iterations - start

@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     scene = Scene(folder, args.resolution, device, splits=("train",), load_masks=False)
     runs = [coarse.make_run(s, coarse.initial_model(scene, s, args, device), scene, args) for s in coarse.STATES]
     timed(runs, 1, opts.grow, args, generator)
-    phases = {"densify": opts.grow + 1, "late": args.densify_until_iter + 1 + max(args.opacity_from_iter -
-                                                                                   args.densify_until_iter, 0)}
+    phases = {"densify": opts.grow + 1, "late": max(args.densify_until_iter, args.opacity_from_iter) + 1}
     for name, first in phases.items():
         ms = timed(runs, first, opts.measure, args, generator)
         counts = "/".join(str(run.model.num_points) for run in runs)

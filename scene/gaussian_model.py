@@ -280,14 +280,15 @@ class _SyncFreeStrategy(DefaultStrategy):
             super()._update_state(params, state, info, packed=packed)
             return
         grads = info[self.key_for_gradient].absgrad if self.absgrad else info[self.key_for_gradient].grad
-        scale = grads.new_tensor([info["width"] / 2.0, info["height"] / 2.0]) * info["n_cameras"]
+        grad2d = torch.hypot(grads[..., 0] * (info["width"] / 2.0 * info["n_cameras"]),
+                             grads[..., 1] * (info["height"] / 2.0 * info["n_cameras"]))  # (C, N), no host copy
         visible = (info["radii"] > 0.0).all(dim=-1).to(grads.dtype)  # (C, N)
         n = len(params["means"])
         if state["grad2d"] is None:
             state["grad2d"] = torch.zeros(n, device=grads.device)
         if state["count"] is None:
             state["count"] = torch.zeros(n, device=grads.device)
-        state["grad2d"] += ((grads * scale).norm(dim=-1) * visible).sum(dim=0)
+        state["grad2d"] += (grad2d * visible).sum(dim=0)
         state["count"] += visible.sum(dim=0)
 
 
