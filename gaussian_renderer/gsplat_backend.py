@@ -1,20 +1,31 @@
-"""CUDA backend: one `gsplat.rasterization_2dgs` call renders colour, feature channels, depth, normals and distortion.
+"""CUDA backend: gsplat's 2DGS primitives render colour, feature channels, depth, normals and distortion in one pass.
 
-SH colours are evaluated with gsplat's fused kernel (the same one `rasterization_2dgs` uses when given SH), feature
-channels are appended to them, and gsplat appends the centre depth as the last channel ("RGB+ED"), so everything
-comes out of one rasterization pass. gsplat pads the channel count to a power of two internally and keeps depth last.
-The wrapper adds no host synchronisation: only views, a few element-wise kernels and the SH evaluation.
+The pipeline is gsplat's own (`rasterization_2dgs`), composed here from its public primitives: project the surfels
+(`fully_fused_projection_2dgs`), bin them into tiles (`isect_tiles`, `isect_offset_encode`) and composite
+(`rasterize_to_pixels_2dgs`). Composing them ourselves keeps the host from waiting on the GPU: gsplat's wrapper
+inverts the view matrices twice with `torch.linalg.inv`, which synchronises with the device on every call; the one
+synchronisation left is gsplat's, in `isect_tiles` (it must know how many tile intersections to allocate). SH colours
+are evaluated with gsplat's fused kernel, feature channels are appended, and the centre depth goes last ("RGB+ED").
 """
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
-from gsplat import rasterization_2dgs, spherical_harmonics
+from gsplat import (
+    fully_fused_projection_2dgs,
+    isect_offset_encode,
+    isect_tiles,
+    rasterize_to_pixels_2dgs,
+    spherical_harmonics,
+)
 from torch import Tensor
 
 from gaussian_renderer.reference import camera_centers, depth_to_normal, mix_depth
 
-_INFO_KEYS = ("radii", "means2d", "depths", "gradient_2dgs", "gaussian_ids", "width", "height", "n_cameras")
+TILE_SIZE = 16
+EPS_2D = 0.3  # gsplat's default low-pass filter of the projected surfel
+_SUPPORTED_CHANNELS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 def render_gsplat(
@@ -42,36 +53,55 @@ def render_gsplat(
     """
     if not means.is_cuda:
         raise ValueError("the gsplat backend renders CUDA tensors only; use backend='reference' on the CPU")
-    C = len(viewmats)
-    dirs = means[None] - camera_centers(viewmats)[:, None]
-    coeffs = sh[None] if C == 1 else sh.expand(C, -1, -1, -1)
-    colors = torch.clamp_min(spherical_harmonics(sh_degree, dirs, coeffs) + 0.5, 0.0)
-    if features is not None:
-        colors = torch.cat([colors, features.expand(C, -1, -1)], dim=-1)
-        backgrounds = F.pad(backgrounds, (0, features.shape[-1]))
-    rendered, alpha, normals, surf_normals, distortion, median, meta = rasterization_2dgs(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, backgrounds=backgrounds,
-        render_mode="RGB+ED", distloss=True, depth_mode="median" if depth_ratio == 1.0 else "expected",
-    )
-    num_features = 0 if features is None else features.shape[-1]
-    rgb, feature_maps, expected = rendered.permute(0, 3, 1, 2).split([3, num_features, 1], dim=1)
+    C, N = len(viewmats), len(means)
+    radii, means2d, depths, ray_transforms, normals = fully_fused_projection_2dgs(
+        means, quats, scales, viewmats, Ks, width, height, EPS_2D, near_plane, far_plane)
+    tiles_wide, tiles_high = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tiles_wide, tiles_high, n_images=C)
+    offsets = isect_offset_encode(isect_ids, C, tiles_wide, tiles_high).view(C, tiles_high, tiles_wide)
+    colors, backgrounds, num_features = _channels(means, sh, sh_degree, features, depths, viewmats, backgrounds)
+    densify = torch.zeros_like(means2d, requires_grad=True)  # its gradient is the 2DGS densification statistic
+    rendered, alpha, normals_cam, distortion, median = rasterize_to_pixels_2dgs(
+        means2d, ray_transforms, colors, opacities.expand(C, N), normals, densify, width, height, TILE_SIZE,
+        offsets, flatten_ids, backgrounds=backgrounds, distloss=True)
+    rgb, feature_maps, _, depth_sum = rendered.permute(0, 3, 1, 2).split(
+        [3, num_features, rendered.shape[-1] - 4 - num_features, 1], dim=1)
+    alpha = alpha.permute(0, 3, 1, 2)
+    expected = depth_sum / alpha.clamp_min(1e-10)
     median = median.permute(0, 3, 1, 2)
     depth = mix_depth(expected, median, depth_ratio)
-    if depth_ratio in (0.0, 1.0):
-        surf_normal = surf_normals.reshape(C, height, width, 3).permute(0, 3, 1, 2)
-    else:
-        surf_normal = depth_to_normal(depth, viewmats, Ks)
+    R_cw = viewmats[:, :3, :3].transpose(1, 2)
     return {
         "render": rgb,
         "features": feature_maps if features is not None else None,
-        "alpha": alpha.permute(0, 3, 1, 2),
+        "alpha": alpha,
         "depth": depth,
         "depth_expected": expected,
         "depth_median": median,
-        "rend_normal": normals.permute(0, 3, 1, 2),
-        "surf_normal": surf_normal,
+        "rend_normal": torch.einsum("cij,chwj->cihw", R_cw, normals_cam),
+        "surf_normal": depth_to_normal(depth, viewmats, Ks),
         "rend_dist": distortion.permute(0, 3, 1, 2),
-        "radii": meta["radii"],
-        "info": {key: meta[key] for key in _INFO_KEYS},
+        "radii": radii,
+        "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": densify,
+                 "gaussian_ids": None, "width": width, "height": height, "n_cameras": C},
     }
+
+
+def _channels(means: Tensor, sh: Tensor, sh_degree: int, features: Tensor | None, depths: Tensor, viewmats: Tensor,
+              backgrounds: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Per-camera surfel channels (C, N, D) = SH colour | features | zero padding | centre depth, with backgrounds
+    (C, D) to match, D a channel count gsplat's rasterizer supports (depth must stay last); and the feature count."""
+    C = len(viewmats)
+    dirs = means[None] - camera_centers(viewmats)[:, None]
+    coeffs = sh[None] if C == 1 else sh.expand(C, -1, -1, -1)
+    parts = [torch.clamp_min(spherical_harmonics(sh_degree, dirs, coeffs) + 0.5, 0.0)]
+    num_features = 0 if features is None else features.shape[-1]
+    if features is not None:
+        parts.append(features.expand(C, -1, -1))
+    channels = 3 + num_features + 1
+    padding = next(size for size in _SUPPORTED_CHANNELS if size >= channels) - channels
+    if padding:
+        parts.append(depths.new_zeros(C, len(means), padding))
+    parts.append(depths[..., None])
+    backgrounds = torch.nn.functional.pad(backgrounds, (0, channels - 3 + padding))
+    return torch.cat(parts, dim=-1), backgrounds, num_features

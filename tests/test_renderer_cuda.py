@@ -122,7 +122,7 @@ def test_gsplat_matches_reference(depth_ratio):
                 assert gs_grads[name][:, 2].abs().max() == 0  # the thickness column is not rendered
 
 
-def test_wrapper_matches_raw_gsplat_exactly():
+def test_backend_matches_gsplat_rasterization_2dgs():
     model = random_model(2000, seed=1, device="cuda")
     cams = cameras("cuda")
     bgs = torch.rand(2, 3, device="cuda")
@@ -141,8 +141,12 @@ def test_wrapper_matches_raw_gsplat_exactly():
     torch.testing.assert_close(out["render"], rendered[:, :3], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out["features"], rendered[:, 3:8], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(out["depth"], rendered[:, 8:], rtol=1e-6, atol=1e-6)
-    for key, index in (("alpha", 1), ("rend_normal", 2), ("surf_normal", 3), ("rend_dist", 4), ("depth_median", 5)):
+    for key, index in (("alpha", 1), ("rend_dist", 4), ("depth_median", 5)):
         torch.testing.assert_close(out[key], raw[index].permute(0, 3, 1, 2), rtol=1e-6, atol=1e-6, msg=key)
+    # normals are rotated to the world by R^T here and by an LU inverse of the view matrix in gsplat's wrapper, and
+    # the depth normals come from the reference's construction (same formula, different float operation order)
+    torch.testing.assert_close(out["rend_normal"], raw[2].permute(0, 3, 1, 2), rtol=0, atol=1e-5, msg="rend_normal")
+    torch.testing.assert_close(out["surf_normal"], raw[3].permute(0, 3, 1, 2), rtol=0, atol=1e-4, msg="surf_normal")
 
 
 def test_densifier_and_fused_adam_on_gpu():
