@@ -2,10 +2,11 @@
 
 The pipeline is gsplat's own (`rasterization_2dgs`), composed here from its public primitives: project the surfels
 (`fully_fused_projection_2dgs`), bin them into tiles (`isect_tiles`, `isect_offset_encode`) and composite
-(`rasterize_to_pixels_2dgs`). Composing them ourselves keeps the host from waiting on the GPU: gsplat's wrapper
-inverts the view matrices twice with `torch.linalg.inv`, which synchronises with the device on every call; the one
-synchronisation left is gsplat's, in `isect_tiles` (it must know how many tile intersections to allocate). SH colours
-are evaluated with gsplat's fused kernel, feature channels are appended, and the centre depth goes last ("RGB+ED").
+(`rasterize_to_pixels_2dgs`). Composing them ourselves spares two host synchronisations per render: gsplat's wrapper
+inverts the view matrices with `torch.linalg.inv` twice, and each call waits for the device. Two remain inside
+gsplat: `isect_tiles` reads how many tile intersections to allocate, and the 2DGS rasterizer's backward ends with
+`torch.cuda.synchronize()`. SH colours are evaluated with gsplat's fused kernel, feature channels are appended, and
+the centre depth goes last ("RGB+ED").
 """
 from __future__ import annotations
 
