@@ -28,6 +28,7 @@ COLUMNS = (
     ("Axis Ang (deg)", "axis_ang", 3),
     ("Axis Pos", "axis_pos", 4),
     ("Axis Pos x10", "axis_pos_x10", 3),
+    ("Axis Offset", "axis_offset", 4),
     ("Motion rev (deg)", "motion_revolute_deg", 3),
     ("Motion pris (m)", "motion_prismatic_m", 4),
     ("CD-s", "cd_static", 3),

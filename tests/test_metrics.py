@@ -53,6 +53,21 @@ def test_axis_position_error_is_the_distance_between_lines():
     assert metrics.axis_position_error([0, 0, 0], [1, 0, 0], [5.0, -3.0, 0.2], [0, 1, 0]) == pytest.approx(0.2)
 
 
+def test_axis_offset_sees_parallel_axes_apart():
+    o, d = np.array([0.0, -0.12, -0.37]), np.array([1.0, 0.0, 0.0])
+    apart = np.array([0.0, 0.012, -0.016])  # 2 cm off the axis; the predicted axis tilts 0.1 degrees towards it
+    tilted = d + np.radians(0.1) * apart / np.linalg.norm(apart)
+    o_pred = o + 0.3 * d + apart
+    assert metrics.axis_position_error(o_pred, tilted, o, d) < 0.001  # the papers' line distance hides the offset
+    assert metrics.axis_offset_error(o_pred, tilted, o) == pytest.approx(0.02, abs=0.001)
+    assert metrics.axis_offset_error(o + 0.7 * d, -d, o) == pytest.approx(0.0, abs=1e-12)  # along the axis
+    errors = metrics.evaluate_joints([with_(DOOR, axis_origin=list(np.add(DOOR["axis_origin"], [0.0, 0.03, 0.0])))],
+                                     [DOOR])
+    assert errors["parts"][0]["axis_offset"] == pytest.approx(0.03 * np.linalg.norm(np.cross([0, 1, 0], np.array(
+        DOOR["axis_direction"]) / np.linalg.norm(DOOR["axis_direction"]))))
+    assert errors["mean"]["axis_offset"] == errors["parts"][0]["axis_offset"]
+
+
 def test_motion_error():
     assert metrics.motion_error(with_(DOOR, motion=63.0), DOOR) == pytest.approx(3.0, abs=1e-6)
     assert metrics.motion_error(with_(DRAWER, motion=0.32), DRAWER) == pytest.approx(0.02, abs=1e-12)

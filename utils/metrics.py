@@ -162,6 +162,17 @@ def axis_position_error(o_pred: Sequence[float], d_pred: Sequence[float],
     return abs(float(offset @ normal)) / normal_norm
 
 
+def axis_offset_error(o_pred: Sequence[float], d_pred: Sequence[float], o_gt: Sequence[float]) -> float:
+    """Distance (scene units) from the ground-truth axis origin to the predicted axis line.
+
+    A supplement to `axis_position_error`, which measures two nearly parallel lines along their common normal and
+    so reads almost 0 for axes a few centimetres apart but parallel within a fraction of a degree.
+    """
+    d = _unit(_vector3(d_pred, "predicted direction"), "predicted direction")
+    offset = _vector3(o_gt, "ground-truth origin") - _vector3(o_pred, "predicted origin")
+    return float(np.linalg.norm(np.cross(offset, d)))
+
+
 def motion_error(pred: Mapping[str, Any] | Joint, gt: Mapping[str, Any] | Joint) -> float:
     """Part motion error, in the ground truth's unit.
 
@@ -231,11 +242,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def _joint_pair_errors(p: Joint, g: Joint) -> dict:
     """Per-part joint errors of one matched pair."""
-    axis_pos = axis_position_error(p.origin, p.direction, g.origin, g.direction) \
-        if p.type == g.type == "revolute" else None
+    revolute = p.type == g.type == "revolute"
+    axis_pos = axis_position_error(p.origin, p.direction, g.origin, g.direction) if revolute else None
     return {"type_pred": p.type, "type_correct": p.type == g.type,
             "axis_ang": axis_angle_error(p.direction, g.direction), "axis_pos": axis_pos,
             "axis_pos_x10": None if axis_pos is None else axis_pos * AXIS_POS_DISPLAY_SCALE,
+            "axis_offset": axis_offset_error(p.origin, p.direction, g.origin) if revolute else None,
             "motion": motion_error(p, g)}
 
 
@@ -245,7 +257,7 @@ def evaluate_joints(pred_joints: Sequence[Mapping[str, Any]], gt_joints: Sequenc
 
     Returns `{"matched": [pred index or -1 per GT joint], "unmatched_pred": [...], "type_correct": [...],
     "parts": [per-GT-part dict], "mean": {...}}`. Means run over matched parts: `axis_ang` (deg), `axis_pos`
-    and `axis_pos_x10` (both-revolute pairs), `motion_revolute_deg` and `motion_prismatic_m` (by GT type);
+    and `axis_pos_x10` and the supplementary `axis_offset` (both-revolute pairs), `motion_revolute_deg` and `motion_prismatic_m` (by GT type);
     `type_accuracy` counts an unmatched GT part as wrong. A motion error is in the GT type's unit (`motion_unit`).
     """
     preds = [as_joint(j, f"predicted joint {i}") for i, j in enumerate(pred_joints)]
@@ -259,11 +271,12 @@ def evaluate_joints(pred_joints: Sequence[Mapping[str, Any]], gt_joints: Sequenc
             part.update(_joint_pair_errors(preds[j], g))
         else:
             part.update(type_pred=None, type_correct=False, axis_ang=None, axis_pos=None, axis_pos_x10=None,
-                        motion=None)
+                        axis_offset=None, motion=None)
         parts.append(part)
     axis_pos = _mean([p["axis_pos"] for p in parts])
     mean = {"axis_ang": _mean([p["axis_ang"] for p in parts]), "axis_pos": axis_pos,
             "axis_pos_x10": None if axis_pos is None else axis_pos * AXIS_POS_DISPLAY_SCALE,
+            "axis_offset": _mean([p["axis_offset"] for p in parts]),
             "motion_revolute_deg": _mean([p["motion"] for p in parts if p["type_gt"] == "revolute"]),
             "motion_prismatic_m": _mean([p["motion"] for p in parts if p["type_gt"] == "prismatic"]),
             "type_accuracy": float(np.mean([p["type_correct"] for p in parts]))}
@@ -399,6 +412,7 @@ def summarise(joints: dict | None = None, meshes: dict | None = None, images: di
         "axis_ang": _nested(joints, "mean", "axis_ang"),
         "axis_pos": _nested(joints, "mean", "axis_pos"),
         "axis_pos_x10": _nested(joints, "mean", "axis_pos_x10"),
+        "axis_offset": _nested(joints, "mean", "axis_offset"),
         "motion_revolute_deg": _nested(joints, "mean", "motion_revolute_deg"),
         "motion_prismatic_m": _nested(joints, "mean", "motion_prismatic_m"),
         "type_accuracy": _nested(joints, "mean", "type_accuracy"),
