@@ -16,13 +16,13 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
 
 The two states' models are independent, so they train in two processes at once on CUDA (`--state_workers`; one
 state's loop leaves the GPU idle during its host work and gsplat's synchronisations, which the other fills) and one
-after the other on the CPU. Each restarts from its latest checkpoint unless --overwrite (which removes these outputs first); a run whose
-final outputs exist exits at once. Each iteration renders one random training view against the image composited
-over a random background (--no-random_bg_color: black or --white_background). Only the progress bar and NaN check
-(every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here (gsplat's densification
-statistics are gathered without a sync, scene.gaussian_model); gsplat itself synchronises twice per render (its
-tile intersection reads a count, its 2DGS backward ends with a device synchronise). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written after
-such a check.
+after the other on the CPU. Each restarts from its latest checkpoint unless --overwrite (which removes these outputs
+first); a run whose final outputs exist exits at once. Each iteration renders one random training view against the
+image composited over a random background (--no-random_bg_color: black or --white_background). Only the progress bar
+and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
+(gsplat's densification statistics are gathered without a sync, scene.gaussian_model); gsplat itself synchronises
+twice per render (its tile intersection reads a count, its 2DGS backward ends with a device synchronise). A NaN/inf
+loss stops the run (exit 3) and keeps the last checkpoint, which is only written after such a check.
 """
 from __future__ import annotations
 

@@ -256,9 +256,10 @@ def evaluate_joints(pred_joints: Sequence[Mapping[str, Any]], gt_joints: Sequenc
     """Joint errors per GT part and their means.
 
     Returns `{"matched": [pred index or -1 per GT joint], "unmatched_pred": [...], "type_correct": [...],
-    "parts": [per-GT-part dict], "mean": {...}}`. Means run over matched parts: `axis_ang` (deg), `axis_pos`
-    and `axis_pos_x10` and the supplementary `axis_offset` (both-revolute pairs), `motion_revolute_deg` and `motion_prismatic_m` (by GT type);
-    `type_accuracy` counts an unmatched GT part as wrong. A motion error is in the GT type's unit (`motion_unit`).
+    "parts": [per-GT-part dict], "mean": {...}}`. Means run over matched parts: `axis_ang` (deg), `axis_pos`,
+    `axis_pos_x10` and the supplementary `axis_offset` (both-revolute pairs), `motion_revolute_deg` and
+    `motion_prismatic_m` (by GT type); `type_accuracy` counts an unmatched GT part as wrong. A motion error is in the
+    GT type's unit (`motion_unit`).
     """
     preds = [as_joint(j, f"predicted joint {i}") for i, j in enumerate(pred_joints)]
     gts = [as_joint(j, f"ground-truth joint {i}") for i, j in enumerate(gt_joints)]
