@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from arguments import parse_joint_types  # noqa: E402
 from benchmarks.joint_errors import HEADER, table_row  # noqa: E402
 from benchmarks.run_suite import DATASET, SUBSET, SUITE, given_joint_types  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
@@ -29,8 +30,6 @@ from utils.metrics import load_gt_joints  # noqa: E402
 from utils.motion_state import DEFAULT_VOXEL_SIZE  # noqa: E402
 from utils.part_selection import VoxelizeConfig, discover_parts  # noqa: E402
 from utils.point_cloud import backproject_depth, voxel_downsample  # noqa: E402
-
-TYPE_NAMES = {"r": "revolute", "p": "prismatic"}
 
 
 def visible_surface(scene: Path, state: int) -> np.ndarray:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.scenes:
         scene = Path(args.data_root) / DATASET / SUBSET / name
         canonical = 1 if SUITE[name] == "end" else 0  # the suite opens its parts in this state
-        types = tuple(TYPE_NAMES[t] for t in given_joint_types(scene).split(",")[1:])
+        types = parse_joint_types(given_joint_types(scene))
         begin = time.perf_counter()
         result = discover_parts(visible_surface(scene, canonical), visible_surface(scene, 1 - canonical),
                                 VoxelizeConfig(num_movable=len(types), joint_types=types))

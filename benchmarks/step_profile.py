@@ -22,6 +22,7 @@ import collections
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,11 +42,13 @@ SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize")
 Step = Callable[[int], object]  # one training iteration, given its number
 
 
+@dataclass(frozen=True)
 class Profiled:
     """A stage's training loop to measure: its step, the first iteration of each phase, and its surfel counts."""
 
-    def __init__(self, step: Step, phases: dict[str, int], counts: Callable[[], str]) -> None:
-        self.step, self.phases, self.counts = step, phases, counts
+    step: Step
+    phases: dict[str, int]
+    counts: Callable[[], str]
 
 
 def stage2(opts: argparse.Namespace, device: torch.device, generator: torch.Generator) -> Profiled:
