@@ -20,9 +20,10 @@ after the other on the CPU. Each restarts from its latest checkpoint unless --ov
 first); a run whose final outputs exist exits at once. Each iteration renders one random training view against the
 image composited over a random background (--no-random_bg_color: black or --white_background). Only the progress bar
 and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
-(gsplat's densification statistics are gathered without a sync, scene.gaussian_model); gsplat itself synchronises
-twice per render (its tile intersection reads a count, its 2DGS backward ends with a device synchronise). A NaN/inf
-loss stops the run (exit 3) and keeps the last checkpoint, which is only written after such a check.
+(gsplat's densification statistics are gathered without a sync, scene.gaussian_model); gsplat's tile intersection
+reads one count per render (gaussian_renderer/gsplat_backend.py). The image losses replay as captured CUDA graphs
+(utils/loss_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written
+after such a check.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +52,18 @@ from scene.dataset_readers import SPLITS, DatasetError, transforms_path
 from scene.gaussian_model import Densifier, GaussianModel
 from utils.image_utils import psnr
 from utils.io_utils import read_json, write_json, write_text
-from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss, opacity_binarisation_loss
+from utils.loss_graphs import GraphedLoss
+from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
 from utils.point_cloud import backproject_depth, read_point_ply, voxel_downsample, write_point_ply
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
     background,
+    image_loss_terms,
     latest_checkpoint,
     learning_rates,
     load_checkpoint,
-    photometric_loss,
     pick_device,
     restore_surfel_training,
     save_checkpoint,
@@ -99,6 +102,7 @@ class StateRun:
     model: GaussianModel
     densifier: Densifier
     cameras: list[Camera]
+    image_loss: GraphedLoss
     views: list[int] = field(default_factory=list)
 
     def next_camera(self, generator: torch.Generator) -> Camera:
@@ -184,24 +188,31 @@ def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Name
     densifier = Densifier(model, scene_scale=scene.extent, refine_start=args.densify_from_iter,
                           refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
                           grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval)
-    return StateRun(state, model, densifier, scene.train_cameras(state))
+    image_loss = GraphedLoss(partial(image_loss_terms, args=args), enabled=args.loss_graphs)
+    return StateRun(state, model, densifier, scene.train_cameras(state), image_loss)
 
 
 # ------------------------------------------------------------------------------------------------------- training
 
-def state_loss(out: dict, camera: Camera, bg: Tensor, model: GaussianModel, args: argparse.Namespace,
+def image_maps(out: dict, camera: Camera, bg: Tensor, args: argparse.Namespace, iteration: int) -> dict[str, Tensor]:
+    """The maps of `image_loss_terms` for the stage-2 terms active at `iteration` (render `out` of `camera` over
+    background `bg` (3,)); the depth term needs the view's depth."""
+    maps = {"render": out["render"], "image": camera.image, "image_alpha": camera.alpha, "bg": bg}
+    if args.lambda_depth > 0 and camera.depth is not None:
+        maps |= {"depth": out["depth"], "gt_depth": camera.depth}
+    if args.lambda_normal > 0 and iteration > args.normal_from_iter:
+        maps |= {"rend_normal": out["rend_normal"], "surf_normal": out["surf_normal"], "alpha": out["alpha"]}
+    if args.lambda_dist > 0 and iteration > args.dist_from_iter:
+        maps["rend_dist"] = out["rend_dist"]
+    return maps
+
+
+def state_loss(run: StateRun, out: dict, camera: Camera, bg: Tensor, args: argparse.Namespace,
                iteration: int) -> Tensor:
     """DESIGN.md's stage-2 loss of one render `out` of `camera` over background `bg` (3,): a scalar tensor."""
-    loss = photometric_loss(out["render"], camera.composite(bg), args.lambda_dssim)
-    if args.lambda_depth > 0 and camera.depth is not None:
-        loss = loss + args.lambda_depth * depth_log_l1(out["depth"], camera.depth)
-    if args.lambda_normal > 0 and iteration > args.normal_from_iter:
-        loss = loss + args.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"],
-                                                                   out["alpha"])
-    if args.lambda_dist > 0 and iteration > args.dist_from_iter:
-        loss = loss + args.lambda_dist * distortion_loss(out["rend_dist"])
+    loss = run.image_loss(image_maps(out, camera, bg, args, iteration)).sum()
     if args.lambda_opacity > 0 and iteration > args.opacity_from_iter:
-        loss = loss + args.lambda_opacity * opacity_binarisation_loss(model.get_opacity)
+        loss = loss + args.lambda_opacity * opacity_binarisation_loss(run.model.get_opacity)
     return loss
 
 
@@ -214,7 +225,7 @@ def train_step(run: StateRun, iteration: int, args: argparse.Namespace, generato
     camera = run.next_camera(generator)
     bg = background(args.random_bg_color, args.white_background, model.device, generator)
     out = render(camera, model, bg, depth_ratio=args.depth_ratio, backend=backend_name(args))
-    loss = state_loss(out, camera, bg, model, args, iteration)
+    loss = state_loss(run, out, camera, bg, args, iteration)
     densifying = iteration < args.densify_until_iter
     if densifying:
         run.densifier.pre_backward(iteration, out["info"])

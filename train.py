@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +44,10 @@ from scene.dataset_readers import DatasetError
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
 from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
 from utils.io_utils import read_json, write_json
-from utils.loss_utils import depth_log_l1
+from utils.loss_graphs import GraphedLoss
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
-from utils.train_utils import FiniteGuard, TrainingDiverged, background, latest_checkpoint, learning_rates, \
-    load_checkpoint, photometric_loss, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
+from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
+    learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
     surfel_checkpoint
 from utils.voxel_grid import VoxelGrid
 
@@ -150,6 +151,9 @@ class Refinement:
         self.pseudo_depth = None if all(cam.depth is not None for cam in self.cams_o) else self._coarse_depths()
         self._neighbours: Tensor | None = None
         self.dropped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        # one per render of a step: a graphed loss holds one call's buffers until the backward
+        self.other_loss, self.canonical_loss = (GraphedLoss(partial(image_loss_terms, args=args),
+                                                            enabled=args.loss_graphs) for _ in range(2))
 
     def _joint_optimizer(self) -> torch.optim.Adam:
         return torch.optim.Adam(self.articulation.parameters(), lr=self.args.joint_lr_init)
@@ -212,26 +216,26 @@ class Refinement:
         means, quats = self.articulation.deform(g.get_xyz, g.params["quats"], weights)
         out = render(cam, g, bg, means=means, rotations=quats, with_features=False, backend=self._backend(),
                      depth_ratio=args.depth_ratio)
-        terms["photo"] = photometric_loss(out["render"], cam.composite(bg), args.lambda_dssim)
         depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
-        terms["depth"] = args.lambda_depth * depth_log_l1(out["depth"], depth_target)
+        terms["photo"], terms["depth"] = self.other_loss({
+            "render": out["render"], "image": cam.image, "image_alpha": cam.alpha, "bg": bg, "depth": out["depth"],
+            "gt_depth": depth_target})[:2]
 
         # (c, d) the undeformed model in a view of the canonical state
         j = int(torch.randint(len(self.cams_c), (1,), generator=generator))
         cam_c = self.cams_c[j]
         use_prior = e_step and args.lambda_prior > 0
         if self.anchors is not None:
-            bg_c, target, target_depth = torch.zeros(3, device=self.device), self.anchors[j]["render"], \
-                self.anchors[j]["depth"]
+            bg_c = torch.zeros(3, device=self.device)
+            target, target_depth = {"target": self.anchors[j]["render"]}, self.anchors[j]["depth"]
         else:
             bg_c = background(args.random_bg_color, args.white_background, self.device, generator)
-            target, target_depth = cam_c.composite(bg_c), cam_c.depth
+            target, target_depth = {"image": cam_c.image, "image_alpha": cam_c.alpha, "bg": bg_c}, cam_c.depth
         out_c = render(cam_c, g, bg_c, with_features=use_prior, backend=self._backend(),
                        depth_ratio=args.depth_ratio)
-        anchor = photometric_loss(out_c["render"], target, args.lambda_dssim)
-        if target_depth is not None:
-            anchor = anchor + args.lambda_depth * depth_log_l1(out_c["depth"], target_depth)
-        terms["anchor"] = args.lambda_anchor * anchor
+        depth = {} if target_depth is None else {"depth": out_c["depth"], "gt_depth": target_depth}
+        anchor = self.canonical_loss({"render": out_c["render"], **target, **depth})
+        terms["anchor"] = args.lambda_anchor * anchor[:2].sum()
         if use_prior:
             terms["prior"] = args.lambda_prior * part_prior_loss(
                 out_c["features"], out_c["alpha"], cam_c.mask, static_weight=args.static_class_weight,

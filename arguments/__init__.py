@@ -60,11 +60,16 @@ class ModelParams(ParamGroup):
 
 
 class PipelineParams(ParamGroup):
-    """Renderer choice."""
+    """Renderer choice and how the image losses are launched."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self.backend = "auto"
-        super().__init__(parser, "Pipeline", {"backend": "auto (CUDA -> gsplat, CPU -> reference), gsplat or reference"})
+        self.loss_graphs = True
+        super().__init__(parser, "Pipeline", {
+            "backend": "auto (CUDA -> gsplat, CPU -> reference), gsplat or reference",
+            "loss_graphs": "on CUDA, replay the image losses from captured CUDA graphs (utils/loss_graphs.py) instead "
+                           "of launching their kernels one by one (same values; --no-loss_graphs to compare)",
+        })
 
 
 class OptimizationParams(ParamGroup):

@@ -4,7 +4,7 @@
     python benchmarks/step_profile.py --stage 4 --scene_dir data/gear/suite/cabinet --output_root outputs \\
         --coarse_iter 30000 [--grow 3000]
 
-Stage 2 (default) runs coarse.py's own `train_step` on both states of a scene (its defaults): `--grow` iterations
+Other options go to the stage's own parser (e.g. `--no-loss_graphs`). Stage 2 (default) runs coarse.py's own `train_step` on both states of a scene (its defaults): `--grow` iterations
 with densification (as in the first half of the default schedule), then `--measure` timed iterations in each phase:
 "densify" (statistics gathered every step) and "late" (after densification, with the normal, distortion and opacity
 terms of the second half). Stage 4 runs train.py's own `Refinement.step` from the scene's stage 1-3 outputs under
@@ -54,7 +54,7 @@ class Profiled:
 def stage2(opts: argparse.Namespace, device: torch.device, generator: torch.Generator) -> Profiled:
     """Both states of stage 2 from their initial point clouds, in this process."""
     folder = Path(opts.scene_dir)
-    args = coarse.parse_args(["--scene_name", folder.name, "--resolution", str(opts.resolution)])
+    args = coarse.parse_args(["--scene_name", folder.name, "--resolution", str(opts.resolution), *opts.stage_args])
     scene = Scene(folder, args.resolution, device, splits=("train",), load_masks=False)
     runs = [coarse.make_run(s, coarse.initial_model(scene, s, args, device), scene, args) for s in coarse.STATES]
 
@@ -72,7 +72,7 @@ def stage4(opts: argparse.Namespace, device: torch.device, generator: torch.Gene
     args = train.parse_args([
         "--source_path", str(folder.parents[2]), "--output_root", opts.output_root, "--dataset",
         folder.parents[1].name, "--subset", folder.parent.name, "--scene_name", folder.name, "--coarse_iter",
-        str(opts.coarse_iter), "--resolution", str(opts.resolution), "--random_bg_color"])
+        str(opts.coarse_iter), "--resolution", str(opts.resolution), "--random_bg_color", *opts.stage_args])
     gaussians, articulation, canonical, type_given = train.load_model(args, device)
     scene = Scene(train.scene_dir(args), args.resolution, device, splits=("train",), load_masks=True)
     train.check_masks(scene, canonical, args)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grow", type=int, default=3000, help="iterations before measuring (densifying)")
     parser.add_argument("--measure", type=int, default=300, help="timed iterations per phase")
     parser.add_argument("--profile", type=int, default=20, help="profiled iterations per phase")
-    opts = parser.parse_args(argv)
+    opts, opts.stage_args = parser.parse_known_args(argv)
     if not torch.cuda.is_available():
         print("step_profile needs CUDA", file=sys.stderr)
         return 2

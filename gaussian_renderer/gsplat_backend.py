@@ -1,25 +1,21 @@
 """CUDA backend: gsplat's 2DGS primitives render colour, feature channels, depth, normals and distortion in one pass.
 
-The pipeline is gsplat's own (`rasterization_2dgs`), composed here from its public primitives: project the surfels
-(`fully_fused_projection_2dgs`), bin them into tiles (`isect_tiles`, `isect_offset_encode`) and composite
-(`rasterize_to_pixels_2dgs`). Composing them ourselves spares two host synchronisations per render: gsplat's wrapper
-inverts the view matrices with `torch.linalg.inv` twice, and each call waits for the device. Two remain inside
-gsplat: `isect_tiles` reads how many tile intersections to allocate, and the 2DGS rasterizer's backward ends with
-`torch.cuda.synchronize()`. SH colours are evaluated with gsplat's fused kernel, feature channels are appended, and
-the centre depth goes last ("RGB+ED").
+The pipeline is gsplat's own (`rasterization_2dgs`), composed here from its primitives: project the surfels
+(`fully_fused_projection_2dgs`), bin them into tiles (`isect_tiles`, `isect_offset_encode`) and composite (gsplat's
+2DGS rasterizer). Composing them ourselves spares host synchronisations: gsplat's wrapper inverts the view matrices
+with `torch.linalg.inv` twice per render, and its rasterizer's backward ends with `torch.cuda.synchronize()`; each
+makes the host wait for the device. The rasterizer here is gsplat's autograd function with that backward minus the
+synchronise (`_Rasterize2DGS`; a private gsplat class, hence the pinned gsplat version). One synchronisation
+remains: `isect_tiles` reads how many tile intersections to allocate. SH colours are evaluated with gsplat's fused
+kernel, feature channels are appended, and the centre depth goes last ("RGB+ED").
 """
 from __future__ import annotations
 
 import math
 
 import torch
-from gsplat import (
-    fully_fused_projection_2dgs,
-    isect_offset_encode,
-    isect_tiles,
-    rasterize_to_pixels_2dgs,
-    spherical_harmonics,
-)
+from gsplat import fully_fused_projection_2dgs, isect_offset_encode, isect_tiles, spherical_harmonics
+from gsplat.cuda._wrapper import _make_lazy_cuda_func, _RasterizeToPixels2DGS
 from torch import Tensor
 
 from gaussian_renderer.reference import camera_centers, depth_to_normal, mix_depth
@@ -62,9 +58,10 @@ def render_gsplat(
     offsets = isect_offset_encode(isect_ids, C, tiles_wide, tiles_high).view(C, tiles_high, tiles_wide)
     colors, backgrounds, num_features = _channels(means, sh, sh_degree, features, depths, viewmats, backgrounds)
     densify = torch.zeros_like(means2d, requires_grad=True)  # its gradient is the 2DGS densification statistic
-    rendered, alpha, normals_cam, distortion, median = rasterize_to_pixels_2dgs(
-        means2d, ray_transforms, colors, opacities.expand(C, N), normals, densify, width, height, TILE_SIZE,
-        offsets, flatten_ids, backgrounds=backgrounds, distloss=True)
+    rendered, alpha, normals_cam, distortion, median = _Rasterize2DGS.apply(
+        means2d.contiguous(), ray_transforms.contiguous(), colors, opacities.expand(C, N).contiguous(),
+        normals.contiguous(), densify, backgrounds.contiguous(), None, width, height, TILE_SIZE, offsets,
+        flatten_ids.contiguous(), False, True)
     rgb, feature_maps, _, depth_sum = rendered.permute(0, 3, 1, 2).split(
         [3, num_features, rendered.shape[-1] - 4 - num_features, 1], dim=1)
     alpha = alpha.permute(0, 3, 1, 2)
@@ -106,3 +103,28 @@ def _channels(means: Tensor, sh: Tensor, sh_degree: int, features: Tensor | None
     parts.append(depths[..., None])
     backgrounds = torch.nn.functional.pad(backgrounds, (0, channels - 3 + padding))
     return torch.cat(parts, dim=-1), backgrounds, num_features
+
+
+class _Rasterize2DGS(_RasterizeToPixels2DGS):
+    """gsplat's 2DGS rasterizer (`rasterize_to_pixels_2dgs`' autograd function, same forward) whose backward does not
+    end with a device-wide `torch.cuda.synchronize()`: its kernel runs on the current stream like everything that
+    reads its gradients, so the wait only stalls the host. Called with gsplat's arguments (means2d, ray_transforms,
+    colors, opacities, normals, densify, backgrounds, masks, width, height, tile_size, isect_offsets, flatten_ids,
+    absgrad, distloss); channel counts must already be ones the kernels support (`_channels` pads them)."""
+
+    @staticmethod
+    def backward(ctx, v_colors: Tensor, v_alphas: Tensor, v_normals: Tensor, v_distort: Tensor,
+                 v_median: Tensor) -> tuple[Tensor | None, ...]:
+        (means2d, ray_transforms, colors, opacities, normals, densify, backgrounds, masks, isect_offsets, flatten_ids,
+         render_colors, render_alphas, last_ids, median_ids) = ctx.saved_tensors
+        v_means2d_abs, *grads = _make_lazy_cuda_func("rasterize_to_pixels_2dgs_bwd")(
+            means2d, ray_transforms, colors, opacities, normals, densify, backgrounds, masks, ctx.width, ctx.height,
+            ctx.tile_size, isect_offsets, flatten_ids, render_colors, render_alphas, last_ids, median_ids,
+            v_colors.contiguous(), v_alphas.contiguous(), v_normals.contiguous(), v_distort.contiguous(),
+            v_median.contiguous(), ctx.absgrad)
+        if ctx.absgrad:
+            means2d.absgrad = v_means2d_abs
+        v_backgrounds = None
+        if ctx.needs_input_grad[6]:
+            v_backgrounds = (v_colors * (1.0 - render_alphas).float()).sum(dim=(-3, -2))
+        return (*grads, v_backgrounds, *[None] * 8)

@@ -65,7 +65,7 @@ class Camera:
     def composite(self, bg: Tensor) -> Tensor:
         """(3, H, W) ground-truth image composited over background colour `bg` (3,) using its alpha."""
         assert self.image is not None and self.alpha is not None, f"camera {self.image_name} has no image"
-        return self.image * self.alpha + bg.view(3, 1, 1) * (1.0 - self.alpha)
+        return composite(self.image, self.alpha, bg)
 
     def to(self, device: torch.device | str) -> "Camera":
         """A copy with every tensor moved to `device`."""
@@ -75,3 +75,8 @@ class Camera:
             if isinstance(getattr(self, f.name), Tensor)
         }
         return dataclasses.replace(self, **moved)
+
+
+def composite(image: Tensor, alpha: Tensor, bg: Tensor) -> Tensor:
+    """(3, H, W) `image` (3, H, W) with opacity `alpha` (1, H, W) over the background colour `bg` (3,)."""
+    return image * alpha + bg.view(3, 1, 1) * (1.0 - alpha)

@@ -243,8 +243,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_
                                                            capsys: pytest.CaptureFixture) -> None:
     original = coarse.state_loss
 
-    def nan_from_25(out, camera, bg, model, args, iteration):
-        loss = original(out, camera, bg, model, args, iteration)
+    def nan_from_25(run, out, camera, bg, args, iteration):
+        loss = original(run, out, camera, bg, args, iteration)
         return loss * float("nan") if iteration >= 25 else loss
 
     monkeypatch.setattr(coarse, "state_loss", nan_from_25)

@@ -153,13 +153,13 @@ def test_missing_inputs_name_the_file_and_the_stage(workspace: dict, tmp_path: P
 def test_non_finite_losses_are_dropped_and_non_finite_parameters_stop(workspace: dict, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     model_path = tmp_path / "gear"
-    original = train.photometric_loss
-    monkeypatch.setattr(train, "photometric_loss", lambda *a: original(*a) * torch.tensor(float("nan")))
+    original = train.image_loss_terms
+    monkeypatch.setattr(train, "image_loss_terms", lambda *a, **k: original(*a, **k) * torch.tensor(float("nan")))
     assert train.main(_args(workspace, model_path, "--iterations", "4", "--checkpoint_iterations", "4",
                             "--anchor", "data")) == 0
     summary = json.loads((model_path / "train_summary.json").read_text())
     assert summary["dropped_steps"] >= 4  # every step's loss was NaN: all dropped, the model unchanged and finite
-    monkeypatch.setattr(train, "photometric_loss", original)
+    monkeypatch.setattr(train, "image_loss_terms", original)
     good = (model_path / "chkpnt4.pth").read_bytes()
     step = train.Refinement.step
 

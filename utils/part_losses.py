@@ -46,7 +46,7 @@ def region_consensus_labels(
     area = sums[:, -1]
     mean = sums[:, :-1] / area.clamp_min(1.0)[:, None]
     confident = (mean[:, -2] > min_confidence) & (mean[:, -1] > min_gap) & (area >= min_area)
-    confident[0] = False
+    confident[:1].fill_(False)  # region 0 is 'no region'; fill_ takes the scalar without a host copy
     region_label = mean[:, :num_classes].argmax(dim=1)
     return torch.where(confident[ids], region_label[ids], probs.argmax(dim=0))
 
@@ -73,7 +73,7 @@ def part_prior_loss(
     with torch.no_grad():
         labels = region_consensus_labels(logits.softmax(dim=0), flat_regions, valid, num_regions=num_regions)
     class_weight = torch.ones(num_classes, dtype=logits.dtype, device=logits.device)
-    class_weight[0] = static_weight
+    class_weight[:1].fill_(static_weight)  # not `[0] = w`, which copies w from the host and synchronises
     per_pixel = F.cross_entropy(logits.T, labels, weight=class_weight, reduction="none")
     normaliser = (class_weight[labels] * valid).sum().clamp_min(1e-6)
     return (per_pixel * valid).sum() / normaliser

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scene.cameras import composite
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates
 from utils.io_utils import atomic_path
-from utils.loss_utils import l1_loss, ssim
+from utils.loss_utils import depth_log_l1, distortion_loss, l1_loss, normal_consistency_loss, ssim
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +46,28 @@ def background(random_bg: bool, white: bool, device: torch.device, generator: to
 def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float) -> Tensor:
     """(1 - λ)·L1 + λ·(1 - SSIM) between (3, H, W) images."""
     return (1.0 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim * (1.0 - ssim(pred, target))
+
+
+IMAGE_TERMS = ("photo", "depth", "normal", "dist")  # the entries of `image_loss_terms`, in order
+
+
+def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tensor:
+    """(4,) weighted image-space loss terms of one render, `IMAGE_TERMS` in order, 0 for a term whose maps are absent.
+
+    `maps` holds the rendered "render" (3, H, W) and its target: "target" (3, H, W), or the ground truth "image"
+    (3, H, W) with "image_alpha" (1, H, W) and the background "bg" (3,) to composite it over. Optional: "depth" with
+    "gt_depth" (1, H, W) (log-L1 where gt > 0, weight `args.lambda_depth`); "rend_normal", "surf_normal" (3, H, W)
+    with "alpha" (1, H, W) (2DGS normal consistency, `args.lambda_normal`); "rend_dist" (1, H, W) (distortion,
+    `args.lambda_dist`). A pure function of tensors, so `utils.loss_graphs.GraphedLoss` can capture it.
+    """
+    target = maps["target"] if "target" in maps else composite(maps["image"], maps["image_alpha"], maps["bg"])
+    zero = maps["render"].new_zeros(())
+    terms = [photometric_loss(maps["render"], target, args.lambda_dssim)]
+    terms.append(args.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]) if "gt_depth" in maps else zero)
+    terms.append(args.lambda_normal * normal_consistency_loss(maps["rend_normal"], maps["surf_normal"], maps["alpha"])
+                 if "rend_normal" in maps else zero)
+    terms.append(args.lambda_dist * distortion_loss(maps["rend_dist"]) if "rend_dist" in maps else zero)
+    return torch.stack(terms)
 
 
 class FiniteGuard:
