@@ -5,6 +5,7 @@ signature; every later call copies the inputs into the captured buffers and laun
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -48,4 +49,8 @@ class GraphedLoss:
         def positional(*args: Tensor) -> Tensor:
             return self.body(dict(zip(names, args)))
 
-        return torch.cuda.make_graphed_callables(positional, samples, allow_unused_input=True)  # e.g. a detached alpha
+        with warnings.catch_warnings():
+            # PyTorch 2.11 warned of an AccumulateGrad stream mismatch once per process on an H200, during the first
+            # capture (make_graphed_callables warms up and captures on a side stream), not in the replays after it
+            warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
+            return torch.cuda.make_graphed_callables(positional, samples, allow_unused_input=True)  # detached alpha
