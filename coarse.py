@@ -45,7 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, iteration_dir, scene_dir, scene_output_dir
-from gaussian_renderer import render
+from gaussian_renderer import camera_tensors, render
 from scene import Scene, point_cloud_path
 from scene.cameras import Camera
 from scene.dataset_readers import SPLITS, DatasetError, transforms_path
@@ -201,7 +201,9 @@ def image_maps(out: dict, camera: Camera, bg: Tensor, args: argparse.Namespace, 
     if args.lambda_depth > 0 and camera.depth is not None:
         maps |= {"depth": out["depth"], "gt_depth": camera.depth}
     if args.lambda_normal > 0 and iteration > args.normal_from_iter:
-        maps |= {"rend_normal": out["rend_normal"], "surf_normal": out["surf_normal"], "alpha": out["alpha"]}
+        viewmats, Ks, _, _ = camera_tensors([camera], out["depth"].device, out["depth"].dtype)
+        maps |= {"rend_normal": out["rend_normal"], "alpha": out["alpha"], "depth": out["depth"],
+                 "viewmat": viewmats[0], "K": Ks[0]}
     if args.lambda_dist > 0 and iteration > args.dist_from_iter:
         maps["rend_dist"] = out["rend_dist"]
     return maps
@@ -224,7 +226,7 @@ def train_step(run: StateRun, iteration: int, args: argparse.Namespace, generato
         model.oneup_sh_degree()
     camera = run.next_camera(generator)
     bg = background(args.random_bg_color, args.white_background, model.device, generator)
-    out = render(camera, model, bg, depth_ratio=args.depth_ratio, backend=backend_name(args))
+    out = render(camera, model, bg, with_surf_normal=False, depth_ratio=args.depth_ratio, backend=backend_name(args))
     loss = state_loss(run, out, camera, bg, args, iteration)
     densifying = iteration < args.densify_until_iter
     if densifying:

@@ -214,8 +214,8 @@ class Refinement:
         bg = background(args.random_bg_color, args.white_background, self.device, generator)
         weights = blend_weights(g.get_features, hard=not e_step)
         means, quats = self.articulation.deform(g.get_xyz, g.params["quats"], weights)
-        out = render(cam, g, bg, means=means, rotations=quats, with_features=False, backend=self._backend(),
-                     depth_ratio=args.depth_ratio)
+        out = render(cam, g, bg, means=means, rotations=quats, with_features=False, with_surf_normal=False,
+                     backend=self._backend(), depth_ratio=args.depth_ratio)
         depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
         terms["photo"], terms["depth"] = self.other_loss({
             "render": out["render"], "image": cam.image, "image_alpha": cam.alpha, "bg": bg, "depth": out["depth"],
@@ -231,7 +231,7 @@ class Refinement:
         else:
             bg_c = background(args.random_bg_color, args.white_background, self.device, generator)
             target, target_depth = {"image": cam_c.image, "image_alpha": cam_c.alpha, "bg": bg_c}, cam_c.depth
-        out_c = render(cam_c, g, bg_c, with_features=use_prior, backend=self._backend(),
+        out_c = render(cam_c, g, bg_c, with_features=use_prior, with_surf_normal=False, backend=self._backend(),
                        depth_ratio=args.depth_ratio)
         depth = {} if target_depth is None else {"depth": out_c["depth"], "gt_depth": target_depth}
         anchor = self.canonical_loss({"render": out_c["render"], **target, **depth})

@@ -9,7 +9,8 @@ forces one. Both return the same dictionary (channel-first images):
     depth_expected (1,H,W)  Σ w z / alpha, z = each surfel's centre depth (gsplat's definition)
     depth_median (1,H,W)    depth of the last surfel composited while transmittance > 0.5 (0 where empty)
     rend_normal (3,H,W)     alpha-weighted surfel normals, world frame, facing the camera
-    surf_normal (3,H,W)     normals of the `depth` map (world frame, facing the camera, 0 on the image border)
+    surf_normal (3,H,W)     normals of the `depth` map (world frame, facing the camera, 0 on the image border);
+                            None with `with_surf_normal=False` (training computes them inside its losses)
     rend_dist (1,H,W)       gsplat's distortion Σ_ij w_i w_j |z_i - z_j|
     features (F,H,W)        per-surfel feature channels composited over 0, or None
     radii (N,) int          screen-space radius in pixels (0 = culled)
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 from gaussian_renderer.gsplat_backend import render_gsplat
-from gaussian_renderer.reference import render_reference
+from gaussian_renderer.reference import depth_to_normal, render_reference
 from scene.cameras import Camera
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def render(
     features: Tensor | None = None,
     mask: Tensor | None = None,
     with_features: bool = True,
+    with_surf_normal: bool = True,
     backend: str | None = None,
     depth_ratio: float = 0.0,
     near_plane: float = 0.01,
@@ -55,11 +57,12 @@ def render(
 
     `means` (N, 3) / `rotations` (N, 4) replace the model's (e.g. deformed, differentiable), `features` (N, F)
     replaces its feature channels, `mask` (N,) bool renders only those surfels; `with_features=False` skips the
-    feature channels (the `features` key is then None).
+    feature channels and `with_surf_normal=False` the depth normals (those keys are then None).
     """
     out = render_batch(
         [camera], gaussians, bg[None], means=means, rotations=rotations, features=features, mask=mask,
-        with_features=with_features, backend=backend, depth_ratio=depth_ratio, near_plane=near_plane, far_plane=far_plane,
+        with_features=with_features, with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
+        near_plane=near_plane, far_plane=far_plane,
     )
     return {key: value if key == "info" or value is None else value[0] for key, value in out.items()}
 
@@ -74,6 +77,7 @@ def render_batch(
     features: Tensor | None = None,
     mask: Tensor | None = None,
     with_features: bool = True,
+    with_surf_normal: bool = True,
     backend: str | None = None,
     depth_ratio: float = 0.0,
     near_plane: float = 0.01,
@@ -99,7 +103,9 @@ def render_batch(
     )
     radii = out["radii"] if mask is None else out["radii"] * mask[:, None]
     out["info"]["radii"] = radii
-    return {**out, "radii": radii.amax(dim=-1), "visibility_filter": (radii > 0).all(dim=-1)}
+    surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
+    return {**out, "surf_normal": surf_normal, "radii": radii.amax(dim=-1),
+            "visibility_filter": (radii > 0).all(dim=-1)}
 
 
 def camera_tensors(cameras: list[Camera], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, int, int]:

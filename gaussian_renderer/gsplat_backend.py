@@ -18,7 +18,7 @@ from gsplat import fully_fused_projection_2dgs, isect_offset_encode, isect_tiles
 from gsplat.cuda._wrapper import _make_lazy_cuda_func, _RasterizeToPixels2DGS
 from torch import Tensor
 
-from gaussian_renderer.reference import camera_centers, depth_to_normal, mix_depth
+from gaussian_renderer.reference import camera_centers, mix_depth
 
 TILE_SIZE = 16
 EPS_2D = 0.3  # gsplat's default low-pass filter of the projected surfel
@@ -42,7 +42,8 @@ def render_gsplat(
     near_plane: float,
     far_plane: float,
 ) -> dict:
-    """Render N surfels into C cameras with gsplat (float32 CUDA tensors; same contract as `render_reference`).
+    """Render N surfels into C cameras with gsplat (float32 CUDA tensors; same contract as `render_reference`: the
+    keys of `gaussian_renderer`'s table except `surf_normal`, which `render_batch` adds).
 
     means (N, 3), quats (N, 4), scales (N, 3) linear, opacities (N,), sh (N, K, 3), features (N, F) or None,
     viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, 3). Images come back channel-first (C, X, H, W) as views,
@@ -77,7 +78,6 @@ def render_gsplat(
         "depth_expected": expected,
         "depth_median": median,
         "rend_normal": torch.einsum("cij,chwj->cihw", R_cw, normals_cam),
-        "surf_normal": depth_to_normal(depth, viewmats, Ks),
         "rend_dist": distortion.permute(0, 3, 1, 2),
         "radii": radii,
         "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": densify,

@@ -404,7 +404,8 @@ def render_reference(
     near_plane: float,
     far_plane: float,
 ) -> dict:
-    """Backend entry point (same contract as `gsplat_backend.render_gsplat`): SH colours + features in one pass.
+    """Backend entry point (same contract as `gsplat_backend.render_gsplat`: the keys of `gaussian_renderer`'s table
+    except `surf_normal`): SH colours + features in one pass.
 
     scales (N, 3) linear (the third column is ignored), sh (N, K, 3), features (N, F) or None, backgrounds (C, 3).
     """
@@ -440,7 +441,6 @@ def render_reference(
         "depth_expected": expected,
         "depth_median": out["depth_median"],
         "rend_normal": out["normals"],
-        "surf_normal": depth_to_normal(depth, viewmats, Ks),
         "rend_dist": out["distortion"],
         "radii": out["radii"],
         "info": info,

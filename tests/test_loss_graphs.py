@@ -6,6 +6,10 @@ import argparse
 import pytest
 import torch
 
+from gaussian_renderer.reference import depth_to_normal
+from gaussian_renderer import camera_tensors, render
+from scene.cameras import Camera
+from scene.gaussian_model import GaussianModel
 from utils.loss_graphs import GraphedLoss
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss
 from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss
@@ -26,9 +30,10 @@ def random_maps(seed: int, device: str, with_normals: bool = True) -> dict[str, 
     maps = {"render": rand(3, H, W), "depth": 2.0 + rand(1, H, W), "image": rand(3, H, W),
             "image_alpha": rand(1, H, W), "bg": rand(3), "gt_depth": gt_depth}
     if with_normals:
-        maps |= {"rend_normal": rand(3, H, W) - 0.5, "surf_normal": rand(3, H, W) - 0.5, "alpha": rand(1, H, W),
-                 "rend_dist": rand(1, H, W) * 0.01}
-    for name in ("render", "depth", "rend_normal", "surf_normal", "alpha", "rend_dist"):
+        K = torch.tensor([[50.0, 0.0, W / 2], [0.0, 50.0, H / 2], [0.0, 0.0, 1.0]])
+        maps |= {"rend_normal": rand(3, H, W) - 0.5, "alpha": rand(1, H, W), "rend_dist": rand(1, H, W) * 0.01,
+                 "viewmat": torch.eye(4).to(device), "K": K.to(device)}
+    for name in ("render", "depth", "rend_normal", "alpha", "rend_dist"):
         if name in maps:
             maps[name].requires_grad_()
     return maps
@@ -37,10 +42,11 @@ def random_maps(seed: int, device: str, with_normals: bool = True) -> dict[str, 
 def test_image_loss_terms_are_the_individual_losses_and_zero_when_absent() -> None:
     maps = random_maps(0, "cpu")
     target = maps["image"] * maps["image_alpha"] + maps["bg"].view(3, 1, 1) * (1.0 - maps["image_alpha"])
+    surf_normal = depth_to_normal(maps["depth"][None], maps["viewmat"][None], maps["K"][None])[0]
     expected = torch.stack([
         photometric_loss(maps["render"], target, ARGS.lambda_dssim),
         ARGS.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]),
-        ARGS.lambda_normal * normal_consistency_loss(maps["rend_normal"], maps["surf_normal"], maps["alpha"]),
+        ARGS.lambda_normal * normal_consistency_loss(maps["rend_normal"], surf_normal, maps["alpha"]),
         ARGS.lambda_dist * distortion_loss(maps["rend_dist"]),
     ])
     terms = image_loss_terms(maps, ARGS)
@@ -49,6 +55,24 @@ def test_image_loss_terms_are_the_individual_losses_and_zero_when_absent() -> No
     assert (terms > 0).all()
     only_photo = image_loss_terms({"render": maps["render"], "target": target}, ARGS)
     torch.testing.assert_close(only_photo, torch.stack([expected[0], *torch.zeros(3)]))
+
+
+def test_normal_term_matches_the_renderers_depth_normals() -> None:
+    """The loss derives the depth normals itself (inside a captured graph on CUDA); they are the renderer's."""
+    g = torch.Generator().manual_seed(4)
+    points = (torch.rand(300, 3, generator=g) - 0.5) * torch.tensor([0.8, 0.8, 0.3])
+    model = GaussianModel.from_point_cloud(points.numpy(), torch.rand(300, 3, generator=g).numpy(), sh_degree=0,
+                                           init_opacity=0.5, device=torch.device("cpu"), seed=0)
+    world_to_cam = torch.eye(4)
+    world_to_cam[2, 3] = 2.5  # looking along +z at the points from 2.5 units
+    cam = Camera(0, 0, "train", "view", 32, 32, 40.0, 40.0, 16.0, 16.0, world_to_cam)
+    out = render(cam, model, torch.zeros(3), depth_ratio=0.5)
+    viewmats, Ks, _, _ = camera_tensors([cam], torch.device("cpu"), torch.float32)
+    maps = {"render": out["render"], "target": out["render"].detach(), "rend_normal": out["rend_normal"],
+            "alpha": out["alpha"], "depth": out["depth"], "viewmat": viewmats[0], "K": Ks[0]}
+    expected = ARGS.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"], out["alpha"])
+    assert expected > 0
+    torch.testing.assert_close(image_loss_terms(maps, ARGS)[2], expected)
 
 
 def test_graphed_loss_runs_eagerly_on_the_cpu() -> None:

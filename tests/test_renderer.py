@@ -269,6 +269,9 @@ def test_render_dict_features_mask_overrides_and_batch():
                       "rend_dist": (1, 32, 32), "features": (4, 32, 32), "radii": (40,), "visibility_filter": (40,)}
     assert out["alpha"].max() > 0.5
     torch.testing.assert_close(out["depth"], 0.7 * out["depth_expected"] + 0.3 * out["depth_median"])
+    bare = render(cams[0], model, bgs[0], depth_ratio=0.3, with_features=False, with_surf_normal=False)
+    assert bare["features"] is None and bare["surf_normal"] is None
+    torch.testing.assert_close(bare["render"], out["render"])
     assert {"radii", "gradient_2dgs", "width", "height", "n_cameras", "gaussian_ids"} <= set(out["info"])
     assert out["info"]["gradient_2dgs"].shape == (1, 40, 2) and out["info"]["radii"].shape == (1, 40, 2)
     # Features composite over 0: a feature that is 1 everywhere renders as alpha.

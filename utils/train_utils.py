@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gaussian_renderer.reference import depth_to_normal
 from scene.cameras import composite
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates
 from utils.io_utils import atomic_path
@@ -56,16 +57,20 @@ def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tenso
 
     `maps` holds the rendered "render" (3, H, W) and its target: "target" (3, H, W), or the ground truth "image"
     (3, H, W) with "image_alpha" (1, H, W) and the background "bg" (3,) to composite it over. Optional: "depth" with
-    "gt_depth" (1, H, W) (log-L1 where gt > 0, weight `args.lambda_depth`); "rend_normal", "surf_normal" (3, H, W)
-    with "alpha" (1, H, W) (2DGS normal consistency, `args.lambda_normal`); "rend_dist" (1, H, W) (distortion,
-    `args.lambda_dist`). A pure function of tensors, so `utils.loss_graphs.GraphedLoss` can capture it.
+    "gt_depth" (1, H, W) (log-L1 where gt > 0, weight `args.lambda_depth`); "rend_normal" (3, H, W) with "alpha"
+    (1, H, W), "depth" and the camera's "viewmat" (4, 4) and "K" (3, 3) (2DGS normal consistency against the normals
+    of the depth map, `args.lambda_normal`); "rend_dist" (1, H, W) (distortion, `args.lambda_dist`). A pure function
+    of tensors, so `utils.loss_graphs.GraphedLoss` can capture it, depth normals included.
     """
     target = maps["target"] if "target" in maps else composite(maps["image"], maps["image_alpha"], maps["bg"])
     zero = maps["render"].new_zeros(())
     terms = [photometric_loss(maps["render"], target, args.lambda_dssim)]
     terms.append(args.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]) if "gt_depth" in maps else zero)
-    terms.append(args.lambda_normal * normal_consistency_loss(maps["rend_normal"], maps["surf_normal"], maps["alpha"])
-                 if "rend_normal" in maps else zero)
+    if "rend_normal" in maps:
+        surf_normal = depth_to_normal(maps["depth"][None], maps["viewmat"][None], maps["K"][None])[0]
+        terms.append(args.lambda_normal * normal_consistency_loss(maps["rend_normal"], surf_normal, maps["alpha"]))
+    else:
+        terms.append(zero)
     terms.append(args.lambda_dist * distortion_loss(maps["rend_dist"]) if "rend_dist" in maps else zero)
     return torch.stack(terms)
 
