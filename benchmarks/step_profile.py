@@ -4,16 +4,17 @@
     python benchmarks/step_profile.py --stage 4 --scene_dir data/gear/suite/cabinet --output_root outputs \\
         --coarse_iter 30000 [--grow 3000]
 
-Other options go to the stage's own parser (e.g. `--no-loss_graphs`). Stage 2 (default) runs coarse.py's own `train_step` on both states of a scene (its defaults): `--grow` iterations
-with densification (as in the first half of the default schedule), then `--measure` timed iterations in each phase:
-"densify" (statistics gathered every step) and "late" (after densification, with the normal, distortion and opacity
-terms of the second half). Stage 4 runs train.py's own `Refinement.step` from the scene's stage 1-3 outputs under
-`--output_root` (its defaults): `--grow` iterations, then the phases "E" (the E phase that follows) and "M" (the next
-M phase). For each phase it prints wall ms per iteration (host-synchronised at the ends only), the GPU kernel time,
-kernel launches and synchronising CUDA runtime calls per iteration from `torch.profiler`, the operators with the most
-GPU and host time, and the Python lines PyTorch reports as synchronising (`torch.cuda.set_sync_debug_mode`; syncs
-inside compiled extensions such as gsplat's show up only among the runtime calls). When wall time is well above GPU
-time, the loop is bound by the host (Python, kernel launches, synchronisations), not by the renderer.
+Other options go to the stage's own parser (e.g. `--no-loss_graphs`). Stage 2 (default) runs coarse.py's own
+`train_step` on both states of a scene (its defaults): `--grow` iterations with densification (as in the first half
+of the default schedule), then `--measure` timed iterations in each phase: "densify" (statistics gathered every
+step) and "late" (after densification, with the normal, distortion and opacity terms of the second half). Stage 4
+runs train.py's own `Refinement.step` from the scene's stage 1-3 outputs under `--output_root` (its defaults):
+`--grow` iterations, then the phases "E" (the E phase that follows) and "M" (the next M phase). For each phase it
+prints wall ms per iteration (host-synchronised at the ends only), the GPU kernel time, kernel launches and
+synchronising CUDA runtime calls per iteration from `torch.profiler`, the operators with the most GPU and host time,
+and the Python lines PyTorch reports as synchronising (`torch.cuda.set_sync_debug_mode`; syncs inside compiled
+extensions such as gsplat's show up only among the runtime calls). When wall time is well above GPU time, the loop
+is bound by the host (Python, kernel launches, synchronisations), not by the renderer.
 """
 from __future__ import annotations
 
