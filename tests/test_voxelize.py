@@ -445,9 +445,9 @@ def test_stage3_reads_the_rendered_surface_when_stage2_wrote_it(tmp_path: Path) 
         voxelize.state_points(tmp_path, 0, 0.5)  # no surface file: falls back to the coarse PLY, missing here
 
 
-def drawer_fronts(pulls: tuple[float, float], rng: np.random.Generator) -> list[np.ndarray]:
-    """Surface samples of a body with two drawer fronts 1.5 cm apart (one component on a 1 cm grid), pulled out by
-    `pulls` (the canonical state) and pushed in (the other)."""
+def drawer_fronts(pulls: tuple[float, float], rng: np.random.Generator, gap: float = 0.015) -> list[np.ndarray]:
+    """Surface samples of a body with two drawer fronts `gap` apart (1.5 cm: one component on a 1 cm grid), pulled out
+    by `pulls` (the canonical state) and pushed in (the other)."""
     body = trimesh.creation.box(extents=(0.8, 0.5, 0.6))
     body.apply_translation([0.0, 0.26, 0.0])  # front face at y = 0.01
 
@@ -456,7 +456,7 @@ def drawer_fronts(pulls: tuple[float, float], rng: np.random.Generator) -> list[
         slab.apply_translation([0.0, -pulled, z])
         return slab
 
-    zs = (-0.1075, 0.1075)  # edges at -0.0075 and +0.0075
+    zs = (-0.1 - gap / 2, 0.1 + gap / 2)  # edges at -gap/2 and +gap/2
     states = []
     for opened in (True, False):
         mesh = trimesh.util.concatenate([body, *(front(z, p if opened else 0.0) for z, p in zip(zs, pulls))])
@@ -486,3 +486,23 @@ def test_touching_drawers_that_move_alike_are_split_and_pieces_of_one_part_joine
     z = alike.grid.centres(alike.parts[0].voxels)[:, 2]
     assert z.min() < -0.15 and z.max() > 0.15  # both fronts
     assert alike.parts[0].transform[1, 3] == pytest.approx(0.30, abs=0.004)
+
+
+def test_touching_drawers_split_by_local_motions_when_parts_are_missing() -> None:
+    """Fronts that touch (no gap even at half the voxel size) pulled out 30 and 33 cm land within the tolerance of
+    one motion. With two parts requested and one found, the part is split by the motions of its spatial chunks
+    (`split_by_local_motions`); with the count left automatic it stays one part. Closed, the two fronts form one
+    flat face, so a front's slide within that face (and which voxels near their common edge go where) is not
+    determined by geometry; the pull along y is."""
+    rng = np.random.default_rng(1)
+    pulls = (0.30, 0.33)
+    states = drawer_fronts(pulls, rng, gap=0.0)
+    single = discover_parts(*states, VoxelizeConfig())
+    assert len(single.parts) == 1
+    result = discover_parts(*states, VoxelizeConfig(num_movable=2, joint_types=("prismatic", "prismatic")))
+    assert not any(part.weak for part in result.parts)
+    upper = [float((result.grid.centres(part.voxels)[:, 2] > 0).mean()) for part in result.parts]
+    lower, higher = np.argsort(upper)
+    assert upper[lower] < 0.4 and upper[higher] > 0.6  # mostly one front each
+    assert result.parts[lower].transform[1, 3] == pytest.approx(pulls[0], abs=0.005)
+    assert result.parts[higher].transform[1, 3] == pytest.approx(pulls[1], abs=0.005)

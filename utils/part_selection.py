@@ -21,7 +21,10 @@ Selection rule (robust to surfaces seen in one state only and to parts that touc
      same amount) cannot be told apart by the landing test, so each connected piece is first cut where its points
      separate at half the voxel size (`fine_pieces`), every cut piece is segmented on its own, and parts whose
      motions agree within `fine_split_shift` voxels are joined again (`merge_alike`: pieces of one rigid part).
-Limits: such parts stay one when they also touch at half the voxel size.
+  4. When K is given and fewer convincing parts were found (such parts also touch at half the voxel size: a coarse
+     model's surface bridges 1 cm gaps), the accepted parts, largest first, are split by the motions of their
+     spatial chunks (`split_by_local_motions`; translation-only refits for a part that barely turns) before weak
+     fall-backs are used. Only the missing count triggers it, so a scene whose parts are all found is unchanged.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from utils.motion_estimation import guess_joint_type
 from utils.part_matching import Match, PartMatcher, StateVoxels
-from utils.motion_segmentation import fine_pieces, merge_alike, segment_by_motion
+from utils.motion_segmentation import fine_pieces, merge_alike, segment_by_motion, split_by_local_motions
 from utils.rigid_fit import apply_transform
 from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
 
@@ -197,6 +200,8 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
         else:
             sel.add(k, voxels, match, matcher.grid.centres(voxels), config.attach_tolerance * vs)
     if need is not None and len(sel.parts) < need:
+        split_parts(matcher, sel, need, config)
+    if need is not None and len(sel.parts) < need:
         sel.weak.sort(key=lambda entry: -len(entry[2]))
         for record, k, voxels, match in sel.weak[:need - len(sel.parts)]:
             record["reason"] += "; used as a weak part to reach the requested count"
@@ -210,6 +215,25 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
     if not sel.parts:
         raise ValueError(f"no dynamic component has a rigid counterpart in the other state (skipped: {sel.skipped})")
     return sel.parts, sel.skipped
+
+
+def split_parts(matcher: PartMatcher, sel: _Selection, need: int, config: VoxelizeConfig) -> None:
+    """With fewer convincing parts than requested, split accepted parts, largest first, into rigid sub-parts that
+    move apart by more than `fine_split_shift` voxels (`split_by_local_motions`) until the count is reached; a part
+    keeps its place when it does not split."""
+    vs = matcher.grid.voxel_size
+    for part in sorted(sel.parts, key=lambda part: -len(part.voxels)):
+        if len(sel.parts) >= need:
+            return
+        match = matcher.describe(part.rigid_transform, part.voxels)
+        min_piece = max(config.min_component_voxels, int(config.split_fraction * len(part.voxels)))
+        subparts = split_by_local_motions(matcher, part.voxels, match, config.min_overlap, min_piece,
+                                          config.fine_split_shift * vs, seed=config.seed)
+        if len(subparts) < 2:
+            continue
+        sel.parts.remove(part)
+        sel.parts += [PartEstimate(part.source, voxels, m.target, m.matched_voxels, m.overlap, m.transform)
+                      for voxels, m in subparts[:need - len(sel.parts)]]
 
 
 def finalise_part(matcher: PartMatcher, part: PartEstimate, joint_type: str | None, method: str) -> None:
