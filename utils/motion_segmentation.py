@@ -28,7 +28,7 @@ MIN_LANDED = 0.5  # an added motion must land at least this fraction of its piec
 MIN_NOVELTY = 0.5  # and this fraction of the changes it covers must be new
 FINE_MIN_SHARE = 0.1  # in `fine_pieces`, a piece needs this fraction of the fine voxels to stand alone
 SPLIT_CHUNKS = 12  # spatial clusters whose own motions `split_by_local_motions` tries
-SLIDING_DEGREES = 3.0  # a part turning less than this is split into translating sub-parts
+SLIDING_DEGREES = 3.0  # a part turning less than this slides: translating sub-parts, no revolute axis to place
 Failure = tuple[np.ndarray, Match | None, str]  # a piece, its best match (or None) and why it is no part
 
 
