@@ -116,6 +116,7 @@ def summary(result: VoxelizeResult, canonical: int, types_source: str, args: arg
             "residuals": part.residuals,
             "model_overlaps": part.model_overlaps,
             "weak": part.weak,
+            "split": part.split,
         })
     return {
         "voxel_size": result.grid.voxel_size,

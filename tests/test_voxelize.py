@@ -501,7 +501,7 @@ def test_touching_drawers_split_by_local_motions_when_parts_are_missing() -> Non
     single = discover_parts(*states, VoxelizeConfig())
     assert len(single.parts) == 1
     result = discover_parts(*states, VoxelizeConfig(num_movable=2, joint_types=("prismatic", "prismatic")))
-    assert not any(part.weak for part in result.parts)
+    assert not any(part.weak for part in result.parts) and all(part.split for part in result.parts)
     upper = [float((result.grid.centres(part.voxels)[:, 2] > 0).mean()) for part in result.parts]
     lower, higher = np.argsort(upper)
     assert upper[lower] < 0.4 and upper[higher] > 0.6  # mostly one front each

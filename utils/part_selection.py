@@ -90,6 +90,7 @@ class PartEstimate:
     overlap: float
     rigid_transform: np.ndarray  # (4, 4) unconstrained fit (refined) or the plane estimate (plane)
     weak: bool = False
+    split: bool = False  # cut out of a larger part by `split_parts`
     attached: list[int] = field(default_factory=list)  # further canonical components attached to it
     transform: np.ndarray = field(default_factory=lambda: np.eye(4))  # (4, 4) motion of `joint_type`
     joint_type: str = "revolute"
@@ -235,8 +236,8 @@ def split_parts(matcher: PartMatcher, sel: _Selection, need: int, config: Voxeli
         if len(subparts) < 2:
             continue
         sel.parts.remove(part)
-        sel.parts += [PartEstimate(part.source, voxels, m.target, m.matched_voxels, m.overlap, m.transform)
-                      for voxels, m in subparts[:need - len(sel.parts)]]
+        sel.parts += [PartEstimate(part.source, voxels, m.target, m.matched_voxels, m.overlap, m.transform,
+                                   split=True) for voxels, m in subparts[:need - len(sel.parts)]]
 
 
 def finalise_part(matcher: PartMatcher, part: PartEstimate, joint_type: str | None, method: str) -> None:
