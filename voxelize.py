@@ -198,8 +198,9 @@ def voxelize_scene(args: argparse.Namespace, scene: str) -> dict | None:
     for part in info["parts"]:
         joint = part["joint"]
         amount = f"{joint['motion']:.1f} deg" if joint["type"] == "revolute" else f"{joint['motion']:.3f}"
+        flags = "".join(f" {name.upper()}" for name in ("weak", "split") if part[name])
         print(f"[voxelize] {scene} part {part['part']}: {part['canonical_voxels']} voxels, {part['joint_type']} "
-              f"({part['type_source']}), {amount} c->o, overlap {part['overlap']:.2f}{' WEAK' if part['weak'] else ''}")
+              f"({part['type_source']}), {amount} c->o, overlap {part['overlap']:.2f}{flags}")
     print(f"[voxelize] {scene}: {len(info['parts'])} movable parts, {info['static_voxels']} static voxels, "
           f"{info['seconds']:.1f} s -> {folder / OUTPUT_NAMES[0]}")
     return info
