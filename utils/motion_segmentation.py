@@ -202,12 +202,12 @@ def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]],
     return merged
 
 
-def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, match: Match, min_overlap: float,
+def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: np.ndarray, min_overlap: float,
                            min_piece: int, min_shift: float, chunks: int = SPLIT_CHUNKS,
                            seed: int = 0) -> list[tuple[np.ndarray, Match]]:
-    """Rigid sub-parts of one accepted part (voxels (M, 3), its `match`) whose regions move apart by more than
-    `min_shift`: parts that touch even at half the voxel size and move within the landing tolerance of one motion
-    (stacked drawers pulled out by 29, 30 and 32 cm, their 1 cm gaps bridged by a coarse model's surface).
+    """Rigid sub-parts of one accepted part (voxels (M, 3), its motion `transform` (4, 4)) whose regions move apart by
+    more than `min_shift`: parts that touch even at half the voxel size and move within the landing tolerance of one
+    motion (stacked drawers pulled out by 29, 30 and 32 cm, their 1 cm gaps bridged by a coarse model's surface).
 
     The part is cut into `chunks` spatial clusters (k-means on the voxel centres); each refits the part's motion by
     ICP on its own points; the voxels are shared out among the part's and the chunks' motions (`assign_to_motions`:
@@ -216,12 +216,12 @@ def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, match: Matc
     alike within `min_shift` are joined again (`merge_alike`). Largest first; a single part means no split.
     """
     _, cluster = kmeans2(matcher.grid.centres(voxels), chunks, seed=seed, minit="++")
-    sliding = rotation_angle(match.transform) < np.radians(SLIDING_DEGREES)
-    transforms = [match.transform]
+    sliding = rotation_angle(transform) < np.radians(SLIDING_DEGREES)
+    transforms = [transform]
     for i in range(chunks):
         chunk = voxels[cluster == i]
         if len(chunk) >= min_piece:
-            transforms.append(matcher.refine(match.transform, matcher.sample(matcher.c.points_in(chunk)), sliding))
+            transforms.append(matcher.refine(transform, matcher.sample(matcher.c.points_in(chunk)), sliding))
     owner = assign_to_motions(matcher, voxels, transforms)
     parts = []
     for i, T in enumerate(transforms):

@@ -38,7 +38,7 @@ from utils.motion_estimation import guess_joint_type
 from utils.part_matching import Match, PartMatcher, StateVoxels
 from utils.motion_segmentation import (SLIDING_DEGREES, fine_pieces, merge_alike, segment_by_motion,
                                       split_by_local_motions)
-from utils.rigid_fit import apply_transform, rotation_angle
+from utils.rigid_fit import apply_transform, rotation_about_line, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
 
 METHODS = ("refined", "plane")
@@ -229,9 +229,8 @@ def split_parts(matcher: PartMatcher, sel: _Selection, need: int, config: Voxeli
     for part in sorted(sel.parts, key=lambda part: -len(part.voxels)):
         if len(sel.parts) >= need:
             return
-        match = matcher.describe(part.rigid_transform, part.voxels)
         min_piece = max(config.min_component_voxels, int(config.split_fraction * len(part.voxels)))
-        subparts = split_by_local_motions(matcher, part.voxels, match, config.min_overlap, min_piece,
+        subparts = split_by_local_motions(matcher, part.voxels, part.rigid_transform, config.min_overlap, min_piece,
                                           config.fine_split_shift * vs, seed=config.seed)
         if len(subparts) < 2:
             continue
@@ -291,7 +290,7 @@ def place_axis(matcher: PartMatcher, revolute: np.ndarray, voxels: np.ndarray, r
     vs = matcher.grid.voxel_size
 
     def motion(a: float, b: float, turn: float) -> np.ndarray:
-        return joint_to_matrix(dict(joint, axis_origin=origin + vs * (a * u + b * v), motion=joint["motion"] + turn))
+        return rotation_about_line(origin + vs * (a * u + b * v), direction, np.radians(joint["motion"] + turn))
 
     def best(candidates: list[tuple[float, float, float]]) -> tuple[float, tuple[float, float, float]]:
         return max((matcher.overlap(motion(*c), voxels), c) for c in candidates)
