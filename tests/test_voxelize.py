@@ -509,6 +509,48 @@ def test_touching_drawers_split_by_local_motions_when_parts_are_missing() -> Non
     assert result.parts[higher].transform[1, 3] == pytest.approx(pulls[1], abs=0.005)
 
 
+def side_by_side_drawers(pulls: tuple[float, float], rng: np.random.Generator) -> list[np.ndarray]:
+    """Surface samples of a body with two drawers side by side whose fronts touch (at x = 0), pulled out by `pulls`
+    with their side walls showing (the canonical state), and pushed in, fronts only (the other)."""
+    body = trimesh.creation.box(extents=(0.8, 0.5, 0.4))
+    body.apply_translation([0.0, 0.26, 0.0])  # front face at y = 0.01
+
+    def drawer(x: float, pulled: float, opened: bool) -> list[trimesh.Trimesh]:
+        front = trimesh.creation.box(extents=(0.4, 0.02, 0.2))
+        front.apply_translation([x, -pulled if opened else 0.0, 0.0])
+        if not opened:
+            return [front]
+        sides = []
+        for dx in (-0.17, 0.17):  # the drawer's side walls, their backs 5 cm before the body
+            side = trimesh.creation.box(extents=(0.01, pulled - 0.06, 0.06))
+            side.apply_translation([x + dx, -pulled / 2 - 0.02, 0.0])
+            sides.append(side)
+        return [front, *sides]
+
+    states = []
+    for opened in (True, False):
+        meshes = [body, *(m for x, p in zip((-0.2, 0.2), pulls) for m in drawer(x, p, opened))]
+        points, _ = trimesh.sample.sample_surface(trimesh.util.concatenate(meshes), 200_000,
+                                                  seed=int(rng.integers(2**31)))
+        states.append(points + rng.normal(0.0, 0.001, points.shape))
+    return states
+
+
+def test_side_by_side_drawers_split_along_their_common_slide() -> None:
+    """Two touching drawers pulled out 23 and 25 cm are one part that one rigid motion fits best by turning; split as
+    a sliding part (a translation explains it nearly as well), each drawer's motion is a pull along y alone. A free
+    translation of a drawer slides its front within the closed face by 3 cm."""
+    states = side_by_side_drawers((0.23, 0.25), np.random.default_rng(2))
+    result = discover_parts(*states, VoxelizeConfig(num_movable=2, joint_types=("prismatic", "prismatic")))
+    assert all(part.split and not part.weak for part in result.parts)
+    found = sorted(((result.grid.centres(part.voxels)[:, 0] > 0).mean(), part.transform[:3, 3])
+                   for part in result.parts)
+    assert found[0][0] < 0.2 and found[1][0] > 0.8  # mostly one drawer each
+    for (_, shift), pulled in zip(found, (0.23, 0.25)):
+        assert shift[1] == pytest.approx(pulled, abs=0.004)
+        assert np.hypot(shift[0], shift[2]) < 0.004
+
+
 def test_place_axis_moves_a_misplaced_hinge_to_the_best_overlap() -> None:
     """A door on a box, hinged at its bottom edge, open by 70° in the canonical state: the same rotation about an axis
     5 cm off lands the door on the closed one only in part; `place_axis` finds the hinge again, to within its one-voxel

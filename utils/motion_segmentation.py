@@ -17,11 +17,13 @@ and then goes undetected: the main failure on the synthetic storage units.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
 from utils.part_matching import Match, PartMatcher, pick_match
-from utils.rigid_fit import apply_transform, rotation_angle
+from utils.rigid_fit import apply_transform, make_transform, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, nearest_seed
 
 MIN_LANDED = 0.5  # an added motion must land at least this fraction of its piece
@@ -178,11 +180,15 @@ def fine_pieces(matcher: PartMatcher, voxels: np.ndarray) -> list[np.ndarray]:
     return sorted((s for s in sets if len(s)), key=len, reverse=True)
 
 
-def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]],
-                min_shift: float) -> list[tuple[np.ndarray, Match]]:
+Refit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (motion (4, 4), canonical voxels (M, 3)) -> refitted motion
+
+
+def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]], min_shift: float,
+                refit: Refit | None = None) -> list[tuple[np.ndarray, Match]]:
     """Join parts (voxels (M_i, 3), match) whose motions move a part's points within `min_shift` (mean distance) of
     where a larger part's motion moves them: pieces of one rigid part that `fine_pieces` cut apart. The joined part's
-    motion is refitted on all its points. Largest first."""
+    motion is refitted on all its points (by `refit`, rigid ICP by default). Largest first."""
+    refit = refit or (lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels))))
     groups: list[tuple[np.ndarray, Match, bool]] = []  # voxels, match, grown
     for voxels, match in sorted(parts, key=lambda part: -len(part[0])):
         sample = matcher.sample(matcher.c.points_in(voxels))
@@ -193,13 +199,8 @@ def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]],
                 break
         else:
             groups.append((voxels, match, False))
-    merged = []
-    for voxels, match, grown in groups:
-        if grown:
-            match = matcher.describe(matcher.refine(match.transform, matcher.sample(matcher.c.points_in(voxels))),
-                                     voxels)
-        merged.append((voxels, match))
-    return merged
+    return [(voxels, matcher.describe(refit(match.transform, voxels), voxels) if grown else match)
+            for voxels, match, grown in groups]
 
 
 def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: np.ndarray, min_overlap: float,
@@ -209,27 +210,87 @@ def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: 
     more than `min_shift`: parts that touch even at half the voxel size and move within the landing tolerance of one
     motion (stacked drawers pulled out by 29, 30 and 32 cm, their 1 cm gaps bridged by a coarse model's surface).
 
-    The part is cut into `chunks` spatial clusters (k-means on the voxel centres); each refits the part's motion by
-    ICP on its own points; the voxels are shared out among the part's and the chunks' motions (`assign_to_motions`:
-    a voxel leaves the part's motion only when another lands it a voxel closer), every motion's connected regions of
-    at least `min_piece` voxels with a convincing match (`min_overlap`) become sub-parts, and sub-parts that move
-    alike within `min_shift` are joined again (`merge_alike`). Largest first; a single part means no split.
+    The part is cut into `chunks` spatial clusters (k-means on the voxel centres), each refits the part's motion by
+    ICP on its own points (`sub_part_fit`); chunks whose motions agree within `min_shift` are grouped and each group's
+    motion refitted on all its points (`_distinct_motions`: several chunks lie on one drawer, and near-equal motions
+    would leave no voxel clearly following any of them); the voxels are shared out among the distinct motions by
+    chunk (`_vote`) and each motion refitted on its share, three times; every motion's connected regions of at least
+    `min_piece` voxels with a convincing match (`min_overlap`) become sub-parts, and sub-parts that move alike within
+    `min_shift` are joined again (`merge_alike`). Largest first; none when the part does not split.
     """
     _, cluster = kmeans2(matcher.grid.centres(voxels), chunks, seed=seed, minit="++")
-    sliding = rotation_angle(transform) < np.radians(SLIDING_DEGREES)
-    transforms = [transform]
-    for i in range(chunks):
-        chunk = voxels[cluster == i]
-        if len(chunk) >= min_piece:
-            transforms.append(matcher.refine(transform, matcher.sample(matcher.c.points_in(chunk)), sliding))
-    owner = assign_to_motions(matcher, voxels, transforms)
+    fit = sub_part_fit(matcher, transform)
+    pieces = [voxels[cluster == i] for i in range(chunks) if np.sum(cluster == i) >= min_piece]
+    transforms = [fit(transform, chunk) for chunk in pieces]
+    for _ in range(3):
+        transforms = _distinct_motions(matcher, voxels, pieces, transforms, min_shift, fit)
+        owner = _vote(matcher, voxels, cluster, transforms)
+        kept = [i for i in range(len(transforms)) if np.sum(owner == i) >= min_piece]
+        if len(kept) < 2:
+            return []
+        pieces = [voxels[owner == i] for i in kept]
+        transforms = [fit(transforms[i], piece) for i, piece in zip(kept, pieces)]
+    owner = _vote(matcher, voxels, cluster, transforms)
     parts = []
     for i, T in enumerate(transforms):
         for region in _regions(matcher, voxels[owner == i], min_piece):
-            found = matcher.describe(matcher.refine(T, matcher.sample(matcher.c.points_in(region)), sliding), region)
+            found = matcher.describe(fit(T, region), region)
             if found.overlap >= min_overlap:
                 parts.append((region, found))
-    return sorted(merge_alike(matcher, parts, min_shift), key=lambda part: -len(part[0]))
+    return sorted(merge_alike(matcher, parts, min_shift, fit), key=lambda part: -len(part[0]))
+
+
+def slide_direction(transform: np.ndarray) -> np.ndarray | None:
+    """Unit direction (3,) of the translation of a part with motion `transform` (4, 4) that slides (turns less than
+    `SLIDING_DEGREES`); None for a part that turns (or stays)."""
+    shift = transform[:3, 3]
+    if rotation_angle(transform) >= np.radians(SLIDING_DEGREES) or np.linalg.norm(shift) == 0:
+        return None
+    return shift / np.linalg.norm(shift)
+
+
+def sub_part_fit(matcher: PartMatcher, transform: np.ndarray) -> Refit:
+    """How the sub-parts of a part with motion `transform` (4, 4) refit their motions: by rigid ICP, or, when the part
+    slides, by a translation along the part's own (`slide_direction`): the drawers of a stack slide the same way by
+    different amounts, and a free translation lets a drawer's flat front and sides slide along themselves onto the
+    cabinet's walls."""
+    direction = slide_direction(transform)
+    if direction is None:
+        return lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels)))
+    return lambda T, voxels: matcher.refine(make_transform(t=direction * (T[:3, 3] @ direction)),
+                                            matcher.sample(matcher.c.points_in(voxels)), translation_only=True,
+                                            direction=direction)
+
+
+def _vote(matcher: PartMatcher, voxels: np.ndarray, cluster: np.ndarray, transforms: list[np.ndarray]) -> np.ndarray:
+    """(M,) index of the motion in `transforms` that each of `voxels` (M, 3) follows: the motion that lands its
+    chunk (`cluster` (M,)) best on average, unless the voxel itself lands a voxel closer under another
+    (`assign_to_motions`' clear voxels). Landing distances are capped at 5 voxels."""
+    cap = 5 * matcher.grid.voxel_size
+    dist = np.minimum(np.stack([matcher.landing(T, voxels)[0] for T in transforms]), cap)  # (K, M)
+    sums = np.stack([np.bincount(cluster, weights=d, minlength=cluster.max() + 1) for d in dist])  # (K, chunks)
+    owner = np.argmin(sums, axis=0)[cluster]
+    ranked = np.sort(dist, axis=0)
+    clear = (ranked[0] <= matcher.tolerance) & (ranked[1] - ranked[0] >= matcher.grid.voxel_size)
+    return np.where(clear, np.argmin(dist, axis=0), owner)
+
+
+def _distinct_motions(matcher: PartMatcher, voxels: np.ndarray, pieces: list[np.ndarray], transforms: list[np.ndarray],
+                      min_shift: float, fit: Refit) -> list[np.ndarray]:
+    """The motions (4, 4) of the voxel sets `pieces` (M_i, 3) of a part `voxels` (M, 3), one per piece in
+    `transforms`, grouped greedily in order: a motion joins the first group whose leader moves the part within
+    `min_shift` (mean distance) of where it moves it; each group's motion is refitted (`fit`) on its pieces."""
+    sample = matcher.sample(matcher.c.points_in(voxels))
+    groups: list[list[int]] = []
+    for i, T in enumerate(transforms):
+        moved = apply_transform(T, sample)
+        for group in groups:
+            if np.linalg.norm(apply_transform(transforms[group[0]], sample) - moved, axis=1).mean() < min_shift:
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return [fit(transforms[group[0]], np.concatenate([pieces[i] for i in group])) for group in groups]
 
 
 def _majority(voxel_keys: np.ndarray, point_keys: np.ndarray, point_labels: np.ndarray) -> np.ndarray:

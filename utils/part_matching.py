@@ -154,13 +154,15 @@ class PartMatcher:
         shifts = correlation_shifts(voxels, target, self.context(target))
         return [self.plane_estimate(voxels, target), *(make_transform(t=s * self.grid.voxel_size) for s in shifts)]
 
-    def refine(self, T: np.ndarray, points: np.ndarray, translation_only: bool = False) -> np.ndarray:
+    def refine(self, T: np.ndarray, points: np.ndarray, translation_only: bool = False,
+               direction: np.ndarray | None = None) -> np.ndarray:
         """ICP refinement of the motion T of `points` (N, 3) against the other state's points: coarse (pairs within
-        8 voxels), then fine (within 3 voxels, the farthest 30 % beyond the landing tolerance trimmed)."""
+        8 voxels), then fine (within 3 voxels, the farthest 30 % beyond the landing tolerance trimmed); a translation
+        (along the unit `direction` (3,) when given) with `translation_only`."""
         vs = self.grid.voxel_size
-        T = icp(points, self.o.tree, T, max_distance=8 * vs, translation_only=translation_only)
+        T = icp(points, self.o.tree, T, max_distance=8 * vs, translation_only=translation_only, direction=direction)
         return icp(points, self.o.tree, T, max_distance=3 * vs, keep_fraction=0.7, min_distance=self.tolerance,
-                   translation_only=translation_only)
+                   translation_only=translation_only, direction=direction)
 
     def describe(self, T: np.ndarray, voxels: np.ndarray) -> Match:
         """Match record of the canonical `voxels` (M, 3) moved by T."""
@@ -197,17 +199,20 @@ class PartMatcher:
         refined = [self.describe(self.refine(T, points), voxels) for T in chosen]
         return pick_match(refined, 10 * self.grid.voxel_size)
 
-    def fit_translation(self, voxels: np.ndarray, points: np.ndarray, rigid: np.ndarray,
-                        target: np.ndarray) -> np.ndarray:
+    def fit_translation(self, voxels: np.ndarray, points: np.ndarray, rigid: np.ndarray, target: np.ndarray,
+                        direction: np.ndarray | None = None) -> np.ndarray:
         """Best pure translation (4, 4) of the canonical `voxels` (M, 3), holding `points` (N, 3), onto the other
         state: translation-only ICP from the mean displacement of the `rigid` fit and from the voxel shifts onto
-        `target` (M', 3), keeping the best overlap. A drawer's panel is a plane that slides in itself; the shifts,
-        which see its edges and the body around it, pin it."""
-        starts = [make_transform(t=(apply_transform(rigid, points) - points).mean(axis=0))]
+        `target` (M', 3), also along the unit `direction` (3,) alone when given, keeping the best overlap. A drawer's
+        panel is a plane that slides in itself; the shifts, which see its edges and the body around it, pin it, and
+        a drawer cut out of a stack may slide the way the stack does."""
+        offsets = [(apply_transform(rigid, points) - points).mean(axis=0)]
         if len(target):
-            starts += [make_transform(t=s * self.grid.voxel_size)
-                       for s in correlation_shifts(voxels, target, self.context(target))]
-        fits = [self.refine(T, points, translation_only=True) for T in starts]
+            offsets += [s * self.grid.voxel_size for s in correlation_shifts(voxels, target, self.context(target))]
+        fits = [self.refine(make_transform(t=t), points, translation_only=True) for t in offsets]
+        if direction is not None:
+            fits += [self.refine(make_transform(t=direction * (t @ direction)), points, translation_only=True,
+                                 direction=direction) for t in offsets]
         return max(fits, key=lambda T: self.overlap(T, voxels))
 
     def truncated_residual(self, T: np.ndarray, points: np.ndarray) -> float:

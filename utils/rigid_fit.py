@@ -47,14 +47,15 @@ def kabsch(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def icp(source: np.ndarray, target_tree: cKDTree, init: np.ndarray, *, max_distance: float = np.inf,
         keep_fraction: float = 1.0, min_distance: float = 0.0, translation_only: bool = False,
-        iterations: int = 20, tolerance: float = 1e-5) -> np.ndarray:
+        direction: np.ndarray | None = None, iterations: int = 20, tolerance: float = 1e-5) -> np.ndarray:
     """Trimmed point-to-point ICP of `source` (N, 3) onto the points of `target_tree`, starting from `init` (4, 4).
 
     Each iteration pairs every moved source point with its nearest target point and refits on the pairs closer than
     the `keep_fraction` quantile of the pair distances, clipped to [min_distance, max_distance]: surfaces without a
     counterpart (e.g. hidden in the other state) do not drag the fit. Quantile trimming suits a fit that is already
     close: far from it, the far pairs are often the informative ones (a drawer's front, while its sides slide).
-    `translation_only` fits the mean offset of the kept pairs instead of a rigid transform. Stops when no matrix
+    `translation_only` fits the mean offset of the kept pairs instead of a rigid transform, only its component along
+    the unit vector `direction` (3,) when given (a drawer of a stack slides the way the stack does). Stops when no matrix
     entry changes by more than `tolerance`. Returns the (4, 4) transform.
     """
     target = target_tree.data
@@ -66,7 +67,8 @@ def icp(source: np.ndarray, target_tree: cKDTree, init: np.ndarray, *, max_dista
         if kept.sum() < 3:
             break
         if translation_only:
-            step = make_transform(t=(target[nearest[kept]] - apply_transform(T, source[kept])).mean(axis=0))
+            offset = (target[nearest[kept]] - apply_transform(T, source[kept])).mean(axis=0)
+            step = make_transform(t=offset if direction is None else direction * (offset @ direction))
             new_T = step @ T
         else:
             new_T = kabsch(source[kept], target[nearest[kept]])
