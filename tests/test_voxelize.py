@@ -26,6 +26,7 @@ from scene.articulation import joint_start_to_end, joint_to_matrix, matrix_to_jo
 from scene.dataset_readers import load_cameras
 from utils.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
+from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher
 from utils.part_selection import (VoxelizeConfig, build_states, discover_parts, finalise_part, place_axis,
                                   select_parts)
@@ -549,6 +550,18 @@ def test_side_by_side_drawers_split_along_their_common_slide() -> None:
     for (_, shift), pulled in zip(found, (0.23, 0.25)):
         assert shift[1] == pytest.approx(pulled, abs=0.004)
         assert np.hypot(shift[0], shift[2]) < 0.004
+
+
+def test_a_part_that_moves_as_one_is_not_split() -> None:
+    """Two fronts pulled out alike: every chunk's motion is the same one, so `split_by_local_motions` finds no
+    sub-parts (and does not fail on a single motion)."""
+    states = drawer_fronts((0.30, 0.30), np.random.default_rng(3))
+    grid, _, canonical, other = build_states(*states, VoxelizeConfig())
+    matcher = PartMatcher(canonical, other)
+    part = canonical.components[0]
+    match = matcher.match(part)
+    assert match is not None and match.transform[1, 3] == pytest.approx(0.30, abs=0.005)
+    assert split_by_local_motions(matcher, part, match.transform, 0.5, 30, grid.voxel_size) == []
 
 
 def test_place_axis_moves_a_misplaced_hinge_to_the_best_overlap() -> None:

@@ -224,6 +224,8 @@ def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: 
     transforms = [fit(transform, chunk) for chunk in pieces]
     for _ in range(3):
         transforms = _distinct_motions(matcher, voxels, pieces, transforms, min_shift, fit)
+        if len(transforms) < 2:
+            return []
         owner = _vote(matcher, voxels, cluster, transforms)
         kept = [i for i in range(len(transforms)) if np.sum(owner == i) >= min_piece]
         if len(kept) < 2:
