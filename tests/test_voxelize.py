@@ -28,8 +28,8 @@ from utils.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
 from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher
-from utils.part_selection import (VoxelizeConfig, build_states, discover_parts, finalise_part, place_axis,
-                                  select_parts)
+from utils.part_selection import (PartEstimate, VoxelizeConfig, build_states, discover_parts, finalise_part,
+                                  place_axis, select_parts)
 from utils.point_cloud import backproject_depth
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
@@ -562,6 +562,18 @@ def test_a_part_that_moves_as_one_is_not_split() -> None:
     match = matcher.match(part)
     assert match is not None and match.transform[1, 3] == pytest.approx(0.30, abs=0.005)
     assert split_by_local_motions(matcher, part, match.transform, 0.5, 30, grid.voxel_size) == []
+
+
+def test_part_estimates_compare_by_identity() -> None:
+    """`split_parts` removes a split part from the list of parts; parts hold arrays of different shapes, so equality
+    must be identity (a field-wise comparison raises)."""
+    def part(n: int) -> PartEstimate:
+        return PartEstimate(0, np.zeros((n, 3), np.int64), -1, np.zeros((0, 3), np.int64), 0.9, np.eye(4))
+
+    first, second = part(5), part(7)
+    parts = [first, second]
+    parts.remove(second)
+    assert parts == [first] and part(5) != first
 
 
 def test_place_axis_moves_a_misplaced_hinge_to_the_best_overlap() -> None:

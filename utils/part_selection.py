@@ -81,9 +81,10 @@ class VoxelizeConfig:
                 raise ValueError(f"{len(self.joint_types)} joint types given for {self.num_movable} movable parts")
 
 
-@dataclass
+@dataclass(eq=False)
 class PartEstimate:
-    """One movable part: canonical voxels, the matched component of the other state, motion c -> o."""
+    """One movable part: canonical voxels, the matched component of the other state, motion c -> o. Parts compare by
+    identity (their fields hold arrays)."""
 
     source: int  # canonical component it comes from
     voxels: np.ndarray  # (M, 3) canonical voxel indices
