@@ -192,6 +192,11 @@ def test_kabsch_and_icp_recover_a_rigid_motion() -> None:
     shifted = apply_transform(make_transform(t=[0.03, 0.01, -0.02]), source)
     fitted = icp(source[::4], cKDTree(shifted), np.eye(4), translation_only=True, iterations=60)
     assert np.allclose(fitted[:3, :3], np.eye(3)) and np.allclose(fitted[:3, 3], [0.03, 0.01, -0.02], atol=2e-3)
+    # along a direction: only the offset's component along it is fitted
+    along = apply_transform(make_transform(t=[0.03, 0.0, 0.0]), source)
+    fitted = icp(source[::4], cKDTree(along), make_transform(t=[0.0, 0.02, 0.0]), translation_only=True,
+                 direction=np.array([1.0, 0.0, 0.0]), iterations=60)
+    assert np.allclose(fitted[:3, 3], [0.03, 0.02, 0.0], atol=2e-3) and fitted[1, 3] == 0.02
     # trimming: a quarter of the target moved away does not drag the fit
     damaged = target.copy()
     damaged[: len(damaged) // 4] += [0.0, 0.0, 0.2]

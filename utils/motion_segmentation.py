@@ -183,12 +183,17 @@ def fine_pieces(matcher: PartMatcher, voxels: np.ndarray) -> list[np.ndarray]:
 Refit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (motion (4, 4), canonical voxels (M, 3)) -> refitted motion
 
 
+def rigid_refit(matcher: PartMatcher) -> Refit:
+    """Rigid ICP (`PartMatcher.refine`) of a motion on a sample of the voxels' points."""
+    return lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels)))
+
+
 def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]], min_shift: float,
                 refit: Refit | None = None) -> list[tuple[np.ndarray, Match]]:
     """Join parts (voxels (M_i, 3), match) whose motions move a part's points within `min_shift` (mean distance) of
     where a larger part's motion moves them: pieces of one rigid part that `fine_pieces` cut apart. The joined part's
     motion is refitted on all its points (by `refit`, rigid ICP by default). Largest first."""
-    refit = refit or (lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels))))
+    refit = refit or rigid_refit(matcher)
     groups: list[tuple[np.ndarray, Match, bool]] = []  # voxels, match, grown
     for voxels, match in sorted(parts, key=lambda part: -len(part[0])):
         sample = matcher.sample(matcher.c.points_in(voxels))
@@ -258,7 +263,7 @@ def sub_part_fit(matcher: PartMatcher, transform: np.ndarray) -> Refit:
     cabinet's walls."""
     direction = slide_direction(transform)
     if direction is None:
-        return lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels)))
+        return rigid_refit(matcher)
     return lambda T, voxels: matcher.refine(make_transform(t=direction * (T[:3, 3] @ direction)),
                                             matcher.sample(matcher.c.points_in(voxels)), translation_only=True,
                                             direction=direction)

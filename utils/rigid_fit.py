@@ -55,8 +55,8 @@ def icp(source: np.ndarray, target_tree: cKDTree, init: np.ndarray, *, max_dista
     counterpart (e.g. hidden in the other state) do not drag the fit. Quantile trimming suits a fit that is already
     close: far from it, the far pairs are often the informative ones (a drawer's front, while its sides slide).
     `translation_only` fits the mean offset of the kept pairs instead of a rigid transform, only its component along
-    the unit vector `direction` (3,) when given (a drawer of a stack slides the way the stack does). Stops when no matrix
-    entry changes by more than `tolerance`. Returns the (4, 4) transform.
+    the unit vector `direction` (3,) when given (a drawer of a stack slides the way the stack does). Stops when no
+    matrix entry changes by more than `tolerance`. Returns the (4, 4) transform.
     """
     target = target_tree.data
     T = init.copy()
