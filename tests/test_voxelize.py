@@ -28,8 +28,8 @@ from utils.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
 from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher
-from utils.part_selection import (PartEstimate, VoxelizeConfig, build_states, discover_parts, finalise_part,
-                                  place_axis, select_parts)
+from utils.part_selection import (PartEstimate, VoxelizeConfig, _Selection, build_states, discover_parts,
+                                  finalise_part, place_axis, select_parts)
 from utils.point_cloud import backproject_depth
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
@@ -579,6 +579,18 @@ def test_part_estimates_compare_by_identity() -> None:
     parts = [first, second]
     parts.remove(second)
     assert parts == [first] and part(5) != first
+
+
+def test_scraps_do_not_count_towards_the_requested_parts() -> None:
+    """Pieces of a few dozen voxels match something easily; beside a part of thousands they are taken out of the
+    count (`_Selection.scraps`) so that splits and larger rejected pieces fill it first."""
+    def part(n: int) -> PartEstimate:
+        return PartEstimate(0, np.zeros((n, 3), np.int64), -1, np.zeros((0, 3), np.int64), 0.9, np.eye(4))
+
+    selection = _Selection()
+    door, drawer, scrap = part(13000), part(2000), part(44)
+    selection.parts = [door, scrap, drawer]
+    assert selection.scraps() == [scrap] and selection.parts == [door, drawer]
 
 
 def test_place_axis_moves_a_misplaced_hinge_to_the_best_overlap() -> None:

@@ -183,17 +183,12 @@ def fine_pieces(matcher: PartMatcher, voxels: np.ndarray) -> list[np.ndarray]:
 Refit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (motion (4, 4), canonical voxels (M, 3)) -> refitted motion
 
 
-def rigid_refit(matcher: PartMatcher) -> Refit:
-    """Rigid ICP (`PartMatcher.refine`) of a motion on a sample of the voxels' points."""
-    return lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels)))
-
-
 def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]], min_shift: float,
                 refit: Refit | None = None) -> list[tuple[np.ndarray, Match]]:
     """Join parts (voxels (M_i, 3), match) whose motions move a part's points within `min_shift` (mean distance) of
     where a larger part's motion moves them: pieces of one rigid part that `fine_pieces` cut apart. The joined part's
     motion is refitted on all its points (by `refit`, rigid ICP by default). Largest first."""
-    refit = refit or rigid_refit(matcher)
+    refit = refit or (lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels))))
     groups: list[tuple[np.ndarray, Match, bool]] = []  # voxels, match, grown
     for voxels, match in sorted(parts, key=lambda part: -len(part[0])):
         sample = matcher.sample(matcher.c.points_in(voxels))
@@ -211,20 +206,25 @@ def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]], min
 def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: np.ndarray, min_overlap: float,
                            min_piece: int, min_shift: float, chunks: int = SPLIT_CHUNKS,
                            seed: int = 0) -> list[tuple[np.ndarray, Match]]:
-    """Rigid sub-parts of one accepted part (voxels (M, 3), its motion `transform` (4, 4)) whose regions move apart by
-    more than `min_shift`: parts that touch even at half the voxel size and move within the landing tolerance of one
-    motion (stacked drawers pulled out by 29, 30 and 32 cm, their 1 cm gaps bridged by a coarse model's surface).
+    """Sliding sub-parts of one accepted sliding part (voxels (M, 3), its motion `transform` (4, 4)) whose regions
+    move apart by more than `min_shift`: parts that touch even at half the voxel size and move within the landing
+    tolerance of one motion (stacked drawers pulled out by 29, 30 and 32 cm, their 1 cm gaps bridged by a coarse
+    model's surface).
 
-    The part is cut into `chunks` spatial clusters (k-means on the voxel centres), each refits the part's motion by
-    ICP on its own points (`sub_part_fit`); chunks whose motions agree within `min_shift` are grouped and each group's
-    motion refitted on all its points (`_distinct_motions`: several chunks lie on one drawer, and near-equal motions
-    would leave no voxel clearly following any of them); the voxels are shared out among the distinct motions by
-    chunk (`_vote`) and each motion refitted on its share, three times; every motion's connected regions of at least
-    `min_piece` voxels with a convincing match (`min_overlap`) become sub-parts, and sub-parts that move alike within
-    `min_shift` are joined again (`merge_alike`). Largest first; none when the part does not split.
+    The part is cut into `chunks` spatial clusters (k-means on the voxel centres), each refits the part's translation
+    along its direction on its own points (`slide_fit`); chunks whose motions agree within `min_shift` are grouped and
+    each group's motion refitted on all its points (`_distinct_motions`: several chunks lie on one drawer, and
+    near-equal motions would leave no voxel clearly following any of them); the voxels are shared out among the
+    distinct motions by chunk (`_vote`) and each motion refitted on its share, three times; every motion's connected
+    regions of at least `min_piece` voxels with a convincing match (`min_overlap`) become sub-parts, and sub-parts that
+    move alike within `min_shift` are joined again (`merge_alike`). Largest first; none when the part does not split.
+    A part that turns is not split: each chunk of one door fits a hinge of its own.
     """
+    direction = slide_direction(transform)
+    if direction is None:
+        return []
     _, cluster = kmeans2(matcher.grid.centres(voxels), chunks, seed=seed, minit="++")
-    fit = sub_part_fit(matcher, transform)
+    fit = slide_fit(matcher, direction)
     pieces = [voxels[cluster == i] for i in range(chunks) if np.sum(cluster == i) >= min_piece]
     transforms = [fit(transform, chunk) for chunk in pieces]
     for _ in range(3):
@@ -256,14 +256,11 @@ def slide_direction(transform: np.ndarray) -> np.ndarray | None:
     return shift / np.linalg.norm(shift)
 
 
-def sub_part_fit(matcher: PartMatcher, transform: np.ndarray) -> Refit:
-    """How the sub-parts of a part with motion `transform` (4, 4) refit their motions: by rigid ICP, or, when the part
-    slides, by a translation along the part's own (`slide_direction`): the drawers of a stack slide the same way by
+def slide_fit(matcher: PartMatcher, direction: np.ndarray) -> Refit:
+    """How the sub-parts of a part sliding along the unit `direction` (3,) refit their motions: by a translation
+    along it (ICP from the motion's translation projected on it): the drawers of a stack slide the same way by
     different amounts, and a free translation lets a drawer's flat front and sides slide along themselves onto the
     cabinet's walls."""
-    direction = slide_direction(transform)
-    if direction is None:
-        return rigid_refit(matcher)
     return lambda T, voxels: matcher.refine(make_transform(t=direction * (T[:3, 3] @ direction)),
                                             matcher.sample(matcher.c.points_in(voxels)), translation_only=True,
                                             direction=direction)

@@ -15,17 +15,18 @@ Selection rule (robust to surfaces seen in one state only and to parts that touc
   3. The parts of all components are ranked by size. A part that moves like a larger accepted part (within
      `attach_tolerance` voxels on average) and is less than half its size is that part cut in two by the static
      dilation (a drawer's back wall) and is attached to it. The first K - 1 are kept; with an automatic count, those
-     of at least `auto_min_relative_size` of the largest. With K requested but too few convincing parts, the best
-     of the rejected candidates fill the slots and are flagged `weak`.
+     of at least `auto_min_relative_size` of the largest. With K requested, parts under `SCRAP_FRACTION` of the
+     largest do not count; with too few convincing parts, rejected pieces fill the slots (`fill_weak`) and are
+     flagged `weak`, and scraps only fill what is still missing.
      Parts that touch on the grid and move alike within about 1.5 voxels (stacked drawers pulled out by nearly the
      same amount) cannot be told apart by the landing test, so each connected piece is first cut where its points
      separate at half the voxel size (`fine_pieces`), every cut piece is segmented on its own, and parts whose
      motions agree within `fine_split_shift` voxels are joined again (`merge_alike`: pieces of one rigid part).
   4. When K is given and fewer convincing parts were found (such parts also touch at half the voxel size: a coarse
      model's surface bridges 1 cm gaps), the accepted parts, largest first, are split by the motions of their
-     spatial chunks (`split_by_local_motions`; translations along the part's own for a part that slides) before
-     weak fall-backs are used, and the K largest parts kept. Only the missing count triggers it, so a scene whose
-     parts are all found is unchanged.
+     spatial chunks (`split_by_local_motions`; parts that slide only, their sub-parts translating along the part's
+     direction) before weak fall-backs are used, and the K largest parts kept. Only the missing count triggers it,
+     so a scene whose parts are all found is unchanged.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ METHODS = ("refined", "plane")
 AXIS_REACH = 8  # voxels: how far `place_axis` moves a revolute axis across itself
 AXIS_MIN_GAIN = 0.05  # overlap by which a moved axis must beat the ICP one (near 1, gains are voxel noise)
 JOINT_TYPES = ("revolute", "prismatic")
+SCRAP_FRACTION = 0.02  # parts smaller than this fraction of the largest do not count towards a requested number
 SLIDE_MARGIN = 0.15  # overlap within which a translation explaining a part makes `split_parts` treat it as sliding
 
 
@@ -160,6 +162,14 @@ class _Selection:
                 return i
         return None
 
+    def scraps(self) -> list[PartEstimate]:
+        """Take out and return the accepted parts smaller than `SCRAP_FRACTION` of the largest: small pieces match
+        something easily and must not fill the requested count while a split or a weaker large piece could."""
+        largest = max((len(part.voxels) for part in self.parts), default=0)
+        scraps = [part for part in self.parts if len(part.voxels) < SCRAP_FRACTION * largest]
+        self.parts = [part for part in self.parts if part not in scraps]
+        return scraps
+
     def add(self, source: int, voxels: np.ndarray, match: Match, centres: np.ndarray, attach_tolerance: float) -> None:
         """Accept a part, or attach it to an accepted part it belongs to (see the module docstring)."""
         owner = self.owner(centres, match, attach_tolerance)
@@ -207,14 +217,12 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
             sel.skip(k, voxels, "too small for an automatically counted part")
         else:
             sel.add(k, voxels, match, matcher.grid.centres(voxels), config.attach_tolerance * vs)
+    scraps = sel.scraps() if need is not None else []
     if need is not None and len(sel.parts) < need:
         split_parts(matcher, sel, need, config)
     if need is not None and len(sel.parts) < need:
-        sel.weak.sort(key=lambda entry: -len(entry[2]))
-        for record, k, voxels, match in sel.weak[:need - len(sel.parts)]:
-            record["reason"] += "; used as a weak part to reach the requested count"
-            sel.parts.append(PartEstimate(k, voxels, match.target, match.matched_voxels, match.overlap, match.transform,
-                                          weak=True))
+        fill_weak(matcher, sel, need, config)
+    sel.parts += scraps[:max(0, (need or 0) - len(sel.parts))]
     if need is not None and len(sel.parts) < need:
         raise ValueError(f"{need} movable parts requested but only {len(sel.parts)} dynamic components have a "
                          f"counterpart in the other state ({len(c.components)} canonical components of >= "
@@ -225,15 +233,34 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
     return sel.parts, sel.skipped
 
 
+def fill_weak(matcher: PartMatcher, sel: _Selection, need: int, config: VoxelizeConfig) -> None:
+    """Fill the missing parts from the pieces `segment_by_motion` rejected: those whose match is convincing (rejected
+    only for landing too little of their piece or for covering changes another motion covers) first, then by size;
+    a piece that moves like an accepted part is attached to it, one that mostly overlaps a part is skipped."""
+    vs = matcher.grid.voxel_size
+    for record, k, voxels, match in sorted(sel.weak, key=lambda e: (e[3].overlap < config.min_overlap, -len(e[2]))):
+        if len(sel.parts) >= need:
+            return
+        keys = np.ravel_multi_index(tuple(voxels.T), matcher.grid.shape)
+        if any(np.isin(keys, np.ravel_multi_index(tuple(part.voxels.T), matcher.grid.shape)).mean() > 0.5
+               for part in sel.parts):
+            continue
+        count = len(sel.parts)
+        sel.add(k, voxels, match, matcher.grid.centres(voxels), config.attach_tolerance * vs)
+        if len(sel.parts) > count:
+            sel.parts[-1].weak = True
+            record["reason"] += "; used as a weak part to reach the requested count"
+
+
 def split_parts(matcher: PartMatcher, sel: _Selection, need: int, config: VoxelizeConfig) -> None:
-    """With fewer convincing parts than requested, split accepted parts, largest first, into rigid sub-parts that
+    """With fewer convincing parts than requested, split accepted parts, largest first, into sliding sub-parts that
     move apart by more than `fine_split_shift` voxels (`split_by_local_motions`) until the count is reached; a part
     keeps its place when it does not split. Of more parts than requested, the largest are kept (a scrap accepted
     beside one large block of touching drawers gives way to the block's sub-parts).
 
-    A part that a translation explains within `SLIDE_MARGIN` of its rigid fit's overlap is split as a sliding one
-    (from that translation): two drawers side by side pulled out by 23 and 24 cm fit one rigid motion best by
-    turning 11°, which no sub-part does."""
+    Only parts that slide are split: those a translation explains within `SLIDE_MARGIN` of their rigid fit's
+    overlap, split from that translation (two drawers side by side pulled out by 23 and 24 cm fit one rigid motion
+    best by turning 11°, which no sub-part does); the chunks of a turning door each fit a hinge of their own."""
     vs = matcher.grid.voxel_size
     for part in sorted(sel.parts, key=lambda part: -len(part.voxels)):
         if len(sel.parts) >= need:
@@ -241,7 +268,7 @@ def split_parts(matcher: PartMatcher, sel: _Selection, need: int, config: Voxeli
         points = matcher.sample(matcher.c.points_in(part.voxels))
         motion = matcher.fit_translation(part.voxels, points, part.rigid_transform, part.matched_voxels)
         if matcher.overlap(motion, part.voxels) < matcher.overlap(part.rigid_transform, part.voxels) - SLIDE_MARGIN:
-            motion = part.rigid_transform
+            continue
         min_piece = max(config.min_component_voxels, int(config.split_fraction * len(part.voxels)))
         subparts = split_by_local_motions(matcher, part.voxels, motion, config.min_overlap, min_piece,
                                           config.fine_split_shift * vs, seed=config.seed)
