@@ -46,14 +46,15 @@ def assign_to_motions(matcher: PartMatcher, voxels: np.ndarray, transforms: list
     best = np.argmin(dist, axis=0)
     if len(transforms) == 1:
         return best
-    ranked = np.sort(np.minimum(dist, 1e9), axis=0)
-    clear = (ranked[0] <= matcher.tolerance) & (ranked[1] - ranked[0] >= margin * matcher.grid.voxel_size)
-    nearest = nearest_seed(voxels, clear)
+    nearest = nearest_seed(voxels, _clear(matcher, dist, margin))
     return np.where(nearest >= 0, best[np.maximum(nearest, 0)], best)
 
 
-def _keys(matcher: PartMatcher, voxels: np.ndarray) -> np.ndarray:
-    return np.ravel_multi_index(tuple(voxels.T), matcher.grid.shape)
+def _clear(matcher: PartMatcher, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
+    """(M,) bool: voxels whose best of the landing distances `dist` (K >= 2, M) lands and beats every other by `margin`
+    voxels."""
+    ranked = np.sort(np.minimum(dist, 1e9), axis=0)
+    return (ranked[0] <= matcher.tolerance) & (ranked[1] - ranked[0] >= margin * matcher.grid.voxel_size)
 
 
 def _unlanded_pieces(matcher: PartMatcher, voxels: np.ndarray, transforms: list[np.ndarray],
@@ -85,7 +86,7 @@ class _Segmentation:
         """Whether most of the changes covered by `match` are not covered by the motions found so far."""
         if len(match.matched_voxels) == 0:
             return False
-        return 1.0 - np.isin(_keys(self.matcher, match.matched_voxels), self.claimed).mean() >= MIN_NOVELTY
+        return 1.0 - np.isin(self.matcher.grid.keys(match.matched_voxels), self.claimed).mean() >= MIN_NOVELTY
 
     def add(self, transform: np.ndarray) -> None:
         """Add a motion, share the voxels out, refit every motion on its share, share out again."""
@@ -98,7 +99,7 @@ class _Segmentation:
         claimed = [np.zeros(0, dtype=np.int64)]
         for i, T in enumerate(self.transforms):
             local, hit = m.covered(m.moved(T, self.share(i)))
-            claimed.append(_keys(m, local[hit]))
+            claimed.append(m.grid.keys(local[hit]))
         self.claimed = np.unique(np.concatenate(claimed))
 
     def share(self, i: int) -> np.ndarray:
@@ -134,11 +135,11 @@ def segment_by_motion(matcher: PartMatcher, voxels: np.ndarray, min_overlap: flo
                           and matcher.landing(match.transform, piece)[1].mean() >= MIN_LANDED)
         if not convincing:
             failed.append((piece, match, _reason(match, min_overlap)))
-            tried = np.union1d(tried, _keys(matcher, piece))
+            tried = np.union1d(tried, matcher.grid.keys(piece))
             continue
         seg.add(match.transform)
         pending = [p for p in _unlanded_pieces(matcher, voxels, seg.transforms, min_piece)
-                   if np.isin(_keys(matcher, p), tried).mean() < 0.5]
+                   if np.isin(matcher.grid.keys(p), tried).mean() < 0.5]
     parts = []
     for i, T in enumerate(seg.transforms):
         for region in _regions(matcher, seg.share(i), min_piece):
@@ -173,7 +174,7 @@ def fine_pieces(matcher: PartMatcher, voxels: np.ndarray) -> list[np.ndarray]:
     for i, piece in enumerate(pieces):
         labels[tuple(piece.T)] = i
     point_piece = labels[tuple(fine.indices(points).T)]
-    owner = _majority(_keys(matcher, voxels), _keys(matcher, matcher.grid.indices(points)), point_piece)
+    owner = _majority(matcher.grid.keys(voxels), matcher.grid.keys(matcher.grid.indices(points)), point_piece)
     nearest = nearest_seed(voxels, owner >= 0)
     owner = np.where(owner >= 0, owner, np.where(nearest >= 0, owner[np.maximum(nearest, 0)], 0))
     sets = [voxels[owner == i] for i in range(len(pieces))]
@@ -189,18 +190,28 @@ def merge_alike(matcher: PartMatcher, parts: list[tuple[np.ndarray, Match]], min
     where a larger part's motion moves them: pieces of one rigid part that `fine_pieces` cut apart. The joined part's
     motion is refitted on all its points (by `refit`, rigid ICP by default). Largest first."""
     refit = refit or (lambda T, voxels: matcher.refine(T, matcher.sample(matcher.c.points_in(voxels))))
-    groups: list[tuple[np.ndarray, Match, bool]] = []  # voxels, match, grown
-    for voxels, match in sorted(parts, key=lambda part: -len(part[0])):
-        sample = matcher.sample(matcher.c.points_in(voxels))
-        moved = apply_transform(match.transform, sample)
-        for g, (members, leader, _) in enumerate(groups):
-            if np.linalg.norm(apply_transform(leader.transform, sample) - moved, axis=1).mean() < min_shift:
-                groups[g] = (np.concatenate([members, voxels]), leader, True)
+    parts = sorted(parts, key=lambda part: -len(part[0]))
+    samples = [matcher.sample(matcher.c.points_in(voxels)) for voxels, _ in parts]
+    merged = []
+    for group in _alike_groups([match.transform for _, match in parts], samples, min_shift):
+        voxels, match = np.concatenate([parts[i][0] for i in group]), parts[group[0]][1]
+        merged.append((voxels, match if len(group) == 1 else matcher.describe(refit(match.transform, voxels), voxels)))
+    return merged
+
+
+def _alike_groups(transforms: list[np.ndarray], samples: list[np.ndarray], min_shift: float) -> list[list[int]]:
+    """Greedy groups (indices, leader first) of the motions `transforms` (4, 4): a motion joins the first group whose
+    leader moves its points `samples[i]` (N_i, 3) within `min_shift` (mean distance) of where it moves them."""
+    groups: list[list[int]] = []
+    for i, (T, sample) in enumerate(zip(transforms, samples)):
+        moved = apply_transform(T, sample)
+        for group in groups:
+            if np.linalg.norm(apply_transform(transforms[group[0]], sample) - moved, axis=1).mean() < min_shift:
+                group.append(i)
                 break
         else:
-            groups.append((voxels, match, False))
-    return [(voxels, matcher.describe(refit(match.transform, voxels), voxels) if grown else match)
-            for voxels, match, grown in groups]
+            groups.append([i])
+    return groups
 
 
 def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: np.ndarray, min_overlap: float,
@@ -274,26 +285,16 @@ def _vote(matcher: PartMatcher, voxels: np.ndarray, cluster: np.ndarray, transfo
     dist = np.minimum(np.stack([matcher.landing(T, voxels)[0] for T in transforms]), cap)  # (K, M)
     sums = np.stack([np.bincount(cluster, weights=d, minlength=cluster.max() + 1) for d in dist])  # (K, chunks)
     owner = np.argmin(sums, axis=0)[cluster]
-    ranked = np.sort(dist, axis=0)
-    clear = (ranked[0] <= matcher.tolerance) & (ranked[1] - ranked[0] >= matcher.grid.voxel_size)
-    return np.where(clear, np.argmin(dist, axis=0), owner)
+    return np.where(_clear(matcher, dist), np.argmin(dist, axis=0), owner)
 
 
 def _distinct_motions(matcher: PartMatcher, voxels: np.ndarray, pieces: list[np.ndarray], transforms: list[np.ndarray],
                       min_shift: float, fit: Refit) -> list[np.ndarray]:
     """The motions (4, 4) of the voxel sets `pieces` (M_i, 3) of a part `voxels` (M, 3), one per piece in
-    `transforms`, grouped greedily in order: a motion joins the first group whose leader moves the part within
-    `min_shift` (mean distance) of where it moves it; each group's motion is refitted (`fit`) on its pieces."""
+    `transforms`, grouped greedily in order by where they move the part's points (`_alike_groups`); each group's
+    motion is refitted (`fit`) on its pieces."""
     sample = matcher.sample(matcher.c.points_in(voxels))
-    groups: list[list[int]] = []
-    for i, T in enumerate(transforms):
-        moved = apply_transform(T, sample)
-        for group in groups:
-            if np.linalg.norm(apply_transform(transforms[group[0]], sample) - moved, axis=1).mean() < min_shift:
-                group.append(i)
-                break
-        else:
-            groups.append([i])
+    groups = _alike_groups(transforms, [sample] * len(transforms), min_shift)
     return [fit(transforms[group[0]], np.concatenate([pieces[i] for i in group])) for group in groups]
 
 

@@ -44,7 +44,7 @@ class StateVoxels:
     def __post_init__(self) -> None:
         voxels = self.grid.indices(self.points)
         self.tree = cKDTree(voxel_means(self.points, voxels))
-        self.point_keys = np.ravel_multi_index(tuple(voxels.T), self.grid.shape)
+        self.point_keys = self.grid.keys(voxels)
         self.dynamic_voxels = np.argwhere(self.dynamic)
         self.dynamic_near = dilate(self.dynamic, 1)
         self.labels = np.full(self.grid.shape, -1, dtype=np.int32)
@@ -53,7 +53,7 @@ class StateVoxels:
 
     def points_in(self, voxels: np.ndarray) -> np.ndarray:
         """(P, 3) points that fall in the voxels (M, 3)."""
-        return self.points[np.isin(self.point_keys, np.ravel_multi_index(tuple(voxels.T), self.grid.shape))]
+        return self.points[np.isin(self.point_keys, self.grid.keys(voxels))]
 
 
 @dataclass

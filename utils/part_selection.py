@@ -241,9 +241,8 @@ def fill_weak(matcher: PartMatcher, sel: _Selection, need: int, config: Voxelize
     for record, k, voxels, match in sorted(sel.weak, key=lambda e: (e[3].overlap < config.min_overlap, -len(e[2]))):
         if len(sel.parts) >= need:
             return
-        keys = np.ravel_multi_index(tuple(voxels.T), matcher.grid.shape)
-        if any(np.isin(keys, np.ravel_multi_index(tuple(part.voxels.T), matcher.grid.shape)).mean() > 0.5
-               for part in sel.parts):
+        keys = matcher.grid.keys(voxels)
+        if any(np.isin(keys, matcher.grid.keys(part.voxels)).mean() > 0.5 for part in sel.parts):
             continue
         count = len(sel.parts)
         sel.add(k, voxels, match, matcher.grid.centres(voxels), config.attach_tolerance * vs)

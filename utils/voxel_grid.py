@@ -59,6 +59,10 @@ class VoxelGrid:
         """(M,) bool: which voxel `indices` (M, 3) lie inside the grid."""
         return np.all((indices >= 0) & (indices < np.asarray(self.shape)), axis=1)
 
+    def keys(self, indices: np.ndarray) -> np.ndarray:
+        """(M,) flat (raveled) index of each voxel of `indices` (M, 3), all inside the grid: voxel sets as 1-D keys."""
+        return np.ravel_multi_index(tuple(np.asarray(indices).T), self.shape)
+
     def lookup(self, grid: np.ndarray, indices: np.ndarray) -> np.ndarray:
         """(M,) values of the dense `grid` at voxel `indices` (M, 3); False (zero) outside the grid."""
         values = np.zeros(len(indices), dtype=grid.dtype)
