@@ -37,6 +37,7 @@ from scipy.optimize import linear_sum_assignment
 
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from utils.motion_estimation import guess_joint_type
+from utils.multi_motion import SceneCost, fit_motions
 from utils.part_matching import Match, PartMatcher, StateVoxels
 from utils.motion_segmentation import (SLIDING_DEGREES, fine_pieces, merge_alike, segment_by_motion,
                                       slide_direction, split_by_local_motions)
@@ -97,6 +98,7 @@ class PartEstimate:
     weak: bool = False
     split: bool = False  # cut out of a larger part by `split_parts`
     slide: np.ndarray | None = None  # (3,) the direction a part split from a sliding one translates along
+    fitted: str | None = None  # the joint model whose motion the global fit chose (kept as that model's motion)
     attached: list[int] = field(default_factory=list)  # further canonical components attached to it
     transform: np.ndarray = field(default_factory=lambda: np.eye(4))  # (4, 4) motion of `joint_type`
     joint_type: str = "revolute"
@@ -186,6 +188,7 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
     c, need, vs = matcher.c, config.num_movable, matcher.grid.voxel_size
     sel = _Selection()
     candidates: list[tuple[int, np.ndarray, Match]] = []
+    pool: list[np.ndarray] = []  # every non-occluded piece considered
     for k, comp in enumerate(c.components):
         sizes = sorted((len(v) for _, v, _ in candidates), reverse=True)
         if need is not None and len(sizes) >= need and len(comp) < sizes[need - 1]:
@@ -198,6 +201,7 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
         if occluded.any():
             sel.skip(k, comp[occluded], "occluded static: inside the other state's shell where it is")
         for piece in connected_components(matcher.grid.mask(comp[~occluded]), config.min_component_voxels):
+            pool.append(piece)
             parts = []
             for sub in fine_pieces(matcher, piece):
                 min_piece = max(config.min_component_voxels, int(config.split_fraction * len(sub)))
@@ -223,6 +227,8 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
     if need is not None and len(sel.parts) < need:
         fill_weak(matcher, sel, need, config)
     sel.parts += scraps[:max(0, (need or 0) - len(sel.parts))]
+    if config.joint_types is not None and pool and need >= 2:
+        global_fit(matcher, sel, np.concatenate(pool), config)
     if need is not None and len(sel.parts) < need:
         raise ValueError(f"{need} movable parts requested but only {len(sel.parts)} dynamic components have a "
                          f"counterpart in the other state ({len(c.components)} canonical components of >= "
@@ -231,6 +237,24 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
     if not sel.parts:
         raise ValueError(f"no dynamic component has a rigid counterpart in the other state (skipped: {sel.skipped})")
     return sel.parts, sel.skipped
+
+
+def global_fit(matcher: PartMatcher, sel: _Selection, voxels: np.ndarray, config: VoxelizeConfig) -> None:
+    """Replace the parts found one motion at a time by the global choice of one motion per given joint type over all
+    considered canonical `voxels` (M, 3) (`multi_motion.fit_motions`), when that choice explains the scene better
+    (`SceneCost.total`). Used when the incremental path had to split or fall back on weak parts: touching parts."""
+    scene = SceneCost(matcher, voxels, seed=config.seed)
+    need = len(config.joint_types)
+    current = scene.total([scene.motion(part.rigid_transform) for part in sel.parts]) if len(
+        sel.parts) == need else np.inf
+    found, cost = fit_motions(scene, config.joint_types, config.min_component_voxels, seed=config.seed)
+    if len(found) < need or cost >= current:
+        return
+    for part in sel.parts:
+        sel.skip(part.source, part.voxels, f"replaced by the global motion fit (scene cost {cost:.0f} < {current:.0f})")
+    labels = matcher.c.labels
+    sel.parts = [PartEstimate(int(np.bincount(np.maximum(labels[tuple(v.T)], 0)).argmax()), v, m.target,
+                              m.matched_voxels, m.overlap, m.transform, fitted=kind) for v, m, kind in found]
 
 
 def fill_weak(matcher: PartMatcher, sel: _Selection, need: int, config: VoxelizeConfig) -> None:
@@ -297,7 +321,8 @@ def finalise_part(matcher: PartMatcher, part: PartEstimate, joint_type: str | No
         rigid, translation = matcher.plane_estimate(part.voxels, target), np.eye(4)
     else:
         rigid = part.rigid_transform
-        translation = matcher.fit_translation(part.voxels, points, rigid, part.matched_voxels, part.slide)
+        translation = rigid if part.fitted == "prismatic" else matcher.fit_translation(
+            part.voxels, points, rigid, part.matched_voxels, part.slide)
     revolute = joint_to_matrix(matrix_to_joint(rigid, "revolute"))
     if method != "plane" and rotation_angle(revolute) >= np.radians(SLIDING_DEGREES):  # no axis to place otherwise
         revolute = place_axis(matcher, revolute, part.voxels)
