@@ -6,17 +6,22 @@ inherits it. Here the number of parts and their joint types are known (stage 3's
 found as one choice of K motions that best explains the scene (a facility-location problem):
 
 - *Hypotheses*: the canonical voxels are cut into spatial chunks (k-means); each chunk's best rigid match
-  (`PartMatcher.match`) is a revolute hypothesis, its best translation (`PartMatcher.fit_translation`) a prismatic one.
-- *Cost* of a choice of motions: every chunk follows the motion that explains it best (chunks, not voxels, so that a
-  motion cannot collect stray voxels it lands by chance all over the object); a voxel costs 0 when it lands exactly,
-  rising to `LANDED_COST` at the landing tolerance, `HIDDEN_COST` when the other state hides it, 1 when it contradicts
-  the motion; every dynamic voxel of the other state that no moved chunk covers costs 1 (a part must account for a
-  change: this is what places a door rather than letting it vanish inside the body).
-- *Choice*: greedy, one motion of each required type at a time, then single swaps within a type until none lowers the
-  cost; the chosen motions are refitted on their chunks (rigid ICP, or translation-only for prismatic ones) twice.
+  (`PartMatcher.match`) is a revolute hypothesis; its best translation (`PartMatcher.fit_translation`) and its
+  translations onto all the other state's changes (`correlation_shifts`) are prismatic ones.
+- *Cost* of a choice of motions (`SceneCost.total`): every assignment chunk follows the motion that explains it best
+  (chunks, not voxels, so that a motion cannot collect stray voxels it lands by chance all over the object); a voxel
+  costs 0 when it lands exactly, rising to `LANDED_COST` at the landing tolerance, `HIDDEN_COST` when the other state
+  hides it, 1 when it contradicts the motion; every dynamic voxel of the other state that no moved chunk covers
+  costs 1 (a part must account for a change: this places a door rather than letting it vanish inside the body).
+- *Choice* (`choose_motions`): greedy, one motion of an open joint type at a time, then single swaps within a type
+  until none lowers the cost. The chosen motions are refitted by ICP on their shares (translation-only for
+  prismatic ones) `REFITS` times; each translation then climbs the scene cost directly (`climb_translation`: ICP
+  drifts on a drawer whose sides are hidden); last, a motion whose share holds two parts that move nearly alike may
+  be cut in two (`split_motion`). Each motion's share is its chunks' voxels, smoothed voxel by voxel
+  (`smooth_labels`).
 
-`set_cost` also scores the parts found by the incremental path, so that `select_parts` keeps whichever explains the
-scene better.
+`select_parts` (utils/part_selection.py) runs this for two or more parts of given types and keeps it when its scene
+cost is below that of the parts found one motion at a time.
 """
 from __future__ import annotations
 
@@ -35,15 +40,15 @@ HYPOTHESIS_CHUNKS = 24  # spatial chunks whose own motions are the hypotheses
 ASSIGNMENT_CHUNKS = 48  # spatial chunks that each follow one motion
 LANDED_COST = 0.5  # cost of a voxel landing at the landing tolerance (0 when exactly on the other state)
 HIDDEN_COST = 0.5  # cost of a voxel the other state hides after the motion
-REFITS = 2
+REFITS = 2  # rounds of ICP refits of the chosen motions on their shares
 TIE = 1e-3  # relative scene cost within which `climb_translation` prefers the shorter translation
 SMOOTHING = 0.1  # cost per neighbouring voxel that follows another motion
 
 
 @dataclass
 class MotionCost:
-    """What one motion explains: the cost of each assignment chunk following it (C,) and which dynamic voxels of the
-    other state each chunk's landing voxels cover (C, D) bool."""
+    """What one motion explains: the cost of each canonical voxel (M,) and of each assignment chunk (C,) following it,
+    and which dynamic voxels of the other state each chunk's landing voxels cover (C, D) bool."""
 
     voxel_cost: np.ndarray
     chunk_cost: np.ndarray

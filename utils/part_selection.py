@@ -27,6 +27,10 @@ Selection rule (robust to surfaces seen in one state only and to parts that touc
      spatial chunks (`split_by_local_motions`; parts that slide only, their sub-parts translating along the part's
      direction) before weak fall-backs are used, and the K largest parts kept. Only the missing count triggers it,
      so a scene whose parts are all found is unchanged.
+  5. With two or more parts of given joint types, the global fit of one motion per type over all considered voxels
+     (`utils/multi_motion.py`) replaces these parts when it explains the scene at a lower cost (`global_fit`): parts
+     that touch mislead the one-motion-at-a-time path (the storage unit's doors and drawers, open, are one component).
+     Its prismatic motions are kept as fitted (`PartEstimate.fitted`): refitting by ICP drifts.
 """
 from __future__ import annotations
 
@@ -242,7 +246,8 @@ def select_parts(matcher: PartMatcher, config: VoxelizeConfig) -> tuple[list[Par
 def global_fit(matcher: PartMatcher, sel: _Selection, voxels: np.ndarray, config: VoxelizeConfig) -> None:
     """Replace the parts found one motion at a time by the global choice of one motion per given joint type over all
     considered canonical `voxels` (M, 3) (`multi_motion.fit_motions`), when that choice explains the scene better
-    (`SceneCost.total`). Used when the incremental path had to split or fall back on weak parts: touching parts."""
+    (`SceneCost.total`). Run for every scene of two or more parts of given types (step 5 of the module docstring);
+    a replaced part is recorded as skipped with both costs."""
     scene = SceneCost(matcher, voxels, seed=config.seed)
     need = len(config.joint_types)
     current = scene.total([scene.motion(part.rigid_transform) for part in sel.parts]) if len(
