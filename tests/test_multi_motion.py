@@ -8,19 +8,17 @@ import pytest
 from test_voxelize import box_voxels, drawer_fronts
 from utils.multi_motion import MotionCost, choose_motions, smooth_labels
 from utils.part_selection import VoxelizeConfig, discover_parts
-from utils.voxel_grid import VoxelGrid
 
 
 def test_smooth_labels_removes_stray_labels_and_keeps_clear_boundaries() -> None:
-    grid = VoxelGrid(np.zeros(3), 1.0, (20, 10, 10))
     voxels = box_voxels((0, 0, 0), (19, 9, 9))
     left = voxels[:, 0] < 10
     cost = np.stack([np.where(left, 0.0, 1.0), np.where(left, 1.0, 0.0)])  # motion 0 explains x < 10, 1 the rest
     stray = np.all(voxels == (4, 5, 5), axis=1)
     cost[:, stray] = [[0.6], [0.0]]  # a chance landing of the wrong motion inside the left block
-    labels = smooth_labels(grid, voxels, cost, (~left).astype(np.int64), weight=0.1)
+    labels = smooth_labels(voxels, cost, (~left).astype(np.int64), weight=0.1)
     assert np.array_equal(labels, (~left).astype(np.int64))
-    labels = smooth_labels(grid, voxels, cost, np.zeros(len(voxels), dtype=np.int64), weight=0.1)
+    labels = smooth_labels(voxels, cost, np.zeros(len(voxels), dtype=np.int64), weight=0.1)
     assert np.array_equal(labels, (~left).astype(np.int64))  # the boundary moves to where the costs change
 
 

@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 from utils.motion_estimation import correlation_shifts
 from utils.part_matching import Match, PartMatcher
 from utils.rigid_fit import make_transform
-from utils.voxel_grid import VoxelGrid, connected_components
+from utils.voxel_grid import adjacency, connected_components
 
 HYPOTHESIS_CHUNKS = 24  # spatial chunks whose own motions are the hypotheses
 ASSIGNMENT_CHUNKS = 48  # spatial chunks that each follow one motion
@@ -87,38 +87,30 @@ class SceneCost:
     def total(self, costs: list[MotionCost]) -> float:
         """Cost of the motions `costs` explaining the scene: each chunk's cost under the motion it follows plus one per
         dynamic voxel of the other state that no chunk covers."""
-        owner = self.assignment(costs)
+        chunk_costs = np.stack([c.chunk_cost for c in costs])
+        owner = np.argmin(chunk_costs, axis=0)
         covered = np.zeros(len(self.targets), dtype=bool)
         for i, cost in enumerate(costs):
             covered |= cost.covers[owner == i].any(axis=0)
-        return float(np.stack([c.chunk_cost for c in costs]).min(axis=0).sum() + (~covered).sum())
+        return float(chunk_costs.min(axis=0).sum() + (~covered).sum())
 
     def shares(self, costs: list[MotionCost]) -> list[np.ndarray]:
         """The canonical voxels (M_i, 3) following each motion: their chunks' motions, then each voxel's own cost
         smoothed over its neighbours (`smooth_labels`)."""
-        owner = smooth_labels(self.matcher.grid, self.voxels, np.stack([c.voxel_cost for c in costs]),
+        owner = smooth_labels(self.voxels, np.stack([c.voxel_cost for c in costs]),
                               self.assignment(costs)[self.chunk])
         return [self.voxels[owner == i] for i in range(len(costs))]
 
 
-def smooth_labels(grid: VoxelGrid, voxels: np.ndarray, cost: np.ndarray, labels: np.ndarray,
+def smooth_labels(voxels: np.ndarray, cost: np.ndarray, labels: np.ndarray,
                   weight: float = SMOOTHING, iterations: int = 20) -> np.ndarray:
     """(M,) labels of the `voxels` (M, 3) that lower each voxel's `cost` (K, M) of its label plus `weight` per
     26-neighbour of another label, by iterated conditional modes from `labels` (M,): a voxel takes the motion that
     explains it unless its neighbourhood disagrees, so that chance landings do not cut holes into parts."""
-    dense = np.full(grid.shape, -1, dtype=np.int64)
-    index = tuple(voxels.T)
-    offsets = [np.array(o) - 1 for o in np.ndindex(3, 3, 3) if o != (1, 1, 1)]
+    edges = adjacency(voxels).astype(bool)
+    neighbours = (edges + edges.T).astype(np.float64)  # (M, M) 1 per 26-neighbour within the set
     for _ in range(iterations):
-        dense[index] = labels
-        agree = np.zeros_like(cost)
-        for offset in offsets:
-            neighbour = voxels + offset
-            inside = grid.inside(neighbour)
-            found = np.full(len(voxels), -1, dtype=np.int64)
-            found[inside] = dense[tuple(neighbour[inside].T)]
-            hit = found >= 0
-            np.add.at(agree, (found[hit], np.flatnonzero(hit)), 1.0)
+        agree = (neighbours @ np.eye(len(cost))[labels]).T  # (K, M) neighbours of each label
         new = np.argmin(cost - weight * agree, axis=0)
         if np.array_equal(new, labels):
             break
@@ -202,8 +194,9 @@ def climb_translation(scene: SceneCost, costs: list[MotionCost], i: int, T: np.n
                 score = scene.total(costs[:i] + [trial_cost] + costs[i + 1:])
                 if score <= bound if shorten else score < best - 1e-6:
                     T, cost = trial, trial_cost
-                    best = score if not shorten else best
                     costs = costs[:i] + [trial_cost] + costs[i + 1:]
+                    if not shorten:
+                        best = score
                     break
             else:
                 size /= 2
@@ -219,12 +212,12 @@ def split_motion(scene: SceneCost, transforms: list[np.ndarray], costs: list[Mot
     Whether a move was made."""
     m = scene.matcher
     best, move = scene.total(costs), None
+    shares = scene.shares(costs)
     for kind in set(kinds):
         same = [j for j in range(len(costs)) if kinds[j] == kind]
         if len(same) < 2:
             continue
         spare = min(same, key=lambda j: scene.total(costs[:j] + costs[j + 1:]))
-        shares = scene.shares(costs)
         for i in same:
             if i == spare or len(shares[i]) < 2 * min_piece:
                 continue

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.sparse import coo_array
+from scipy.sparse import coo_array, csr_array
 from scipy.sparse.csgraph import dijkstra
 
 # A grid larger than this many cells (bool, plus int32 labels) would need gigabytes: ask for a larger voxel instead.
@@ -133,15 +133,9 @@ def enclosed(occupancy: np.ndarray, min_directions: int = 5, close_radius: int =
     return (hits >= min_directions) & ~solid
 
 
-def nearest_seed(voxels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """(M,) index of the seed voxel nearest to each of `voxels` (M, 3) along 26-connected paths inside the set
-    (path length in voxels, diagonal steps weighted by their length); -1 where no seed is reachable.
-
-    `seeds` (M,) bool marks the seeds. Geodesic rather than straight-line distance keeps a label from jumping across
-    a thin gap to a neighbouring structure.
-    """
-    if not seeds.any():
-        return np.full(len(voxels), -1)
+def adjacency(voxels: np.ndarray) -> csr_array:
+    """(M, M) sparse graph of the 26-neighbour adjacencies within the voxel set `voxels` (M, 3), each pair stored once
+    (in one of its two directions), weighted by the step's length (1, sqrt 2 or sqrt 3)."""
     local = voxels - voxels.min(axis=0) + 1  # a one-voxel margin keeps every neighbour index inside `dims`
     dims = tuple(np.ptp(voxels, axis=0) + 3)
     keys = np.ravel_multi_index(tuple(local.T), dims)
@@ -154,8 +148,19 @@ def nearest_seed(voxels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         rows.append(np.flatnonzero(found))
         cols.append(order[pos[found]])
         weights.append(np.full(found.sum(), np.linalg.norm(offset)))
-    graph = coo_array((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(len(voxels), len(voxels))).tocsr()
-    _, _, sources = dijkstra(graph, directed=False, indices=np.flatnonzero(seeds), return_predecessors=True,
-                             min_only=True)
+    return coo_array((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                     shape=(len(voxels), len(voxels))).tocsr()
+
+
+def nearest_seed(voxels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """(M,) index of the seed voxel nearest to each of `voxels` (M, 3) along 26-connected paths inside the set
+    (path length in voxels, diagonal steps weighted by their length); -1 where no seed is reachable.
+
+    `seeds` (M,) bool marks the seeds. Geodesic rather than straight-line distance keeps a label from jumping across
+    a thin gap to a neighbouring structure.
+    """
+    if not seeds.any():
+        return np.full(len(voxels), -1)
+    _, _, sources = dijkstra(adjacency(voxels), directed=False, indices=np.flatnonzero(seeds),
+                             return_predecessors=True, min_only=True)
     return np.where(sources >= 0, sources, -1).astype(np.int64)  # scipy marks unreachable nodes -9999
