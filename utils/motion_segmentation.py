@@ -46,15 +46,8 @@ def assign_to_motions(matcher: PartMatcher, voxels: np.ndarray, transforms: list
     best = np.argmin(dist, axis=0)
     if len(transforms) == 1:
         return best
-    nearest = nearest_seed(voxels, _clear(matcher, dist, margin))
+    nearest = nearest_seed(voxels, matcher.clear(dist, margin))
     return np.where(nearest >= 0, best[np.maximum(nearest, 0)], best)
-
-
-def _clear(matcher: PartMatcher, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
-    """(M,) bool: voxels whose best of the landing distances `dist` (K >= 2, M) lands and beats every other by `margin`
-    voxels."""
-    ranked = np.sort(np.minimum(dist, 1e9), axis=0)
-    return (ranked[0] <= matcher.tolerance) & (ranked[1] - ranked[0] >= margin * matcher.grid.voxel_size)
 
 
 def _unlanded_pieces(matcher: PartMatcher, voxels: np.ndarray, transforms: list[np.ndarray],
@@ -285,7 +278,7 @@ def _vote(matcher: PartMatcher, voxels: np.ndarray, cluster: np.ndarray, transfo
     dist = np.minimum(np.stack([matcher.landing(T, voxels)[0] for T in transforms]), cap)  # (K, M)
     sums = np.stack([np.bincount(cluster, weights=d, minlength=cluster.max() + 1) for d in dist])  # (K, chunks)
     owner = np.argmin(sums, axis=0)[cluster]
-    return np.where(_clear(matcher, dist), np.argmin(dist, axis=0), owner)
+    return np.where(matcher.clear(dist), np.argmin(dist, axis=0), owner)
 
 
 def _distinct_motions(matcher: PartMatcher, voxels: np.ndarray, pieces: list[np.ndarray], transforms: list[np.ndarray],

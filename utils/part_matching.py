@@ -90,6 +90,12 @@ class PartMatcher:
         """(M,) bool: voxels of `voxels` (M, 3) that do not land under T (`landed` (M,)) but are hidden."""
         return ~landed & self.grid.lookup(self.hidden_cells, self.grid.indices(self.moved(T, voxels)))
 
+    def clear(self, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
+        """(M,) bool: voxels whose best of the landing distances `dist` (K >= 2, M) (`landing` under K motions) lands
+        and beats every other by `margin` voxels."""
+        ranked = np.sort(np.minimum(dist, 1e9), axis=0)
+        return (ranked[0] <= self.tolerance) & (ranked[1] - ranked[0] >= margin * self.grid.voxel_size)
+
     def moved(self, T: np.ndarray, voxels: np.ndarray) -> np.ndarray:
         """(M, 3) centres of the canonical `voxels` (M, 3) moved by T."""
         return apply_transform(T, self.grid.centres(voxels))

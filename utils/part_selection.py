@@ -46,6 +46,7 @@ from utils.part_matching import Match, PartMatcher, StateVoxels
 from utils.motion_segmentation import (SLIDING_DEGREES, fine_pieces, merge_alike, segment_by_motion,
                                       slide_direction, split_by_local_motions)
 from utils.rigid_fit import apply_transform, rotation_about_line, rotation_angle
+from utils.sliding_parts import complete_sliding_parts
 from utils.voxel_grid import VoxelGrid, connected_components, split_static_dynamic
 
 METHODS = ("refined", "plane")
@@ -407,4 +408,5 @@ def discover_parts(points_c: np.ndarray, points_o: np.ndarray, config: VoxelizeC
         finalise_part(matcher, part, None, config.method)
     if config.joint_types is not None:
         assign_joint_types(parts, config.joint_types)
+    complete_sliding_parts(matcher, parts)
     return VoxelizeResult(grid, static, canonical, other, parts, skipped, config.method)
