@@ -14,7 +14,8 @@ has no SAM weights). `--schedule default` runs the stages' default schedules (30
 opacity, which a short run cannot recover from. Each object's stages run in one subprocess chain; objects
 run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
 come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
-raw rows to `<output_root>/gear/suite/suite_results.{md,json}`.
+raw rows to `<output_root>/gear/suite/suite_results.{md,json}`. `--seed N` (N > 0) generates and runs other objects of
+the same categories (held-out: nothing was tuned on them) under the subset `suite_seed<N>`.
 """
 from __future__ import annotations
 
@@ -62,11 +63,13 @@ def generate(args: argparse.Namespace) -> None:
     from data_tools.synthetic import generate_scene
 
     for category, open_state in SUITE.items():
-        out = Path(args.data_root) / DATASET / SUBSET / category
+        if category not in args.scenes:
+            continue
+        out = Path(args.data_root) / DATASET / args.subset / category
         if (out / "transforms_test_end.json").is_file():
             print(f"{out} exists")
             continue
-        info = generate_scene(category, out, res=args.res, views=args.views, test_views=args.test_views, seed=0,
+        info = generate_scene(category, out, res=args.res, views=args.views, test_views=args.test_views, seed=args.seed,
                               open_state=open_state, supersample=args.supersample, progress=False)
         print(f"{out}: {info.get('seconds', 0):.0f} s")
 
@@ -81,16 +84,16 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
     """The five entry points' command lines for one scene."""
     py = sys.executable
     common = ["--source_path", args.data_root, "--output_root", args.output_root, "--dataset", DATASET,
-              "--subset", SUBSET, "--scene_name", scene]
+              "--subset", args.subset, "--scene_name", scene]
     schedule = SCHEDULES[args.schedule]
     coarse_iter = str(COARSE_ITERS[args.schedule])
     return {
-        "masks": [py, "utils/get_mask.py", "--dataset_path", f"{DATASET}/{SUBSET}/{scene}", "--data_root",
+        "masks": [py, "utils/get_mask.py", "--dataset_path", f"{DATASET}/{args.subset}/{scene}", "--data_root",
                   args.data_root, "--output_root", args.output_root, "--segmenter", args.segmenter],
         "coarse": [py, "coarse.py", *common, "--random_bg_color", *schedule["coarse"]],
-        "voxelize": [py, "voxelize.py", "--dataset", DATASET, "--subset", SUBSET, "--scenes", scene,
+        "voxelize": [py, "voxelize.py", "--dataset", DATASET, "--subset", args.subset, "--scenes", scene,
                      "--output_root", args.output_root, "--iteration", coarse_iter,
-                     "--joint_types", given_joint_types(Path(args.data_root) / DATASET / SUBSET / scene)],
+                     "--joint_types", given_joint_types(Path(args.data_root) / DATASET / args.subset / scene)],
         "train": [py, "train.py", *common, "--coarse_iter", coarse_iter, "--random_bg_color", "--quiet",
                   *schedule["train"]],
         "render": [py, "render.py", *common],
@@ -100,7 +103,7 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
 def run_scene(args: argparse.Namespace, scene: str, gpu: int | None) -> dict:
     """Run the five stages of one scene in order (on GPU `gpu` when given); stop at the first failure. Logs go next
     to its outputs."""
-    log_dir = Path(args.output_root) / DATASET / SUBSET / scene
+    log_dir = Path(args.output_root) / DATASET / args.subset / scene
     log_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float | None] = {stage: None for stage in STAGES}
     status = "ok"
@@ -129,7 +132,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 def table(args: argparse.Namespace, runs: list[dict] | None) -> str:
     """Markdown table: collect_results' accuracy columns plus wall time per stage."""
-    folder = Path(args.output_root) / DATASET / SUBSET
+    folder = Path(args.output_root) / DATASET / args.subset
     folder.mkdir(parents=True, exist_ok=True)
     runs_path = folder / "suite_runs.json"
     if runs is None:
@@ -162,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test_views", type=int, default=8)
     parser.add_argument("--supersample", type=int, default=3)
     parser.add_argument("--schedule", choices=tuple(SCHEDULES), default="default")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the generator's seed; other than 0: held-out objects in data/gear/suite_seed<N>")
     parser.add_argument("--segmenter", choices=("classic", "sam"), default="classic")
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
     args = parser.parse_args(argv)
+    args.subset = SUBSET if args.seed == 0 else f"{SUBSET}_seed{args.seed}"
     if args.action == "generate":
         generate(args)
         return 0

@@ -1,6 +1,6 @@
 """Stage 3 alone on a perfect coarse model: its joint errors on every suite object, on the CPU in about a minute.
 
-    python benchmarks/stage3_proxy.py [--data_root data] [--scenes drawers storage]
+    python benchmarks/stage3_proxy.py [--data_root data] [--scenes drawers storage] [--seed N]
 
 A coarse model that renders its training views perfectly has the ground-truth depth as its rendered surface, so
 each state's input here is the back-projected depth of its training views, voxel-downsampled at 5 mm as stage 2's
@@ -42,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_root", default="data")
     parser.add_argument("--scenes", nargs="+", default=list(SUITE), choices=list(SUITE))
+    parser.add_argument("--seed", type=int, default=0, help="the suite's held-out objects of this seed (run_suite.py)")
     args = parser.parse_args(argv)
+    subset = SUBSET if args.seed == 0 else f"{SUBSET}_seed{args.seed}"
     lines = list(HEADER)
     for name in args.scenes:
-        scene = Path(args.data_root) / DATASET / SUBSET / name
+        scene = Path(args.data_root) / DATASET / subset / name
         canonical = 1 if SUITE[name] == "end" else 0  # the suite opens its parts in this state
         types = parse_joint_types(given_joint_types(scene))
         begin = time.perf_counter()
