@@ -21,6 +21,7 @@ from scipy.spatial.transform import Rotation
 
 import arguments
 import voxelize
+from benchmarks.part_chamfer import part_chamfers
 from data_tools.synthetic import generate_scene
 from scene.articulation import joint_start_to_end, joint_to_matrix, matrix_to_joint
 from scene.dataset_readers import load_cameras
@@ -30,7 +31,7 @@ from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher
 from utils.part_selection import (PartEstimate, VoxelizeConfig, _Selection, build_states, discover_parts,
                                   finalise_part, place_axis, select_parts)
-from utils.point_cloud import backproject_depth
+from utils.point_cloud import backproject_depth, write_point_ply
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
 
@@ -382,6 +383,26 @@ def test_cli_end_to_end(tmp_path: Path, gt_points: dict, capsys: pytest.CaptureF
     assert voxelize.main(cli_args(tmp_path)) == 0
     assert "skipping" in capsys.readouterr().out
     assert (folder / "joint_voxel_info.json").stat().st_mtime_ns == mtime
+
+
+def test_part_chamfer_scores_the_stage3_part_against_its_gt_part(tmp_path: Path, gt_points: dict,
+                                                                   scenes: dict) -> None:
+    """`benchmarks/part_chamfer.py`: the cabinet's door cut out of ground-truth samples lies on the GT door (small
+    Chamfer both ways); the body's points scored as that part do not."""
+    canonical, other = gt_points["cabinet"]
+    folder = coarse_folder(tmp_path)
+    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
+    write_gaussian_ply(folder / "point_cloud_0.ply", other)
+    (folder / "larger_motion_state.txt").write_text("1\n")
+    write_point_ply(folder / "surface_points_1.ply", canonical, np.zeros_like(canonical))
+    assert voxelize.main(cli_args(tmp_path, "--joint_types", "s,r")) == 0
+    [(part, gt, to_gt, from_gt)] = part_chamfers(folder, scenes["cabinet"] / "gt")
+    assert (part, gt) == (1, 0) and to_gt < 0.5 and from_gt < 0.5
+    arrays = dict(np.load(folder / "joint_voxel_info.npz"))
+    arrays["part_1_voxels"] = arrays["static_voxels"]
+    np.savez(folder / "joint_voxel_info.npz", **arrays)
+    [(_, _, to_gt, _)] = part_chamfers(folder, scenes["cabinet"] / "gt")
+    assert to_gt > 10.0
 
 
 def test_cli_errors(tmp_path: Path, gt_points: dict, capsys: pytest.CaptureFixture) -> None:

@@ -7,9 +7,11 @@ on a neighbouring drawer's front under that drawer's motion. What the data do fi
 surface along the sliding axis lands exactly only under its own drawer's motion.
 
 So a drawer is a prism along its axis: looking along the axis from outside, each column (a voxel-sized ray) whose
-first changed voxel is a front voxel that clearly lands under one sliding part's motion belongs to that part, and so
-do the canonical changes behind it in the column, unless that motion contradicts them (they neither land nor are
-hidden). Voxels of revolute parts are never taken; a column whose front belongs to one is left alone.
+first changed voxel is a front voxel that clearly lands under one part's motion belongs to that part. A sliding part
+first gives up its voxels in columns that belong to another part (a door or drawer in front), except those that land
+clearly under its own motion; then it takes the canonical changes behind its own fronts, from no part or any other,
+unless its motion contradicts them (they neither land nor are hidden): a chance landing under a door's turn is no
+evidence against the prism. Without a sliding part nothing changes.
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ CLEAR_MARGIN = 0.5  # voxels by which a front voxel's landing must beat every ot
 
 
 def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> None:
-    """In place: every prismatic part of `parts` (their `transform` final) takes the canonical dynamic voxels behind the
-    fronts it owns (see the module docstring), from no part or from another prismatic part."""
+    """In place: every prismatic part of `parts` (their `transform` final) gives up its voxels in columns other parts
+    own and takes the canonical dynamic voxels behind the fronts it owns (see the module docstring)."""
     sliding = [i for i, part in enumerate(parts)
                if part.joint_type == "prismatic" and np.linalg.norm(part.transform[:3, 3]) > 0]
     if not sliding:
