@@ -41,12 +41,13 @@ def _samples(meshes: list[trimesh.Trimesh], seed: int) -> np.ndarray:
     return points
 
 
-def _drawer_scene() -> tuple[list[np.ndarray], list[trimesh.Trimesh], list[trimesh.Trimesh]]:
-    """Points of a body with two drawers: pulled out with their trays showing (canonical) and pushed in, where only
-    the fronts show (other); and each drawer's front and tray meshes in the canonical state."""
+def _drawer_scene(pulls: tuple[float, float] = PULLS
+                  ) -> tuple[list[np.ndarray], list[trimesh.Trimesh], list[trimesh.Trimesh]]:
+    """Points of a body with two drawers: pulled out by `pulls` with their trays showing (canonical) and pushed in,
+    where only the fronts show (other); and each drawer's front and tray meshes in the canonical state."""
     body = _plate((0.8, 0.5, 0.6), (0.0, 0.26, 0.0))  # front face at y = 0.01
-    fronts = [_plate((0.6, 0.02, 0.2), (0.0, -p, z)) for z, p in zip(HEIGHTS, PULLS)]
-    trays = [_tray(z, p) for z, p in zip(HEIGHTS, PULLS)]
+    fronts = [_plate((0.6, 0.02, 0.2), (0.0, -p, z)) for z, p in zip(HEIGHTS, pulls)]
+    trays = [_tray(z, p) for z, p in zip(HEIGHTS, pulls)]
     closed = [_plate((0.6, 0.02, 0.2), (0.0, 0.0, z)) for z in HEIGHTS]
     return [_samples([body, *fronts, *trays], 1), _samples([body, *closed], 2)], fronts, trays
 
@@ -84,6 +85,34 @@ def test_drawers_take_the_trays_behind_their_fronts() -> None:
         others = mine & (own_tray[1 - k] | own_front[1 - k])
         assert others.sum() <= 0.02 * mine.sum(), f"drawer {k} holds the other drawer"
         assert (mine & ~own_tray[k] & ~own_front[k]).sum() <= 0.05 * mine.sum(), f"drawer {k} holds the body"
+
+
+def _part(voxels: np.ndarray, pulled: float, joint_type: str = "prismatic") -> PartEstimate:
+    return PartEstimate(0, voxels, -1, np.zeros((0, 3), int), 1.0, np.eye(4),
+                        transform=make_transform(t=np.array([0.0, pulled, 0.0])), joint_type=joint_type)
+
+
+def test_two_drawers_pulled_out_alike_are_separated() -> None:
+    """Pulled out 30.0 and 30.5 cm, the two drawers share one part while the other sliding part holds 40 stray voxels
+    of a tray under a false motion: the shared part is cut between the fronts, each half with its own pull."""
+    pulls = (0.300, 0.305)
+    states, fronts, trays = _drawer_scene(pulls)
+    grid, _, canonical, other = build_states(*states, VoxelizeConfig())
+    matcher = PartMatcher(canonical, other)
+    dynamic = canonical.dynamic_voxels
+    centres = grid.centres(dynamic)
+    drawer = [_near(centres, front) | _near(centres, tray) for front, tray in zip(fronts, trays)]
+    stray = dynamic[drawer[1]][::200][:40]
+    parts = [_part(dynamic[drawer[0] | drawer[1]], 0.3025), _part(stray, 0.25)]
+    changed = complete_sliding_parts(matcher, parts)
+    assert sorted(changed) == [0, 1]
+    keys = grid.keys(dynamic)
+    for part in parts:
+        mine = np.isin(keys, grid.keys(part.voxels))
+        k = int(np.argmax([(mine & d).sum() for d in drawer]))
+        assert (mine & drawer[k]).sum() >= 0.9 * drawer[k].sum() and (mine & drawer[1 - k]).sum() <= 0.02 * mine.sum()
+        assert part.transform[:3, 3] == pytest.approx([0.0, pulls[k], 0.0], abs=0.002)
+        assert part.fitted == "prismatic"
 
 
 def test_revolute_parts_are_left_alone() -> None:

@@ -149,7 +149,7 @@ def motion_hypotheses(matcher: PartMatcher, voxels: np.ndarray, chunks: int = HY
 def choose_motions(scene: SceneCost, costs: list[MotionCost], kinds: list[str], types: tuple[str, ...]) -> list[int]:
     """Indices of the hypotheses (`costs`, of `kinds`) that explain the scene best with one motion per joint type of
     `types`: greedy, then single swaps within a type while the cost drops."""
-    quota = {kind: types.count(kind) for kind in set(types)}
+    quota = {kind: types.count(kind) for kind in sorted(set(types))}
     chosen: list[int] = []
     for _ in types:
         open_kinds = {kind for kind, n in quota.items() if sum(kinds[h] == kind for h in chosen) < n}
@@ -213,7 +213,7 @@ def split_motion(scene: SceneCost, transforms: list[np.ndarray], costs: list[Mot
     m = scene.matcher
     best, move = scene.total(costs), None
     shares = scene.shares(costs)
-    for kind in set(kinds):
+    for kind in sorted(set(kinds)):  # a fixed order: ties must not depend on string hashing
         same = [j for j in range(len(costs)) if kinds[j] == kind]
         if len(same) < 2:
             continue

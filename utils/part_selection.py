@@ -408,5 +408,8 @@ def discover_parts(points_c: np.ndarray, points_o: np.ndarray, config: VoxelizeC
         finalise_part(matcher, part, None, config.method)
     if config.joint_types is not None:
         assign_joint_types(parts, config.joint_types)
-    complete_sliding_parts(matcher, parts)
+    for i in complete_sliding_parts(matcher, parts):
+        source = parts[i].type_source
+        finalise_part(matcher, parts[i], parts[i].joint_type, config.method)
+        parts[i].type_source = source
     return VoxelizeResult(grid, static, canonical, other, parts, skipped, config.method)

@@ -12,12 +12,18 @@ first gives up its voxels in columns that belong to another part (a door or draw
 clearly under its own motion; then it takes the canonical changes behind its own fronts, from no part or any other,
 unless its motion contradicts them (they neither land nor are hidden): a chance landing under a door's turn is no
 evidence against the prism. Without a sliding part nothing changes.
+
+Before that, a sliding part that owns almost no front is no drawer: two drawers pulled out alike (half a voxel
+apart) share one motion, which no motion cost can split, and the spare motion collects chance landings. The shared
+front is then cut in two along a straight line across the axis, where the two halves' own refitted pulls land
+their fronts best (`_separate_alike`).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 
 from utils.part_matching import PartMatcher
 
@@ -26,15 +32,19 @@ if TYPE_CHECKING:
 
 FRONT_DEPTH = 2  # voxels behind a column's first changed voxel within which its owning front voxel must lie
 CLEAR_MARGIN = 0.5  # voxels by which a front voxel's landing must beat every other part's motion
+CUTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # quantiles of the pixel positions where `_best_cut` tries to cut two fronts apart
+EMPTY_FRONT = 0.1  # a sliding part owning fewer columns than this fraction of the largest one's owns no drawer
 
 
-def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> None:
+def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> list[int]:
     """In place: every prismatic part of `parts` (their `transform` final) gives up its voxels in columns other parts
-    own and takes the canonical dynamic voxels behind the fronts it owns (see the module docstring)."""
+    own and takes the canonical dynamic voxels behind the fronts it owns (see the module docstring); a sliding part
+    that owns almost no front first gets half of the largest one's (`_separate_alike`). Returns the indices of the
+    parts whose motion changed (their joint models are to be fitted again)."""
     sliding = [i for i, part in enumerate(parts)
                if part.joint_type == "prismatic" and np.linalg.norm(part.transform[:3, 3]) > 0]
     if not sliding:
-        return
+        return []
     grid, voxels = matcher.grid, matcher.c.dynamic_voxels
     label = np.full(len(voxels), -1)
     keys = grid.keys(voxels)
@@ -45,16 +55,21 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> N
     seed = clear & (np.argmin(dist, axis=0) == label)
     centres = grid.centres(voxels)
     object_centre = matcher.c.points.mean(axis=0)
-    prisms = {}
+
+    def prism(i: int) -> _Prism:
+        mine = centres[label == i]
+        depth, column, pixels = _columns(centres, parts[i].transform[:3, 3], object_centre,
+                                         mine.mean(axis=0) if len(mine) else object_centre, grid.voxel_size)
+        return _Prism(depth, column, pixels, _column_owners(depth, column, seed, label, grid.voxel_size))
+
+    prisms = {i: prism(i) for i in sliding}
+    changed = _separate_alike(matcher, parts, sliding, prisms, seed, label, voxels)
+    prisms.update({i: prism(i) for i in changed})
     for i in sliding:
-        depth, column = _columns(centres, parts[i].transform[:3, 3], object_centre, centres[label == i].mean(axis=0),
-                                 grid.voxel_size)
-        owner = _column_owners(depth, column, seed, label, grid.voxel_size)
-        prisms[i] = depth, column, owner
+        column, owner = prisms[i].column, prisms[i].owner
         label[(label == i) & ~seed & (owner[column] >= 0) & (owner[column] != i)] = -1
     for i in sliding:
-        part = parts[i]
-        depth, column, owner = prisms[i]
+        part, (depth, column, _, owner) = parts[i], prisms[i]
         behind = (owner[column] == i) & (depth >= _front_depth(depth, column, seed)[column])
         candidates = np.flatnonzero(behind & (label != i))
         if len(candidates) == 0:
@@ -65,22 +80,92 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> N
     for i, part in enumerate(parts):
         outside = ~np.isin(grid.keys(part.voxels), keys)  # not among the changes: kept as they are
         part.voxels = np.concatenate([part.voxels[outside], voxels[label == i]])
+    return changed
+
+
+class _Prism(NamedTuple):
+    """A sliding part's view along its axis: per voxel its depth behind the front and column id, per column its
+    pixel (C, 2) and owning part (C,) (-1: none)."""
+
+    depth: np.ndarray
+    column: np.ndarray
+    pixels: np.ndarray
+    owner: np.ndarray
+
+
+def _separate_alike(matcher: PartMatcher, parts: list[PartEstimate], sliding: list[int], prisms: dict[int, _Prism],
+                    seed: np.ndarray, label: np.ndarray, voxels: np.ndarray) -> list[int]:
+    """In place on `parts` and `label` (M,) (part of each of `voxels` (M, 3)): while a sliding part owns fewer columns
+    than `EMPTY_FRONT` of the largest one's, it is no drawer; the largest then holds two drawers pulled out alike
+    (37.3 and 36.8 cm: half a voxel apart, which no motion cost tells apart, and one motion is spared for chance
+    landings). Its columns are cut in two (k-means on their pixels: stacked or side-by-side fronts), the voxels of the
+    second half go to the empty part, and each half gets its own translation refitted on its points. Returns the
+    parts changed."""
+    changed: list[int] = []
+    left = list(sliding)
+    while len(left) >= 2:
+        owned = {i: int(np.sum(prisms[i].owner == i)) for i in left}
+        largest, empty = max(left, key=owned.get), min(left, key=owned.get)
+        if owned[empty] >= EMPTY_FRONT * owned[largest] or owned[largest] < 2:
+            break
+        prism = prisms[largest]
+        side = np.full(len(prism.owner), -1)
+        side[prism.owner == largest], motions = _best_cut(matcher, parts[largest].transform, prism, largest, seed,
+                                                          label, voxels)
+        label[label == empty] = -1
+        label[(label == largest) & (side[prism.column] == 1)] = empty
+        for i, motion in zip((largest, empty), motions):
+            parts[i].rigid_transform = parts[i].transform = motion
+            parts[i].fitted = "prismatic"
+        changed += [largest, empty]
+        left = [i for i in left if i not in (largest, empty)]
+    return changed
+
+
+def _best_cut(matcher: PartMatcher, start: np.ndarray, prism: _Prism, part: int, seed: np.ndarray, label: np.ndarray,
+              voxels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The straight cut of the columns `part` owns in `prism` into two fronts, and their translations (refitted from
+    `start` on each front's clear voxels), that land the fronts best: across either pixel axis at one of `CUTS`
+    quantiles. Side (0 or 1) of each owned column and the two motions."""
+    columns = np.flatnonzero(prism.owner == part)
+    fronts = seed & (label == part)
+    best = (np.inf, np.zeros(len(columns), dtype=np.int64), [start, start])
+    for axis in (0, 1):
+        for q in CUTS:
+            side = (prism.pixels[columns, axis] > np.quantile(prism.pixels[columns, axis], q)).astype(np.int64)
+            where = np.full(len(prism.owner), -1)
+            where[columns] = side
+            score, motions = 0.0, []
+            for h in (0, 1):
+                points = matcher.c.points_in(voxels[fronts & (where[prism.column] == h)])
+                if len(points) < 3:
+                    break
+                motions.append(matcher.refine(start, matcher.sample(points), translation_only=True))
+                score += matcher.truncated_residual(motions[-1], points) * len(points)
+            if len(motions) == 2 and score < best[0]:
+                best = (score, side, motions)
+    return best[1], best[2]
 
 
 def _columns(centres: np.ndarray, translation: np.ndarray, object_centre: np.ndarray, part_centre: np.ndarray,
-             voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+             voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth (M,) behind the front (smallest at the outermost voxel along the axis of `translation` (3,), outward
-    being away from `object_centre` (3,) towards `part_centre` (3,)) and column id (M,) of each of `centres` (M, 3)."""
+    being away from `object_centre` (3,) towards `part_centre` (3,)) and column id (M,) of each of `centres` (M, 3),
+    and each column's pixel (C, 2)."""
     axis = translation / np.linalg.norm(translation)
     if np.dot(part_centre - object_centre, axis) < 0:
         axis = -axis  # points outward now
+    pixels, column = np.unique(pixels_across(centres, axis, voxel_size), axis=0, return_inverse=True)
+    return -(centres @ axis), column.ravel(), pixels
+
+
+def pixels_across(centres: np.ndarray, axis: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(M, 2) int voxel-sized pixel of each of `centres` (M, 3) seen along the unit `axis` (3,)."""
     helper = np.eye(3)[np.argmin(np.abs(axis))]
     u = np.cross(axis, helper)
     u /= np.linalg.norm(u)
     v = np.cross(axis, u)
-    pixels = np.round(centres @ np.stack([u, v], axis=1) / voxel_size).astype(np.int64)
-    column = np.unique(pixels, axis=0, return_inverse=True)[1].ravel()
-    return -(centres @ axis), column
+    return np.round(centres @ np.stack([u, v], axis=1) / voxel_size).astype(np.int64)
 
 
 def _front_depth(depth: np.ndarray, column: np.ndarray, seed: np.ndarray) -> np.ndarray:
