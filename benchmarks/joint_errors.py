@@ -59,15 +59,25 @@ def table_row(scene: str, stage: str, joints: list[dict], gt: list[dict]) -> str
             f"{cell(mean['motion_revolute_deg'], 3)} | {cell(mean['motion_prismatic_m'], 4)} |")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a run's outputs and its data are (the benchmark tools that read fetched runs share these)."""
     parser.add_argument("--output_root", default="outputs")
     parser.add_argument("--data_root", default="data")
     parser.add_argument("--dataset", default="gear")
     parser.add_argument("--subset", default="suite")
-    args = parser.parse_args(argv)
+
+
+def run_scenes(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """The run's folder `<output_root>/<dataset>/<subset>` and its scenes (those with a coarse_gs folder), sorted."""
     folder = Path(args.output_root) / args.dataset / args.subset
-    scenes = sorted(p.name for p in folder.iterdir() if (p / "coarse_gs").is_dir()) if folder.is_dir() else []
+    return folder, sorted(p.name for p in folder.iterdir() if (p / "coarse_gs").is_dir()) if folder.is_dir() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    folder, scenes = run_scenes(args)
     if not scenes:
         print(f"error: no scene with a coarse_gs folder under {folder}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import scene  # noqa: E402,F401  (utils.point_cloud and scene import each other: scene first)
-from benchmarks.joint_errors import latest  # noqa: E402
+from benchmarks.joint_errors import add_run_arguments, latest, run_scenes  # noqa: E402
 from utils.io_utils import read_json  # noqa: E402
 from utils.point_cloud import read_point_ply  # noqa: E402
 from utils.voxel_grid import VoxelGrid  # noqa: E402
@@ -62,14 +62,14 @@ def part_chamfers(folder: Path, gt_dir: Path, seed: int = 0) -> list[tuple[int, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_root", default="outputs")
-    parser.add_argument("--data_root", default="data")
-    parser.add_argument("--dataset", default="gear")
-    parser.add_argument("--subset", default="suite")
-    parser.add_argument("--scenes", nargs="*", help="default: every scene with stage-3 results")
+    add_run_arguments(parser)
+    parser.add_argument("--scenes", nargs="*", help="default: every scene of the run")
     args = parser.parse_args(argv)
-    root = Path(args.output_root) / args.dataset / args.subset
-    names = args.scenes or sorted(p.name for p in root.iterdir() if p.is_dir())
+    root, found = run_scenes(args)
+    names = args.scenes or found
+    if not names:
+        print(f"error: no scene with a coarse_gs folder under {root}", file=sys.stderr)
+        return 2
     print("| Scene | Part | GT part | pred->gt | gt->pred | Chamfer |\n|---|---:|---:|---:|---:|---:|")
     for name in names:
         result = latest(root / name / "coarse_gs" / "point_cloud", "joint_voxel_info.json")
