@@ -74,6 +74,11 @@ def generate(args: argparse.Namespace) -> None:
         print(f"{out}: {info.get('seconds', 0):.0f} s")
 
 
+def suite_subset(seed: int) -> str:
+    """The subset the suite's objects of generator seed `seed` live in: `suite`, or `suite_seed<N>` (held out)."""
+    return SUBSET if seed == 0 else f"{SUBSET}_seed{seed}"
+
+
 def given_joint_types(scene_dir: Path) -> str:
     """The scene's joint types as stage 3's `--joint_types` (e.g. 's,p,p'): an input of the method, as the papers'
     per-scene tables are (read from the generator's `gt/trans.json`; nothing else of the ground truth is given)."""
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
     args = parser.parse_args(argv)
-    args.subset = SUBSET if args.seed == 0 else f"{SUBSET}_seed{args.seed}"
+    args.subset = suite_subset(args.seed)
     if args.action == "generate":
         generate(args)
         return 0

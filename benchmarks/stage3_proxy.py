@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arguments import parse_joint_types  # noqa: E402
 from benchmarks.joint_errors import HEADER, table_row  # noqa: E402
-from benchmarks.run_suite import DATASET, SUBSET, SUITE, given_joint_types  # noqa: E402
+from benchmarks.run_suite import DATASET, SUITE, given_joint_types, suite_subset  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
 from scene.dataset_readers import load_cameras  # noqa: E402
 from utils.metrics import load_gt_joints  # noqa: E402
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", nargs="+", default=list(SUITE), choices=list(SUITE))
     parser.add_argument("--seed", type=int, default=0, help="the suite's held-out objects of this seed (run_suite.py)")
     args = parser.parse_args(argv)
-    subset = SUBSET if args.seed == 0 else f"{SUBSET}_seed{args.seed}"
+    subset = suite_subset(args.seed)
     lines = list(HEADER)
     for name in args.scenes:
         scene = Path(args.data_root) / DATASET / subset / name

@@ -56,6 +56,11 @@ def _near(grid_centres: np.ndarray, mesh: trimesh.Trimesh, tolerance: float = 0.
     return cKDTree(trimesh.sample.sample_surface(mesh, 60_000, seed=3)[0]).query(grid_centres)[0] < tolerance
 
 
+def _part(voxels: np.ndarray, pulled: float, joint_type: str = "prismatic") -> PartEstimate:
+    return PartEstimate(0, voxels, -1, np.zeros((0, 3), int), 1.0, np.eye(4),
+                        transform=make_transform(t=np.array([0.0, pulled, 0.0])), joint_type=joint_type)
+
+
 def test_drawers_take_the_trays_behind_their_fronts() -> None:
     """Parts that hold only their fronts, one also the front half of the other's tray (a chance landing), take their
     own trays: the half outside, hidden once pushed in under either motion, and the rear inside the body, cut off by
@@ -68,11 +73,7 @@ def test_drawers_take_the_trays_behind_their_fronts() -> None:
     own_front = [_near(centres, front) for front in fronts]
     own_tray = [_near(centres, tray) & ~own_front[k] for k, tray in enumerate(trays)]
     stolen = own_tray[0] & (centres[:, 1] < 0.0)  # the lower tray's part outside the body, held by the upper drawer
-    parts = []
-    for k, pulled in enumerate(PULLS):
-        voxels = dynamic[own_front[k] | (stolen if k == 1 else False)]
-        parts.append(PartEstimate(0, voxels, -1, np.zeros((0, 3), int), 1.0, np.eye(4),
-                                  transform=make_transform(t=np.array([0.0, pulled, 0.0])), joint_type="prismatic"))
+    parts = [_part(dynamic[own_front[k] | (stolen if k == 1 else False)], pulled) for k, pulled in enumerate(PULLS)]
     assert own_tray[0].sum() > 1000 and stolen.sum() > 300 and (own_tray[0] & (centres[:, 1] > 0.02)).sum() > 300
 
     complete_sliding_parts(matcher, parts)
@@ -85,11 +86,6 @@ def test_drawers_take_the_trays_behind_their_fronts() -> None:
         others = mine & (own_tray[1 - k] | own_front[1 - k])
         assert others.sum() <= 0.02 * mine.sum(), f"drawer {k} holds the other drawer"
         assert (mine & ~own_tray[k] & ~own_front[k]).sum() <= 0.05 * mine.sum(), f"drawer {k} holds the body"
-
-
-def _part(voxels: np.ndarray, pulled: float, joint_type: str = "prismatic") -> PartEstimate:
-    return PartEstimate(0, voxels, -1, np.zeros((0, 3), int), 1.0, np.eye(4),
-                        transform=make_transform(t=np.array([0.0, pulled, 0.0])), joint_type=joint_type)
 
 
 def test_two_drawers_pulled_out_alike_are_separated() -> None:
@@ -120,8 +116,7 @@ def test_revolute_parts_are_left_alone() -> None:
     states, fronts, _ = _drawer_scene()
     grid, _, canonical, other = build_states(*states, VoxelizeConfig())
     front = canonical.dynamic_voxels[_near(grid.centres(canonical.dynamic_voxels), fronts[0])]
-    part = PartEstimate(0, front, -1, np.zeros((0, 3), int), 1.0, np.eye(4),
-                        transform=make_transform(t=np.array([0.0, PULLS[0], 0.0])), joint_type="revolute")
+    part = _part(front, PULLS[0], "revolute")
     complete_sliding_parts(PartMatcher(canonical, other), [part])
     assert part.voxels is front
 

@@ -355,14 +355,19 @@ def coarse_folder(root: Path) -> Path:
     return root / "synthetic" / "test" / "cabinet" / "coarse_gs" / "point_cloud" / "iteration_100"
 
 
+def write_coarse_models(folder: Path, canonical: np.ndarray, other: np.ndarray) -> None:
+    """Stage 2's two models (state 1 canonical) as opaque surfels on the given points, and its state choice."""
+    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
+    write_gaussian_ply(folder / "point_cloud_0.ply", other)
+    (folder / "larger_motion_state.txt").write_text("1\n")
+
+
 def test_cli_end_to_end(tmp_path: Path, gt_points: dict, capsys: pytest.CaptureFixture) -> None:
     canonical, other = gt_points["cabinet"]
     folder = coarse_folder(tmp_path)
-    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
-    write_gaussian_ply(folder / "point_cloud_0.ply", other)
+    write_coarse_models(folder, canonical, other)
     faint = np.random.default_rng(6).uniform(-3.0, 3.0, (2000, 3))  # transparent floaters must be ignored
     write_gaussian_ply(folder / "faint.ply", faint, opacity_logit=-5.0)
-    (folder / "larger_motion_state.txt").write_text("1\n")
     assert voxelize.main(cli_args(tmp_path, "--save_ply", "--joint_types", "s,r")) == 0
     info = json.loads((folder / "joint_voxel_info.json").read_text())
     arrays = np.load(folder / "joint_voxel_info.npz", allow_pickle=False)
@@ -391,9 +396,7 @@ def test_part_chamfer_scores_the_stage3_part_against_its_gt_part(tmp_path: Path,
     Chamfer both ways); the body's points scored as that part do not."""
     canonical, other = gt_points["cabinet"]
     folder = coarse_folder(tmp_path)
-    write_gaussian_ply(folder / "point_cloud_1.ply", canonical)
-    write_gaussian_ply(folder / "point_cloud_0.ply", other)
-    (folder / "larger_motion_state.txt").write_text("1\n")
+    write_coarse_models(folder, canonical, other)
     write_point_ply(folder / "surface_points_1.ply", canonical, np.zeros_like(canonical))
     assert voxelize.main(cli_args(tmp_path, "--joint_types", "s,r")) == 0
     [(part, gt, to_gt, from_gt)] = part_chamfers(folder, scenes["cabinet"] / "gt")

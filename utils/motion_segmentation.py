@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 
 from utils.part_matching import Match, PartMatcher, pick_match
 from utils.rigid_fit import apply_transform, make_transform, rotation_angle
-from utils.voxel_grid import VoxelGrid, connected_components, nearest_seed
+from utils.voxel_grid import VoxelGrid, connected_components, nearest_seed, spatial_chunks
 
 MIN_LANDED = 0.5  # an added motion must land at least this fraction of its piece
 MIN_NOVELTY = 0.5  # and this fraction of the changes it covers must be new
@@ -227,7 +226,7 @@ def split_by_local_motions(matcher: PartMatcher, voxels: np.ndarray, transform: 
     direction = slide_direction(transform)
     if direction is None:
         return []
-    _, cluster = kmeans2(matcher.grid.centres(voxels), chunks, seed=seed, minit="++")
+    cluster = spatial_chunks(matcher.grid, voxels, chunks, seed)
     fit = slide_fit(matcher, direction)
     pieces = [voxels[cluster == i] for i in range(chunks) if np.sum(cluster == i) >= min_piece]
     transforms = [fit(transform, chunk) for chunk in pieces]

@@ -28,13 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 from scipy.spatial import cKDTree
 
 from utils.motion_estimation import correlation_shifts
 from utils.part_matching import Match, PartMatcher
 from utils.rigid_fit import make_transform
-from utils.voxel_grid import adjacency, connected_components
+from utils.voxel_grid import adjacency, connected_components, spatial_chunks
 
 HYPOTHESIS_CHUNKS = 24  # spatial chunks whose own motions are the hypotheses
 ASSIGNMENT_CHUNKS = 48  # spatial chunks that each follow one motion
@@ -62,7 +61,7 @@ class SceneCost:
                  seed: int = 0) -> None:
         self.matcher, self.voxels = matcher, voxels
         self.chunks = min(chunks, len(voxels))
-        self.chunk = _chunks(matcher, voxels, self.chunks, seed)
+        self.chunk = spatial_chunks(matcher.grid, voxels, self.chunks, seed)
         self.targets = matcher.grid.centres(matcher.o.dynamic_voxels)
 
     def motion(self, T: np.ndarray) -> MotionCost:
@@ -118,18 +117,12 @@ def smooth_labels(voxels: np.ndarray, cost: np.ndarray, labels: np.ndarray,
     return labels
 
 
-def _chunks(matcher: PartMatcher, voxels: np.ndarray, chunks: int, seed: int) -> np.ndarray:
-    """(M,) spatial chunk (k-means on the centres) of each of `voxels` (M, 3), numbered 0..chunks-1."""
-    _, label = kmeans2(matcher.grid.centres(voxels), chunks, seed=seed, minit="++")
-    return np.unique(label, return_inverse=True)[1].ravel()
-
-
 def motion_hypotheses(matcher: PartMatcher, voxels: np.ndarray, chunks: int = HYPOTHESIS_CHUNKS, min_chunk: int = 30,
                       seed: int = 0) -> list[tuple[np.ndarray, str]]:
     """(motion (4, 4), 'revolute' or 'prismatic') hypotheses of the canonical `voxels` (M, 3): each spatial chunk's
     best rigid match and best translation, and its translations onto the other state's changes (`correlation_shifts`
     onto all of them: a chunk of a drawer whose best match went elsewhere)."""
-    label = _chunks(matcher, voxels, min(chunks, len(voxels)), seed)
+    label = spatial_chunks(matcher.grid, voxels, min(chunks, len(voxels)), seed)
     changes = matcher.o.dynamic_voxels
     context = matcher.context(changes)
     found = []
@@ -221,7 +214,7 @@ def split_motion(scene: SceneCost, transforms: list[np.ndarray], costs: list[Mot
         for i in same:
             if i == spare or len(shares[i]) < 2 * min_piece:
                 continue
-            halves = _chunks(m, shares[i], 2, 0)
+            halves = spatial_chunks(m.grid, shares[i], 2)
             for half in (shares[i][halves == 0], shares[i][halves == 1]):
                 T = m.refine(transforms[i], m.sample(m.c.points_in(half)), translation_only=kind == "prismatic")
                 trial = costs[:spare] + [scene.motion(T)] + costs[spare + 1:]

@@ -91,10 +91,11 @@ class PartMatcher:
         return ~landed & self.grid.lookup(self.hidden_cells, self.grid.indices(self.moved(T, voxels)))
 
     def clear(self, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
-        """(M,) bool: voxels whose best of the landing distances `dist` (K >= 2, M) (`landing` under K motions) lands
-        and beats every other by `margin` voxels."""
+        """(M,) bool: voxels whose best of the landing distances `dist` (K, M) (`landing` under K motions) lands and
+        beats every other by `margin` voxels (with one motion: lands)."""
         ranked = np.sort(np.minimum(dist, 1e9), axis=0)
-        return (ranked[0] <= self.tolerance) & (ranked[1] - ranked[0] >= margin * self.grid.voxel_size)
+        lands = ranked[0] <= self.tolerance
+        return lands if len(dist) == 1 else lands & (ranked[1] - ranked[0] >= margin * self.grid.voxel_size)
 
     def moved(self, T: np.ndarray, voxels: np.ndarray) -> np.ndarray:
         """(M, 3) centres of the canonical `voxels` (M, 3) moved by T."""

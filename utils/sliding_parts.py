@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 
 from utils.part_matching import PartMatcher
 
@@ -51,8 +50,7 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
     for i, part in enumerate(parts):
         label[np.isin(keys, grid.keys(part.voxels))] = i
     dist = np.stack([matcher.landing(part.transform, voxels)[0] for part in parts])
-    clear = matcher.clear(dist, CLEAR_MARGIN) if len(parts) > 1 else dist[0] <= matcher.tolerance
-    seed = clear & (np.argmin(dist, axis=0) == label)
+    seed = matcher.clear(dist, CLEAR_MARGIN) & (np.argmin(dist, axis=0) == label)
     centres = grid.centres(voxels)
     object_centre = matcher.c.points.mean(axis=0)
 
@@ -60,7 +58,8 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
         mine = centres[label == i]
         depth, column, pixels = _columns(centres, parts[i].transform[:3, 3], object_centre,
                                          mine.mean(axis=0) if len(mine) else object_centre, grid.voxel_size)
-        return _Prism(depth, column, pixels, _column_owners(depth, column, seed, label, grid.voxel_size))
+        front = _front_depth(depth, column, seed)
+        return _Prism(depth, column, pixels, front, _column_owners(depth, column, front, seed, label, grid.voxel_size))
 
     prisms = {i: prism(i) for i in sliding}
     changed = _separate_alike(matcher, parts, sliding, prisms, seed, label, voxels)
@@ -69,8 +68,8 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
         column, owner = prisms[i].column, prisms[i].owner
         label[(label == i) & ~seed & (owner[column] >= 0) & (owner[column] != i)] = -1
     for i in sliding:
-        part, (depth, column, _, owner) = parts[i], prisms[i]
-        behind = (owner[column] == i) & (depth >= _front_depth(depth, column, seed)[column])
+        part, (depth, column, _, front, owner) = parts[i], prisms[i]
+        behind = (owner[column] == i) & (depth >= front[column])
         candidates = np.flatnonzero(behind & (label != i))
         if len(candidates) == 0:
             continue
@@ -85,11 +84,12 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
 
 class _Prism(NamedTuple):
     """A sliding part's view along its axis: per voxel its depth behind the front and column id, per column its
-    pixel (C, 2) and owning part (C,) (-1: none)."""
+    pixel (C, 2), the depth of its first seed voxel (C,) (inf: none) and owning part (C,) (-1: none)."""
 
     depth: np.ndarray
     column: np.ndarray
     pixels: np.ndarray
+    front: np.ndarray
     owner: np.ndarray
 
 
@@ -98,9 +98,8 @@ def _separate_alike(matcher: PartMatcher, parts: list[PartEstimate], sliding: li
     """In place on `parts` and `label` (M,) (part of each of `voxels` (M, 3)): while a sliding part owns fewer columns
     than `EMPTY_FRONT` of the largest one's, it is no drawer; the largest then holds two drawers pulled out alike
     (37.3 and 36.8 cm: half a voxel apart, which no motion cost tells apart, and one motion is spared for chance
-    landings). Its columns are cut in two (k-means on their pixels: stacked or side-by-side fronts), the voxels of the
-    second half go to the empty part, and each half gets its own translation refitted on its points. Returns the
-    parts changed."""
+    landings). Its columns are cut in two by a straight line (`_best_cut`: stacked or side-by-side fronts), each half
+    with its own translation, and the voxels of the second half go to the empty part. Returns the parts changed."""
     changed: list[int] = []
     left = list(sliding)
     while len(left) >= 2:
@@ -155,17 +154,11 @@ def _columns(centres: np.ndarray, translation: np.ndarray, object_centre: np.nda
     axis = translation / np.linalg.norm(translation)
     if np.dot(part_centre - object_centre, axis) < 0:
         axis = -axis  # points outward now
-    pixels, column = np.unique(pixels_across(centres, axis, voxel_size), axis=0, return_inverse=True)
-    return -(centres @ axis), column.ravel(), pixels
-
-
-def pixels_across(centres: np.ndarray, axis: np.ndarray, voxel_size: float) -> np.ndarray:
-    """(M, 2) int voxel-sized pixel of each of `centres` (M, 3) seen along the unit `axis` (3,)."""
-    helper = np.eye(3)[np.argmin(np.abs(axis))]
-    u = np.cross(axis, helper)
+    u = np.cross(axis, np.eye(3)[np.argmin(np.abs(axis))])
     u /= np.linalg.norm(u)
-    v = np.cross(axis, u)
-    return np.round(centres @ np.stack([u, v], axis=1) / voxel_size).astype(np.int64)
+    across = np.stack([u, np.cross(axis, u)], axis=1)  # (3, 2) orthonormal basis of the plane across the axis
+    pixels, column = np.unique(np.round(centres @ across / voxel_size).astype(np.int64), axis=0, return_inverse=True)
+    return -(centres @ axis), column.ravel(), pixels
 
 
 def _front_depth(depth: np.ndarray, column: np.ndarray, seed: np.ndarray) -> np.ndarray:
@@ -175,13 +168,12 @@ def _front_depth(depth: np.ndarray, column: np.ndarray, seed: np.ndarray) -> np.
     return front
 
 
-def _column_owners(depth: np.ndarray, column: np.ndarray, seed: np.ndarray, label: np.ndarray,
+def _column_owners(depth: np.ndarray, column: np.ndarray, front: np.ndarray, seed: np.ndarray, label: np.ndarray,
                    voxel_size: float) -> np.ndarray:
-    """(C,) part owning each column: the label of its first seed voxel when that lies within `FRONT_DEPTH` voxels of
-    the column's first voxel; -1 otherwise."""
+    """(C,) part owning each column: the label of its first seed voxel (at depth `front` (C,)) when that lies within
+    `FRONT_DEPTH` voxels of the column's first voxel; -1 otherwise."""
     first = np.full(column.max() + 1, np.inf)
     np.minimum.at(first, column, depth)
-    front = _front_depth(depth, column, seed)
     is_front = seed & (depth == front[column])
     owner = np.full(len(first), -1)
     owner[column[is_front]] = label[is_front]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.cluster.vq import kmeans2
 from scipy.sparse import coo_array, csr_array
 from scipy.sparse.csgraph import dijkstra
 
@@ -131,6 +132,13 @@ def enclosed(occupancy: np.ndarray, min_directions: int = 5, close_radius: int =
         hits += np.logical_or.accumulate(solid, axis=axis)
         hits += np.flip(np.logical_or.accumulate(np.flip(solid, axis=axis), axis=axis), axis=axis)
     return (hits >= min_directions) & ~solid
+
+
+def spatial_chunks(grid: VoxelGrid, voxels: np.ndarray, chunks: int, seed: int = 0) -> np.ndarray:
+    """(M,) spatial chunk of each of `voxels` (M, 3): k-means (k-means++ start, `seed`) on their centres, numbered
+    0..n-1 without gaps (n <= `chunks`: a cluster can come out empty)."""
+    _, label = kmeans2(grid.centres(voxels), chunks, seed=seed, minit="++")
+    return np.unique(label, return_inverse=True)[1].ravel()
 
 
 def adjacency(voxels: np.ndarray) -> csr_array:
