@@ -23,6 +23,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from gaussian_renderer.sh import MAX_SH_DEGREE, num_sh_bases, rgb_to_sh
+from utils.adam import FusedAdam
 from utils.io_utils import atomic_path
 
 THICKNESS = 1e-8  # third scale of every surfel: far below any scene feature, so splits stay in-plane
@@ -169,14 +170,13 @@ class GaussianModel:
     def setup_optimizers(
         self, lrs: LearningRates | None = None, spatial_scale: float = 1.0, max_steps: int = 30_000
     ) -> None:
-        """One Adam per trainable parameter (fused on CUDA); the position lr decays by `update_learning_rate`."""
+        """One Adam per trainable parameter (`FusedAdam`); the position lr decays by `update_learning_rate`."""
         lrs = lrs or LearningRates()
         self._means_lr = (lrs.means * spatial_scale, lrs.means_final * spatial_scale, max_steps)
-        fused = self.device.type == "cuda"
         lr = {name: getattr(lrs, name) for name in PARAM_NAMES}
         lr["means"] = self._means_lr[0]
         self.optimizers = {
-            name: torch.optim.Adam([{"params": [p], "lr": lr[name], "name": name}], eps=1e-15, fused=fused)
+            name: FusedAdam([{"params": [p], "lr": lr[name], "name": name}], eps=1e-15)
             for name, p in self.params.items()
             if p.requires_grad
         }
@@ -202,7 +202,8 @@ class GaussianModel:
         for name, optimizer in self.optimizers.items():
             if name not in self.frozen:
                 optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        for param in self.params.values():
+            param.grad = None
 
     # ------------------------------------------------------------------------------------------------------ PLY I/O
     def save_ply(self, path: str | Path) -> None:

@@ -60,7 +60,7 @@ def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tenso
     "gt_depth" (1, H, W) (log-L1 where gt > 0, weight `args.lambda_depth`); "rend_normal" (3, H, W) with "alpha"
     (1, H, W), "depth" and the camera's "viewmat" (4, 4) and "K" (3, 3) (2DGS normal consistency against the normals
     of the depth map, `args.lambda_normal`); "rend_dist" (1, H, W) (distortion, `args.lambda_dist`). A pure function
-    of tensors, so `utils.loss_graphs.GraphedLoss` can capture it, depth normals included.
+    of tensors, so `utils.cuda_graphs.GraphedFunction` can capture it, depth normals included.
     """
     target = maps["target"] if "target" in maps else composite(maps["image"], maps["image_alpha"], maps["bg"])
     zero = maps["render"].new_zeros(())
@@ -132,11 +132,7 @@ def surfel_checkpoint(model: GaussianModel, densifier: Densifier) -> dict[str, A
 
 def restore_surfel_training(model: GaussianModel, densifier: Densifier, saved: dict[str, Any]) -> None:
     """Load the Adam moments and densification statistics of `surfel_checkpoint` into a model already built from its
-    `params` (with optimisers set up), keeping this device's Adam implementation flags (fused on CUDA only)."""
+    `params` (with optimisers set up)."""
     for name, optimizer in model.optimizers.items():
-        flags = [{key: group[key] for key in ("fused", "foreach", "capturable") if key in group}
-                 for group in optimizer.param_groups]
         optimizer.load_state_dict(saved["optimizers"][name])
-        for group, kept in zip(optimizer.param_groups, flags):
-            group.update(kept)
     densifier.state.update(saved["densifier"])
