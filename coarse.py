@@ -22,7 +22,7 @@ image composited over a random background (--no-random_bg_color: black or --whit
 and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
 (gsplat's densification statistics are gathered without a sync, scene.gaussian_model); gsplat's tile intersection
 reads one count per render (gaussian_renderer/gsplat_backend.py). The image losses replay as captured CUDA graphs
-(utils/loss_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written
+(utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written
 after such a check.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ from scene.dataset_readers import SPLITS, DatasetError, transforms_path
 from scene.gaussian_model import Densifier, GaussianModel
 from utils.image_utils import psnr
 from utils.io_utils import read_json, write_json, write_text
-from utils.loss_graphs import GraphedLoss
+from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
 from utils.point_cloud import backproject_depth, read_point_ply, voxel_downsample, write_point_ply
@@ -102,7 +102,7 @@ class StateRun:
     model: GaussianModel
     densifier: Densifier
     cameras: list[Camera]
-    image_loss: GraphedLoss
+    image_loss: GraphedFunction
     views: list[int] = field(default_factory=list)
 
     def next_camera(self, generator: torch.Generator) -> Camera:
@@ -188,7 +188,7 @@ def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Name
     densifier = Densifier(model, scene_scale=scene.extent, refine_start=args.densify_from_iter,
                           refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
                           grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval)
-    image_loss = GraphedLoss(partial(image_loss_terms, args=args), enabled=args.loss_graphs)
+    image_loss = GraphedFunction(partial(image_loss_terms, args=args), enabled=args.cuda_graphs)
     return StateRun(state, model, densifier, scene.train_cameras(state), image_loss)
 
 

@@ -38,13 +38,13 @@ from arguments import ModelParams, OptimizationParams, PipelineParams, Refinemen
     parse_joint_types, scene_dir, scene_output_dir
 from gaussian_renderer import render
 from scene import Scene
-from scene.articulation import ArticulationModel, blend_weights
+from scene.articulation import ArticulationModel, blend_weights, deform_surfels
 from scene.cameras import STATES, Camera
 from scene.dataset_readers import DatasetError
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
 from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
 from utils.io_utils import read_json, write_json
-from utils.loss_graphs import GraphedLoss
+from utils.cuda_graphs import GraphedFunction
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
 from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
     learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
@@ -139,7 +139,9 @@ class Refinement:
         self.gaussians, self.articulation, self.canonical = gaussians, articulation, canonical
         self.other = 1 - canonical
         self.cams_c, self.cams_o = scene.train_cameras(canonical), scene.train_cameras(self.other)
-        self.num_regions = [int(cam.mask.max()) + 1 if cam.mask is not None else 0 for cam in self.cams_c]
+        # one region count for every view (the largest) gives the part prior one graph signature; the extra
+        # regions are empty, hence never confident, and change nothing
+        self.num_regions = max([int(cam.mask.max()) + 1 for cam in self.cams_c if cam.mask is not None], default=1)
         gaussians.setup_optimizers(*self._optimizer_settings())
         self.densifier = Densifier(
             gaussians, scene_scale=scene.extent, refine_start=args.densify_from_iter,
@@ -152,8 +154,12 @@ class Refinement:
         self._neighbours: Tensor | None = None
         self.dropped_steps = torch.zeros((), dtype=torch.int64, device=device)
         # one per render of a step: a graphed loss holds one call's buffers until the backward
-        self.other_loss, self.canonical_loss = (GraphedLoss(partial(image_loss_terms, args=args),
-                                                            enabled=args.loss_graphs) for _ in range(2))
+        self.other_loss, self.canonical_loss = (GraphedFunction(partial(image_loss_terms, args=args),
+                                                                enabled=args.cuda_graphs) for _ in range(2))
+        # the surfel count changes with densification (E phase), the weights' requires_grad with the phase
+        self.deformation = GraphedFunction(_deformed, enabled=args.cuda_graphs, max_graphs=2)
+        self.part_prior = GraphedFunction(partial(_part_prior, args=args, num_regions=self.num_regions),
+                                          enabled=args.cuda_graphs)
 
     def _joint_optimizer(self) -> torch.optim.Adam:
         return torch.optim.Adam(self.articulation.parameters(), lr=self.args.joint_lr_init)
@@ -212,8 +218,10 @@ class Refinement:
         i = int(torch.randint(len(self.cams_o), (1,), generator=generator))
         cam = self.cams_o[i]
         bg = background(args.random_bg_color, args.white_background, self.device, generator)
-        weights = blend_weights(g.get_features, hard=not e_step)
-        means, quats = self.articulation.deform(g.get_xyz, g.params["quats"], weights)
+        part_q, part_t = self.articulation.part_transforms()
+        means, quats = self.deformation({"part_q": part_q, "part_t": part_t, "means": g.get_xyz,
+                                         "rotations": g.params["quats"],
+                                         "weights": blend_weights(g.get_features, hard=not e_step)})
         out = render(cam, g, bg, means=means, rotations=quats, with_features=False, with_surf_normal=False,
                      backend=self._backend(), depth_ratio=args.depth_ratio)
         depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
@@ -237,9 +245,8 @@ class Refinement:
         anchor = self.canonical_loss({"render": out_c["render"], **target, **depth})
         terms["anchor"] = args.lambda_anchor * anchor[:2].sum()
         if use_prior:
-            terms["prior"] = args.lambda_prior * part_prior_loss(
-                out_c["features"], out_c["alpha"], cam_c.mask, static_weight=args.static_class_weight,
-                num_regions=self.num_regions[j])
+            terms["prior"] = args.lambda_prior * self.part_prior(
+                {"logits": out_c["features"], "alpha": out_c["alpha"], "regions": cam_c.mask})
         if e_step and args.lambda_smooth > 0:
             terms["smooth"] = args.lambda_smooth * knn_smoothness_loss(g.get_features, self.neighbours())
 
@@ -340,6 +347,17 @@ class Refinement:
 
 
 # ------------------------------------------------------------------------------------------------------------- main
+def _deformed(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """`deform_surfels` of named tensors (the body `Refinement` replays from a CUDA graph)."""
+    return deform_surfels(inputs["part_q"], inputs["part_t"], inputs["means"], inputs["rotations"], inputs["weights"])
+
+
+def _part_prior(inputs: dict[str, Tensor], args: argparse.Namespace, num_regions: int) -> Tensor:
+    """`part_prior_loss` of a rendered logit map, its alpha and the view's regions (replayed from a CUDA graph)."""
+    return part_prior_loss(inputs["logits"], inputs["alpha"], inputs["regions"], static_weight=args.static_class_weight,
+                           num_regions=num_regions)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -60,15 +60,16 @@ class ModelParams(ParamGroup):
 
 
 class PipelineParams(ParamGroup):
-    """Renderer choice and how the image losses are launched."""
+    """Renderer choice and how the training step's small kernels are launched."""
 
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self.backend = "auto"
-        self.loss_graphs = True
+        self.cuda_graphs = True
         super().__init__(parser, "Pipeline", {
             "backend": "auto (CUDA -> gsplat, CPU -> reference), gsplat or reference",
-            "loss_graphs": "on CUDA, replay the image losses from captured CUDA graphs (utils/loss_graphs.py) instead "
-                           "of launching their kernels one by one (same values; --no-loss_graphs to compare)",
+            "cuda_graphs": "on CUDA, replay the image losses (and stage 4's deformation and part prior) from captured "
+                           "CUDA graphs (utils/cuda_graphs.py) instead of launching their kernels one by one (same "
+                           "values; --no-cuda_graphs to compare)",
         })
 
 

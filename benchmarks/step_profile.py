@@ -4,9 +4,10 @@
     python benchmarks/step_profile.py --stage 4 --scene_dir data/gear/suite/cabinet --output_root outputs \\
         --coarse_iter 30000 [--grow 3000]
 
-Other options go to the stage's own parser (e.g. `--no-loss_graphs`). Stage 2 (default) runs coarse.py's own
+Other options go to the stage's own parser (e.g. `--no-cuda_graphs`). Stage 2 (default) runs coarse.py's own
 `train_step` on both states of a scene (its defaults): `--grow` iterations with densification (as in the first half
-of the default schedule), then `--measure` timed iterations in each phase: "densify" (statistics gathered every
+of the default schedule), then in each phase 20 untimed iterations (which capture the phase's CUDA graphs) and
+`--measure` timed ones: "densify" (statistics gathered every
 step) and "late" (after densification, with the normal, distortion and opacity terms of the second half). Stage 4
 runs train.py's own `Refinement.step` from the scene's stage 1-3 outputs under `--output_root` (its defaults):
 `--grow` iterations, then the phases "E" (the E phase that follows) and "M" (the next M phase). For each phase it
@@ -41,6 +42,7 @@ from utils.train_utils import seed_everything  # noqa: E402
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize")
 Step = Callable[[int], object]  # one training iteration, given its number
+WARMUP = 20  # untimed iterations at the start of each phase
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ def measure(loop: Profiled, opts: argparse.Namespace) -> None:
     """Grow the model, then time, profile and check every phase of `loop`."""
     timed(loop, 1, opts.grow)
     for name, first in loop.phases.items():
+        timed(loop, first, WARMUP)  # a phase's first steps capture its CUDA graphs: not timed
+        first += WARMUP
         ms = timed(loop, first, opts.measure)
         print(f"phase {name} (iterations from {first}, {loop.counts()} surfels): {ms:.2f} ms/iteration wall "
               f"({1000.0 / ms:.0f} it/s)")

@@ -94,6 +94,14 @@ def dq_transform_rotations(dq: Tensor, rotations: Tensor) -> Tensor:
     return quat_multiply(dq[..., :4], rotations)
 
 
+def deform_surfels(part_q: Tensor, part_t: Tensor, means: Tensor, rotations: Tensor,
+                   weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Surfel centres `(N, 3)` and orientations `(N, 4)` moved by the K part motions (rotations `(K, 4)`,
+    translations `(K, 3)`) blended with weights `(N, K)`: `(N, 3)` centres, `(N, 4)` q_blend ⊗ orientations."""
+    blended = dq_blend(weights, dq_from_qt(part_q, part_t))
+    return dq_transform_points(blended, means), dq_transform_rotations(blended, rotations)
+
+
 def blend_weights(logits: Tensor, hard: bool) -> Tensor:
     """Part weights `(N, K)` from logits `(N, K)`: softmax (E-step) or one-hot argmax (M-step)."""
     if hard:
@@ -334,8 +342,7 @@ class ArticulationModel(torch.nn.Module):
             raise ValueError(
                 f"deform expects means (N, 3), rotations (N, 4), weights (N, {self.num_parts}); got "
                 f"{tuple(means.shape)}, {tuple(rotations.shape)}, {tuple(weights.shape)}")
-        blended = dq_blend(weights, dq_from_qt(*self.part_transforms()))
-        return dq_transform_points(blended, means), dq_transform_rotations(blended, rotations)
+        return deform_surfels(*self.part_transforms(), means, rotations, weights)
 
     def forward(self, means: Tensor, rotations: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
         """Same as `deform` (so `model(...)` and `torch.func.functional_call` work)."""

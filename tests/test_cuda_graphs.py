@@ -1,4 +1,5 @@
-"""The shared image-loss terms and their CUDA-graph replay (`utils.loss_graphs.GraphedLoss`)."""
+"""The shared image-loss terms and the CUDA-graph replay (`utils.cuda_graphs.GraphedFunction`) of them and of stage
+4's deformation and part prior."""
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,12 @@ import torch
 
 from gaussian_renderer.reference import depth_to_normal
 from gaussian_renderer import camera_tensors, render
+from scene.articulation import deform_surfels
 from scene.cameras import Camera
 from scene.gaussian_model import GaussianModel
-from utils.loss_graphs import GraphedLoss
+from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss
+from utils.part_losses import part_prior_loss
 from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss
 
 ARGS = argparse.Namespace(lambda_dssim=0.2, lambda_depth=1.0, lambda_normal=0.05, lambda_dist=0.1)
@@ -83,11 +86,11 @@ def test_graphed_loss_runs_eagerly_on_the_cpu() -> None:
         return image_loss_terms(maps, ARGS)
 
     maps = random_maps(1, "cpu")
-    torch.testing.assert_close(GraphedLoss(body)(maps), image_loss_terms(maps, ARGS))
+    torch.testing.assert_close(GraphedFunction(body)(maps), image_loss_terms(maps, ARGS))
     assert calls == [sorted(maps)]
 
 
-def _values_and_grads(loss: GraphedLoss | None, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
+def _values_and_grads(loss: GraphedFunction | None, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
     terms = image_loss_terms(maps, ARGS) if loss is None else loss(maps)
     leaves = [t for t in maps.values() if t.requires_grad]
     weights = torch.arange(1.0, len(IMAGE_TERMS) + 1, device=terms.device)
@@ -97,7 +100,7 @@ def _values_and_grads(loss: GraphedLoss | None, maps: dict[str, torch.Tensor]) -
 
 @pytest.mark.cuda
 def test_graphed_loss_matches_eager_values_and_gradients_on_cuda() -> None:
-    loss = GraphedLoss(lambda maps: image_loss_terms(maps, ARGS))
+    loss = GraphedFunction(lambda maps: image_loss_terms(maps, ARGS))
     kept = []
     for seed, with_normals in ((0, False), (1, True), (2, False), (3, True)):  # two signatures, each replayed
         maps = random_maps(seed, "cuda", with_normals)
@@ -118,7 +121,7 @@ def test_graphed_loss_matches_eager_values_and_gradients_on_cuda() -> None:
 @pytest.mark.cuda
 def test_two_graphed_losses_in_one_backward_on_cuda() -> None:
     """Stage 4's pattern: two instances evaluated before one backward keep their own buffers."""
-    first, second = (GraphedLoss(lambda maps: image_loss_terms(maps, ARGS)) for _ in range(2))
+    first, second = (GraphedFunction(lambda maps: image_loss_terms(maps, ARGS)) for _ in range(2))
     for seed in range(3):
         a, b = random_maps(2 * seed, "cuda", False), random_maps(2 * seed + 1, "cuda", False)
         total = first(a).sum() + 2.0 * second(b).sum()
@@ -128,3 +131,57 @@ def test_two_graphed_losses_in_one_backward_on_cuda() -> None:
         expected = torch.autograd.grad(eager, [a["render"], b["render"], a["depth"], b["depth"]])
         for got, want in zip([a["render"].grad, b["render"].grad, a["depth"].grad, b["depth"].grad], expected):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def _deform_inputs(n: int, seed: int, soft: bool) -> dict[str, torch.Tensor]:
+    """Stage 4's deformation inputs on CUDA: 3 part motions, surfels, soft (E) or one-hot (M, no grad) weights."""
+    g = torch.Generator().manual_seed(seed)
+    part_q = torch.nn.functional.normalize(torch.randn(3, 4, generator=g), dim=1)
+    logits = torch.randn(n, 3, generator=g)
+    inputs = {"part_q": part_q, "part_t": torch.randn(3, 3, generator=g), "means": torch.randn(n, 3, generator=g),
+              "rotations": torch.randn(n, 4, generator=g),
+              "weights": logits.softmax(1) if soft else torch.nn.functional.one_hot(logits.argmax(1), 3).float()}
+    inputs = {name: t.cuda() for name, t in inputs.items()}
+    for name in ("part_q", "part_t", "means", "rotations", *(("weights",) if soft else ())):
+        inputs[name] = inputs[name] * 1.0  # computed tensors, as in training (not leaves)
+        inputs[name].requires_grad_()
+    return inputs
+
+
+@pytest.mark.cuda
+def test_graphed_deformation_matches_eager_across_sizes_and_phases_on_cuda() -> None:
+    """Stage 4's deformation: values and gradients as eager, through a new surfel count and a phase change, with
+    at most two graphs kept."""
+    deformation = GraphedFunction(lambda t: deform_surfels(t["part_q"], t["part_t"], t["means"], t["rotations"],
+                                                           t["weights"]), max_graphs=2)
+    for step, (n, soft) in enumerate([(500, True), (500, True), (700, True), (700, False), (700, True), (500, True)]):
+        inputs = _deform_inputs(n, step, soft)
+        leaves = [t for t in inputs.values() if t.requires_grad]
+        outputs = [deformation(inputs), deform_surfels(*(inputs[k] for k in ("part_q", "part_t", "means",
+                                                                              "rotations", "weights")))]
+        weights = [torch.rand(n, 3, device="cuda"), torch.rand(n, 4, device="cuda")]
+        grads = [torch.autograd.grad(sum((w * x).sum() for w, x in zip(weights, out)), leaves) for out in outputs]
+        for got, want in zip(outputs[0], outputs[1]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for got, want in zip(*grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        assert len(deformation._graphs) <= 2
+    assert len(deformation._graphs) == 2
+
+
+@pytest.mark.cuda
+def test_graphed_part_prior_matches_eager_on_cuda() -> None:
+    """Stage 4's part prior with one region count for every view: as eager, for views with fewer regions too."""
+    prior = GraphedFunction(lambda t: part_prior_loss(t["logits"], t["alpha"], t["regions"], num_regions=12))
+    for seed, regions_in_view in ((0, 12), (1, 5), (2, 9)):
+        g = torch.Generator().manual_seed(seed)
+        logits = (torch.randn(3, H, W, generator=g) * 2.0).cuda().requires_grad_()
+        alpha = torch.rand(1, H, W, generator=g).cuda()
+        regions = torch.randint(0, regions_in_view, (H, W), generator=g, dtype=torch.int32).cuda()
+        regions[: H // 2, : W // 2] = 1  # one large region, confident or not
+        got = prior({"logits": logits * 1.0, "alpha": alpha, "regions": regions})
+        want = part_prior_loss(logits * 1.0, alpha, regions, num_regions=regions_in_view)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        grads = [torch.autograd.grad(value, logits)[0] for value in (got, want)]
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    assert len(prior._graphs) == 1
