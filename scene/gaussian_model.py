@@ -93,7 +93,7 @@ class GaussianModel:
         if not (np.isfinite(xyz).all() and np.isfinite(rgb).all()):
             raise ValueError("point cloud contains NaN or infinite values")
         n = len(xyz)
-        dist, _ = cKDTree(xyz).query(xyz, k=min(4, n))
+        dist, _ = cKDTree(xyz).query(xyz, k=min(4, n), workers=-1)
         scale = np.log(np.maximum(dist[:, 1:].mean(axis=1), 1e-7))
         generator = torch.Generator().manual_seed(seed)
         to = dict(dtype=torch.float32, device=device)

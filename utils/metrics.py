@@ -297,8 +297,8 @@ def chamfer_distance(mesh_a: trimesh.Trimesh, mesh_b: trimesh.Trimesh, n_samples
         return None
     pts_a = trimesh.sample.sample_surface(mesh_a, n_samples, seed=seed)[0]
     pts_b = trimesh.sample.sample_surface(mesh_b, n_samples, seed=seed + 1)[0]
-    d_ab = cKDTree(pts_b).query(pts_a)[0]
-    d_ba = cKDTree(pts_a).query(pts_b)[0]
+    d_ab = cKDTree(pts_b).query(pts_a, workers=-1)[0]
+    d_ba = cKDTree(pts_a).query(pts_b, workers=-1)[0]
     return float((np.mean(d_ab ** 2) + np.mean(d_ba ** 2)) * 1000.0)
 
 

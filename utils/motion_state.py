@@ -51,7 +51,7 @@ def remove_isolated(centres: np.ndarray, neighbours: int = ISOLATION_NEIGHBOURS,
     distance (all of them when there are too few to judge)."""
     if len(centres) <= neighbours:
         return centres
-    distances, _ = cKDTree(centres).query(centres, k=neighbours + 1)
+    distances, _ = cKDTree(centres).query(centres, k=neighbours + 1, workers=-1)
     kth = distances[:, -1]
     return centres[kth <= factor * np.median(kth)]
 
@@ -64,7 +64,7 @@ def motion_excesses(points_0: np.ndarray, points_1: np.ndarray, voxel_size: floa
         raise ValueError(f"voxel_size and cap_voxels must be positive, got {voxel_size} and {cap_voxels}")
     voxels = [remove_isolated(voxel_centres(points, voxel_size)) for points in (points_0, points_1)]
     cap = cap_voxels * voxel_size
-    excess = [float(np.minimum(cKDTree(other).query(own, k=1)[0], cap).sum())
+    excess = [float(np.minimum(cKDTree(other).query(own, k=1, workers=-1)[0], cap).sum())
               for own, other in ((voxels[0], voxels[1]), (voxels[1], voxels[0]))]
     return excess[0], excess[1]
 

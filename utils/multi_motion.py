@@ -74,7 +74,7 @@ class SceneCost:
         index = np.flatnonzero(landed)
         if len(index) and len(self.targets):
             dist, nearest = cKDTree(m.moved(T, self.voxels[index])).query(self.targets, k=4,
-                                                                         distance_upper_bound=m.tolerance)
+                                                                         distance_upper_bound=m.tolerance, workers=-1)
             hit = np.isfinite(dist)
             covers[self.chunk[index[nearest[hit]]], np.nonzero(hit)[0]] = True
         return MotionCost(cost, np.bincount(self.chunk, weights=cost, minlength=self.chunks), covers)

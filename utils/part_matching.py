@@ -83,7 +83,7 @@ class PartMatcher:
         """Per voxel of `voxels` (M, 3) moved by T: distance (M,) to the other state's points (inf beyond 5 voxels)
         and whether it lands (M,) bool."""
         moved = self.moved(T, voxels)
-        dist = self.o.tree.query(moved, distance_upper_bound=5 * self.grid.voxel_size)[0]
+        dist = self.o.tree.query(moved, distance_upper_bound=5 * self.grid.voxel_size, workers=-1)[0]
         return dist, dist <= self.tolerance
 
     def hidden(self, T: np.ndarray, voxels: np.ndarray, landed: np.ndarray) -> np.ndarray:
@@ -110,7 +110,8 @@ class PartMatcher:
         local = self.o.dynamic_voxels[inside]
         if len(local) == 0:
             return local, np.zeros(0, dtype=bool)
-        reach = cKDTree(moved).query(self.grid.centres(local), distance_upper_bound=self.tolerance)[0]
+        reach = cKDTree(moved).query(self.grid.centres(local), distance_upper_bound=self.tolerance,
+                                      workers=-1)[0]
         return local, np.isfinite(reach)
 
     def overlap(self, T: np.ndarray, voxels: np.ndarray) -> float:
@@ -225,7 +226,7 @@ class PartMatcher:
     def truncated_residual(self, T: np.ndarray, points: np.ndarray) -> float:
         """Mean distance (capped at 3 voxels) from `points` (N, 3) moved by T to the other state's points."""
         cap = 3 * self.grid.voxel_size
-        return float(np.minimum(self.o.tree.query(apply_transform(T, points))[0], cap).mean())
+        return float(np.minimum(self.o.tree.query(apply_transform(T, points), workers=-1)[0], cap).mean())
 
 
 def pick_match(matches: list[Match], cluster: float, tie: float = 0.05) -> Match:
