@@ -67,7 +67,7 @@ class SceneCost:
     def motion(self, T: np.ndarray) -> MotionCost:
         """The per-chunk cost and coverage of the motion T (4, 4)."""
         m = self.matcher
-        dist, landed = m.landing(T, self.voxels)
+        dist, landed = m.landing(T, self.voxels, reach=m.tolerance / m.grid.voxel_size)  # only landings count
         hidden = m.hidden(T, self.voxels, landed)
         cost = np.where(landed, LANDED_COST * np.minimum(dist / m.tolerance, 1.0), np.where(hidden, HIDDEN_COST, 1.0))
         covers = np.zeros((self.chunks, len(self.targets)), dtype=bool)

@@ -79,11 +79,11 @@ class PartMatcher:
         self.hidden_cells = enclosed(other.occupancy)
         self.rng = np.random.default_rng(seed)
 
-    def landing(self, T: np.ndarray, voxels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per voxel of `voxels` (M, 3) moved by T: distance (M,) to the other state's points (inf beyond 5 voxels)
-        and whether it lands (M,) bool."""
+    def landing(self, T: np.ndarray, voxels: np.ndarray, reach: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+        """Per voxel of `voxels` (M, 3) moved by T: distance (M,) to the other state's points (inf beyond `reach`
+        voxels; a shorter reach makes the search faster) and whether it lands (M,) bool."""
         moved = self.moved(T, voxels)
-        dist = self.o.tree.query(moved, distance_upper_bound=5 * self.grid.voxel_size, workers=-1)[0]
+        dist = self.o.tree.query(moved, distance_upper_bound=reach * self.grid.voxel_size, workers=-1)[0]
         return dist, dist <= self.tolerance
 
     def hidden(self, T: np.ndarray, voxels: np.ndarray, landed: np.ndarray) -> np.ndarray:
