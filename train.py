@@ -346,7 +346,6 @@ class Refinement:
         return learning_rates(self.args, features=self.args.logit_lr), self.scene.extent, self.args.iterations
 
 
-# ------------------------------------------------------------------------------------------------------------- main
 def _deformed(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """`deform_surfels` of named tensors (the body `Refinement` replays from a CUDA graph)."""
     return deform_surfels(inputs["part_q"], inputs["part_t"], inputs["means"], inputs["rotations"], inputs["weights"])
@@ -358,6 +357,7 @@ def _part_prior(inputs: dict[str, Tensor], args: argparse.Namespace, num_regions
                            num_regions=num_regions)
 
 
+# ------------------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
