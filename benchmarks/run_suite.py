@@ -14,7 +14,8 @@ has no SAM weights). `--schedule default` runs the stages' default schedules (30
 opacity, which a short run cannot recover from. Each object's stages run in one subprocess chain; objects
 run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
 come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
-raw rows to `<output_root>/gear/suite/suite_results.{md,json}`. `--seed N` (N > 0) generates and runs other objects of
+raw rows to `<output_root>/gear/suite/suite_results.md` and `suite_runs.json`; a later run (other scenes, or only some
+stages with `--stages`, e.g. `--stages train render` after changing stage 4) updates its rows there. `--seed N` (N > 0) generates and runs other objects of
 the same categories (held-out: nothing was tuned on them) under the subset `suite_seed<N>`.
 """
 from __future__ import annotations
@@ -106,8 +107,8 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
 
 
 def run_scene(args: argparse.Namespace, scene: str, gpu: int | None) -> dict:
-    """Run the five stages of one scene in order (on GPU `gpu` when given); stop at the first failure. Logs go next
-    to its outputs."""
+    """Run the scene's stages of `--stages` in order (on GPU `gpu` when given); stop at the first failure. Logs go
+    next to its outputs."""
     log_dir = Path(args.output_root) / DATASET / args.subset / scene
     log_dir.mkdir(parents=True, exist_ok=True)
     times: dict[str, float | None] = {stage: None for stage in STAGES}
@@ -116,6 +117,8 @@ def run_scene(args: argparse.Namespace, scene: str, gpu: int | None) -> dict:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     for stage, command in stage_commands(args, scene).items():
+        if stage not in args.stages:
+            continue
         begin = time.perf_counter()
         with open(log_dir / f"{stage}.log", "w") as handle:
             result = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -135,14 +138,30 @@ def run(args: argparse.Namespace) -> list[dict]:
         return list(pool.map(lambda item: run_scene(args, *item), zip(args.scenes, gpus)))
 
 
+def merge_runs(previous: list[dict], runs: list[dict]) -> list[dict]:
+    """Suite rows by scene (suite order): this run's rows replace earlier ones but keep their stage times for the
+    stages this run skipped (`--stages`), so a suite run over several calls still reports every stage; other scenes'
+    rows are kept."""
+    rows = {entry["scene"]: entry for entry in previous}
+    for entry in runs:
+        kept = rows.get(entry["scene"], {}).get("seconds", {})
+        seconds = {stage: kept.get(stage) if entry["seconds"][stage] is None else entry["seconds"][stage]
+                   for stage in STAGES}
+        rows[entry["scene"]] = {**entry, "seconds": seconds}
+    order = {scene: i for i, scene in enumerate(SUITE)}
+    return sorted(rows.values(), key=lambda entry: order.get(entry["scene"], len(order)))
+
+
 def table(args: argparse.Namespace, runs: list[dict] | None) -> str:
     """Markdown table: collect_results' accuracy columns plus wall time per stage."""
     folder = Path(args.output_root) / DATASET / args.subset
     folder.mkdir(parents=True, exist_ok=True)
     runs_path = folder / "suite_runs.json"
+    previous = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     if runs is None:
-        runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
+        runs = previous
     else:
+        runs = merge_runs(previous, runs)
         runs_path.write_text(json.dumps(runs, indent=2))
     rows = load_rows(find_metrics(folder, "gear"), folder)
     text = markdown_table(rows, column_means(rows))
@@ -173,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="the generator's seed; other than 0: held-out objects in data/gear/suite_seed<N>")
     parser.add_argument("--segmenter", choices=("classic", "sam"), default="classic")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="run only these stages; the others' outputs must exist (the table keeps their times "
+                             "from an earlier run)")
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
     args = parser.parse_args(argv)

@@ -1,0 +1,47 @@
+"""The suite runner's bookkeeping: `--stages` runs only those stages, and the table keeps every stage's time across
+runs of some stages or some scenes."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import run_suite  # noqa: E402
+
+
+def row(scene: str, **seconds: float) -> dict:
+    return {"scene": scene, "status": "ok", "seconds": {stage: seconds.get(stage) for stage in run_suite.STAGES}}
+
+
+def test_merge_keeps_times_of_skipped_stages_and_other_scenes() -> None:
+    previous = [row("drawers", masks=38, coarse=74, voxelize=96, train=63, render=49),
+                row("cabinet", masks=40, coarse=309, voxelize=19)]
+    merged = run_suite.merge_runs(previous, [{**row("cabinet", train=293, render=23), "status": "ok"}])
+    assert [entry["scene"] for entry in merged] == ["cabinet", "drawers"]  # suite order
+    assert merged[0]["seconds"] == {"masks": 40, "coarse": 309, "voxelize": 19, "train": 293, "render": 23}
+    assert merged[1] == previous[0]
+    failed = {**row("drawers", coarse=80), "status": "coarse failed"}
+    merged = run_suite.merge_runs(merged, [failed])
+    assert merged[1]["status"] == "coarse failed" and merged[1]["seconds"]["coarse"] == 80
+    assert merged[1]["seconds"]["train"] == 63
+
+
+def test_stages_option_runs_only_those_stages(tmp_path: Path, monkeypatch) -> None:
+    ran = []
+
+    def fake_run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+        ran.append(Path(command[1]).name)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(run_suite.subprocess, "run", fake_run)
+    monkeypatch.setattr(run_suite, "given_joint_types", lambda scene_dir: "s,r")
+    args = argparse.Namespace(
+        data_root=str(tmp_path / "data"), output_root=str(tmp_path / "out"), subset="suite", schedule="short",
+        segmenter="classic", stages=["train", "render"])
+    result = run_suite.run_scene(args, "cabinet", None)
+    assert ran == ["train.py", "render.py"]
+    assert result["status"] == "ok"
+    assert [stage for stage, t in result["seconds"].items() if t is not None] == ["train", "render"]
