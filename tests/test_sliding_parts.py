@@ -141,3 +141,26 @@ def test_visible_drawers_parts_hold_their_whole_drawer(tmp_path: Path) -> None:
         drawer = int(counts[1:].argmax())
         assert counts[drawer + 1] >= 0.93 * counts.sum(), f"purity {counts}"
         assert counts[drawer + 1] >= 0.75 * (gt_label == drawer).sum(), f"completeness {counts}"
+
+
+def test_separated_pair_splits_its_voxels_outside_its_fronts_columns_too() -> None:
+    """A strip of each front is in no part, so its columns have no owner; the tray behind it, held by the shared part,
+    still goes to the drawer on its side of the cut (not to whichever half keeps the shared part's index)."""
+    pulls = (0.300, 0.305)
+    states, fronts, trays = _drawer_scene(pulls)
+    grid, _, canonical, other = build_states(*states, VoxelizeConfig())
+    matcher = PartMatcher(canonical, other)
+    dynamic = canonical.dynamic_voxels
+    centres = grid.centres(dynamic)
+    drawer = [_near(centres, front) | _near(centres, tray) for front, tray in zip(fronts, trays)]
+    strips = [centres[:, 0] > 0.2, centres[:, 0] < -0.2]  # the lower drawer's right, the upper one's left
+    unowned = [_near(centres, front) & strip for front, strip in zip(fronts, strips)]
+    behind = [d & ~u & strip for d, u, strip in zip(drawer, unowned, strips)]
+    assert all(u.sum() > 50 for u in unowned) and all(b.sum() > 200 for b in behind)
+    parts = [_part(dynamic[(drawer[0] | drawer[1]) & ~unowned[0] & ~unowned[1]], 0.3025),
+             _part(dynamic[drawer[1]][::200][:40], 0.25)]
+    complete_sliding_parts(matcher, parts)
+    holder = [np.isin(grid.keys(dynamic), grid.keys(part.voxels)) for part in parts]
+    for k in (0, 1):
+        mine = int(np.argmax([(h & drawer[k]).sum() for h in holder]))
+        assert (holder[1 - mine] & behind[k]).sum() <= 0.05 * behind[k].sum(), f"drawer {k}'s tray went to the other"

@@ -108,11 +108,11 @@ def _separate_alike(matcher: PartMatcher, parts: list[PartEstimate], sliding: li
         if owned[empty] >= EMPTY_FRONT * owned[largest] or owned[largest] < 2:
             break
         prism = prisms[largest]
-        side = np.full(len(prism.owner), -1)
-        side[prism.owner == largest], motions = _best_cut(matcher, parts[largest].transform, prism, largest, seed,
-                                                          label, voxels)
+        axis, cut, motions = _best_cut(matcher, parts[largest].transform, prism, largest, seed, label, voxels)
         label[label == empty] = -1
-        label[(label == largest) & (side[prism.column] == 1)] = empty
+        # every voxel of the pair beyond the line, also in columns it does not own: its clear landings there stay
+        # its own in the completion below, and belong to the drawer on their side
+        label[(label == largest) & (prism.pixels[prism.column, axis] > cut)] = empty
         for i, motion in zip((largest, empty), motions):
             parts[i].rigid_transform = parts[i].transform = motion
             parts[i].fitted = "prismatic"
@@ -122,16 +122,18 @@ def _separate_alike(matcher: PartMatcher, parts: list[PartEstimate], sliding: li
 
 
 def _best_cut(matcher: PartMatcher, start: np.ndarray, prism: _Prism, part: int, seed: np.ndarray, label: np.ndarray,
-              voxels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+              voxels: np.ndarray) -> tuple[int, float, list[np.ndarray]]:
     """The straight cut of the columns `part` owns in `prism` into two fronts, and their translations (refitted from
     `start` on each front's clear voxels), that land the fronts best: across either pixel axis at one of `CUTS`
-    quantiles. Side (0 or 1) of each owned column and the two motions."""
+    quantiles. The pixel axis, the cut (columns with a larger pixel coordinate are the second front) and the two
+    motions."""
     columns = np.flatnonzero(prism.owner == part)
     fronts = seed & (label == part)
-    best = (np.inf, np.zeros(len(columns), dtype=np.int64), [start, start])
+    best = (np.inf, 0, np.inf, [start, start])
     for axis in (0, 1):
         for q in CUTS:
-            side = (prism.pixels[columns, axis] > np.quantile(prism.pixels[columns, axis], q)).astype(np.int64)
+            cut = float(np.quantile(prism.pixels[columns, axis], q))
+            side = (prism.pixels[columns, axis] > cut).astype(np.int64)
             where = np.full(len(prism.owner), -1)
             where[columns] = side
             score, motions = 0.0, []
@@ -142,8 +144,8 @@ def _best_cut(matcher: PartMatcher, start: np.ndarray, prism: _Prism, part: int,
                 motions.append(matcher.refine(start, matcher.sample(points), translation_only=True))
                 score += matcher.truncated_residual(motions[-1], points) * len(points)
             if len(motions) == 2 and score < best[0]:
-                best = (score, side, motions)
-    return best[1], best[2]
+                best = (score, axis, cut, motions)
+    return best[1:]
 
 
 def _columns(centres: np.ndarray, translation: np.ndarray, object_centre: np.ndarray, part_centre: np.ndarray,
