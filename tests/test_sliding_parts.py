@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from utils.part_matching import PartMatcher
 from utils.part_selection import PartEstimate, VoxelizeConfig, build_states, discover_parts
 from utils.rigid_fit import make_transform
 from utils.sliding_parts import complete_sliding_parts
+from utils.voxel_grid import VoxelGrid
 
 PULLS = (0.30, 0.33)  # how far the lower and the upper drawer are pulled out in the canonical state
 HEIGHTS = (-0.11, 0.11)  # their centres
@@ -88,16 +90,34 @@ def test_drawers_take_the_trays_behind_their_fronts() -> None:
         assert (mine & ~own_tray[k] & ~own_front[k]).sum() <= 0.05 * mine.sum(), f"drawer {k} holds the body"
 
 
-def test_two_drawers_pulled_out_alike_are_separated() -> None:
-    """Pulled out 30.0 and 30.5 cm, the two drawers share one part while the other sliding part holds 40 stray voxels
-    of a tray under a false motion: the shared part is cut between the fronts, each half with its own pull."""
-    pulls = (0.300, 0.305)
-    states, fronts, trays = _drawer_scene(pulls)
+ALIKE_PULLS = (0.300, 0.305)
+
+
+class _AlikePair(NamedTuple):
+    """Two drawers pulled out almost alike: the grid and matcher of their states, the canonical dynamic voxels (M, 3)
+    with their centres, each drawer's voxels (M,) bool (front and tray) and front meshes."""
+
+    grid: VoxelGrid
+    matcher: PartMatcher
+    dynamic: np.ndarray
+    centres: np.ndarray
+    drawer: list[np.ndarray]
+    fronts: list[trimesh.Trimesh]
+
+
+def _alike_pair() -> _AlikePair:
+    states, fronts, trays = _drawer_scene(ALIKE_PULLS)
     grid, _, canonical, other = build_states(*states, VoxelizeConfig())
-    matcher = PartMatcher(canonical, other)
     dynamic = canonical.dynamic_voxels
     centres = grid.centres(dynamic)
     drawer = [_near(centres, front) | _near(centres, tray) for front, tray in zip(fronts, trays)]
+    return _AlikePair(grid, PartMatcher(canonical, other), dynamic, centres, drawer, fronts)
+
+
+def test_two_drawers_pulled_out_alike_are_separated() -> None:
+    """Pulled out 30.0 and 30.5 cm, the two drawers share one part while the other sliding part holds 40 stray voxels
+    of a tray under a false motion: the shared part is cut between the fronts, each half with its own pull."""
+    grid, matcher, dynamic, centres, drawer, _ = _alike_pair()
     stray = dynamic[drawer[1]][::200][:40]
     parts = [_part(dynamic[drawer[0] | drawer[1]], 0.3025), _part(stray, 0.25)]
     changed = complete_sliding_parts(matcher, parts)
@@ -107,7 +127,7 @@ def test_two_drawers_pulled_out_alike_are_separated() -> None:
         mine = np.isin(keys, grid.keys(part.voxels))
         k = int(np.argmax([(mine & d).sum() for d in drawer]))
         assert (mine & drawer[k]).sum() >= 0.9 * drawer[k].sum() and (mine & drawer[1 - k]).sum() <= 0.02 * mine.sum()
-        assert part.transform[:3, 3] == pytest.approx([0.0, pulls[k], 0.0], abs=0.002)
+        assert part.transform[:3, 3] == pytest.approx([0.0, ALIKE_PULLS[k], 0.0], abs=0.002)
         assert part.fitted == "prismatic"
 
 
@@ -146,13 +166,7 @@ def test_visible_drawers_parts_hold_their_whole_drawer(tmp_path: Path) -> None:
 def test_separated_pair_splits_its_voxels_outside_its_fronts_columns_too() -> None:
     """A strip of each front is in no part, so its columns have no owner; the tray behind it, held by the shared part,
     still goes to the drawer on its side of the cut (not to whichever half keeps the shared part's index)."""
-    pulls = (0.300, 0.305)
-    states, fronts, trays = _drawer_scene(pulls)
-    grid, _, canonical, other = build_states(*states, VoxelizeConfig())
-    matcher = PartMatcher(canonical, other)
-    dynamic = canonical.dynamic_voxels
-    centres = grid.centres(dynamic)
-    drawer = [_near(centres, front) | _near(centres, tray) for front, tray in zip(fronts, trays)]
+    grid, matcher, dynamic, centres, drawer, fronts = _alike_pair()
     strips = [centres[:, 0] > 0.2, centres[:, 0] < -0.2]  # the lower drawer's right, the upper one's left
     unowned = [_near(centres, front) & strip for front, strip in zip(fronts, strips)]
     behind = [d & ~u & strip for d, u, strip in zip(drawer, unowned, strips)]
