@@ -67,14 +67,13 @@ class SceneCost:
     def motion(self, T: np.ndarray) -> MotionCost:
         """The per-chunk cost and coverage of the motion T (4, 4)."""
         m = self.matcher
-        dist, landed = m.landing(T, self.voxels, reach=m.tolerance / m.grid.voxel_size)  # only landings count
-        hidden = m.hidden(T, self.voxels, landed)
+        moved, dist, landed, hidden = m.fate(T, self.voxels, reach=m.tolerance / m.grid.voxel_size)  # only landings
         cost = np.where(landed, LANDED_COST * np.minimum(dist / m.tolerance, 1.0), np.where(hidden, HIDDEN_COST, 1.0))
         covers = np.zeros((self.chunks, len(self.targets)), dtype=bool)
         index = np.flatnonzero(landed)
         if len(index) and len(self.targets):
-            dist, nearest = cKDTree(m.moved(T, self.voxels[index])).query(self.targets, k=4,
-                                                                         distance_upper_bound=m.tolerance, workers=-1)
+            dist, nearest = cKDTree(moved[index]).query(self.targets, k=4, distance_upper_bound=m.tolerance,
+                                                        workers=-1)
             hit = np.isfinite(dist)
             covers[self.chunk[index[nearest[hit]]], np.nonzero(hit)[0]] = True
         return MotionCost(cost, np.bincount(self.chunk, weights=cost, minlength=self.chunks), covers)

@@ -8,6 +8,7 @@ support nor contradict T; the others that do not land contradict it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -24,6 +25,15 @@ def voxel_means(points: np.ndarray, voxels: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(voxels, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.ravel()
     return np.stack([np.bincount(inverse, weights=points[:, d]) for d in range(3)], axis=1) / counts[:, None]
+
+
+class Fate(NamedTuple):
+    """Where canonical voxels (M of them) go under a motion (`PartMatcher.fate`)."""
+
+    moved: np.ndarray  # (M, 3) moved centres
+    dist: np.ndarray  # (M,) distance to the other state's points (inf beyond the search reach)
+    landed: np.ndarray  # (M,) bool
+    hidden: np.ndarray  # (M,) bool: does not land but ends up inside the other state's shell
 
 
 @dataclass
@@ -82,13 +92,20 @@ class PartMatcher:
     def landing(self, T: np.ndarray, voxels: np.ndarray, reach: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
         """Per voxel of `voxels` (M, 3) moved by T: distance (M,) to the other state's points (inf beyond `reach`
         voxels; a shorter reach makes the search faster) and whether it lands (M,) bool."""
-        moved = self.moved(T, voxels)
-        dist = self.o.tree.query(moved, distance_upper_bound=reach * self.grid.voxel_size, workers=-1)[0]
+        dist = self._distances(self.moved(T, voxels), reach)
         return dist, dist <= self.tolerance
 
-    def hidden(self, T: np.ndarray, voxels: np.ndarray, landed: np.ndarray) -> np.ndarray:
-        """(M,) bool: voxels of `voxels` (M, 3) that do not land under T (`landed` (M,)) but are hidden."""
-        return ~landed & self.grid.lookup(self.hidden_cells, self.grid.indices(self.moved(T, voxels)))
+    def fate(self, T: np.ndarray, voxels: np.ndarray, reach: float = 5.0) -> Fate:
+        """Where the voxels (M, 3) go under T: their moved centres, `landing`'s distances and landings, and which of
+        those that do not land are hidden; the voxels are moved once."""
+        moved = self.moved(T, voxels)
+        dist = self._distances(moved, reach)
+        landed = dist <= self.tolerance
+        return Fate(moved, dist, landed, ~landed & self.grid.lookup(self.hidden_cells, self.grid.indices(moved)))
+
+    def _distances(self, moved: np.ndarray, reach: float) -> np.ndarray:
+        """(M,) distance of the centres `moved` (M, 3) to the other state's points (inf beyond `reach` voxels)."""
+        return self.o.tree.query(moved, distance_upper_bound=reach * self.grid.voxel_size, workers=-1)[0]
 
     def clear(self, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
         """(M,) bool: voxels whose best of the landing distances `dist` (K, M) (`landing` under K motions) lands and
@@ -122,11 +139,9 @@ class PartMatcher:
         `MIN_DYNAMIC_SUPPORT` of the landing voxels land on dynamic voxels: a part must explain a change, not the
         static body. (b) is local so that parts that touch in the other state (one component there) still match.
         """
-        moved = self.moved(T, voxels)
-        landed = self.landing(T, voxels)[1]
+        moved, _, landed, hidden = self.fate(T, voxels)
         if not landed.any():
             return 0.0
-        hidden = self.hidden(T, voxels, landed)
         landed_fraction = landed.sum() / max(1, (~hidden).sum())
         support = self.grid.lookup(self.o.dynamic_near, self.grid.indices(moved[landed])).mean()
         local, covered = self.covered(moved)

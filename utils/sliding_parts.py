@@ -73,9 +73,8 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
         candidates = np.flatnonzero(behind & (label != i))
         if len(candidates) == 0:
             continue
-        landed = matcher.landing(part.transform, voxels[candidates])[1]
-        consistent = landed | matcher.hidden(part.transform, voxels[candidates], landed)
-        label[candidates[consistent]] = i
+        fate = matcher.fate(part.transform, voxels[candidates])
+        label[candidates[fate.landed | fate.hidden]] = i
     for i, part in enumerate(parts):
         outside = ~np.isin(grid.keys(part.voxels), keys)  # not among the changes: kept as they are
         part.voxels = np.concatenate([part.voxels[outside], voxels[label == i]])
