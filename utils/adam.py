@@ -50,11 +50,17 @@ class FusedAdam(torch.optim.Adam):
                 else:
                     _adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2, eps)
 
+    def __setstate__(self, state: dict) -> None:
+        """Load-time (`load_state_dict`) conversion: a torch fused Adam's checkpoint keeps "step" on the device, where
+        reading it each step would synchronise; here it lives on the CPU."""
+        super().__setstate__(state)
+        for param_state in self.state.values():
+            if "step" in param_state:
+                param_state["step"] = param_state["step"].cpu()
+
     def _state(self, param: Tensor) -> dict:
         """The parameter's Adam state, created as torch's Adam creates it."""
         state = self.state[param]
-        if state and state["step"].device.type != "cpu":  # from a torch fused Adam's checkpoint
-            state["step"] = state["step"].cpu()
         if not state:
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
