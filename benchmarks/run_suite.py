@@ -14,9 +14,10 @@ has no SAM weights). `--schedule default` runs the stages' default schedules (30
 opacity, which a short run cannot recover from. Each object's stages run in one subprocess chain; objects
 run `--jobs` at a time (they share the GPU: the renders are small and mostly launch-bound). Per-stage wall times
 come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (markdown) goes to stdout and with the
-raw rows to `<output_root>/gear/suite/suite_results.md` and `suite_runs.json`; a later run (other scenes, or only some
-stages with `--stages`, e.g. `--stages train render` after changing stage 4) updates its rows there. `--seed N` (N > 0) generates and runs other objects of
-the same categories (held-out: nothing was tuned on them) under the subset `suite_seed<N>`.
+raw rows to `<output_root>/gear/suite/suite_results.md` and `suite_runs.json`; a later run (other scenes, or only
+some stages with `--stages`, e.g. `--stages train render` after changing stage 4) updates its rows there. `--seed N`
+(N > 0) generates and runs other objects of the same categories (held-out: nothing was tuned on them) under the
+subset `suite_seed<N>`.
 """
 from __future__ import annotations
 
