@@ -14,26 +14,24 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
                                   the final iteration
     coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
 
-The two states' models are independent, so they train in two processes at once on CUDA (`--state_workers`; one
-state's loop leaves the GPU idle during its host work and gsplat's synchronisations, which the other fills) and one
-after the other on the CPU. Each restarts from its latest checkpoint unless --overwrite (which removes these outputs
-first); a run whose final outputs exist exits at once. Each iteration renders one random training view against the
-image composited over a random background (--no-random_bg_color: black or --white_background). Only the progress bar
-and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
-(gsplat's densification statistics are gathered without a sync, scene.gaussian_model); gsplat's tile intersection
-reads one count per render (gaussian_renderer/gsplat_backend.py). The image losses replay as captured CUDA graphs
-(utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoint, which is only written
-after such a check.
+The two states' models are independent but train in one loop: each iteration renders one random training view of
+each state against its image composited over a random background (--no-random_bg_color: black or --white_background),
+both in one gsplat call on CUDA (`gaussian_renderer.render_each`: one tile binning, so one host synchronisation, and
+one backward for both), then steps each state's Adam and densification. Each state draws its views and backgrounds
+from its own generator and restarts from its own latest checkpoint unless --overwrite (which removes these outputs
+first); a state whose checkpoint is ahead waits until the other catches up. A run whose final outputs exist exits at
+once. Only the progress bar and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back
+from the device here (gsplat's densification statistics are gathered without a sync, scene.gaussian_model). The
+image losses replay as captured CUDA graphs (utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps
+the last checkpoints, which are only written after such a check.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -45,7 +43,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, iteration_dir, scene_dir, scene_output_dir
-from gaussian_renderer import camera_tensors, render
+from gaussian_renderer import camera_tensors, render, render_each
 from scene import Scene, point_cloud_path
 from scene.cameras import Camera
 from scene.dataset_readers import SPLITS, DatasetError, transforms_path
@@ -96,19 +94,23 @@ SURFACE_PREFIX = "surface_points_"  # + <state>.ply: rendered surface of each st
 
 @dataclass
 class StateRun:
-    """Everything that trains one joint state: its model, densifier and training cameras, and the epoch's view order."""
+    """Everything that trains one joint state: its model, densifier, training cameras and random generator (views
+    and backgrounds), the iteration it (re)starts after, the epoch's view order and its NaN guard."""
 
     state: int
     model: GaussianModel
     densifier: Densifier
     cameras: list[Camera]
     image_loss: GraphedFunction
+    generator: torch.Generator
+    start: int = 0
     views: list[int] = field(default_factory=list)
+    guard: FiniteGuard = field(default_factory=lambda: FiniteGuard(every=PROGRESS_EVERY))
 
-    def next_camera(self, generator: torch.Generator) -> Camera:
+    def next_camera(self) -> Camera:
         """A random training view; every view once per epoch (3DGS's shuffled stack)."""
         if not self.views:
-            self.views = torch.randperm(len(self.cameras), generator=generator).tolist()
+            self.views = torch.randperm(len(self.cameras), generator=self.generator).tolist()
         return self.cameras[self.views.pop()]
 
 
@@ -125,8 +127,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="iterations between checkpoints (the latest one is kept; also saved at the end)")
     stage.add_argument("--motion_voxel_size", type=float, default=DEFAULT_VOXEL_SIZE,
                        help="voxel edge of the larger-motion-state test (scene units)")
-    stage.add_argument("--state_workers", type=int, default=0,
-                       help="processes training the two states at once (0: 2 on CUDA, 1 on the CPU)")
     stage.add_argument("--overwrite", action="store_true",
                        help="remove this model's outputs and checkpoints first instead of resuming")
     parser.set_defaults(random_bg_color=True)
@@ -182,14 +182,16 @@ def initial_model(scene: Scene, state: int, args: argparse.Namespace, device: to
                                           device=device, seed=args.seed + state)
 
 
-def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Namespace) -> StateRun:
-    """Optimisers (position lr scaled by the camera extent) and the densifier of one state's model."""
+def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Namespace, start: int = 0) -> StateRun:
+    """Optimisers (position lr scaled by the camera extent), densifier and generator (seed + state) of one state's
+    model, which starts after iteration `start`."""
     model.setup_optimizers(learning_rates(args), spatial_scale=scene.extent, max_steps=args.iterations)
     densifier = Densifier(model, scene_scale=scene.extent, refine_start=args.densify_from_iter,
                           refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
                           grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval)
     image_loss = GraphedFunction(partial(image_loss_terms, args=args), enabled=args.cuda_graphs)
-    return StateRun(state, model, densifier, scene.train_cameras(state), image_loss)
+    generator = torch.Generator().manual_seed(args.seed + state)
+    return StateRun(state, model, densifier, scene.train_cameras(state), image_loss, generator, start)
 
 
 # ------------------------------------------------------------------------------------------------------- training
@@ -218,33 +220,41 @@ def state_loss(run: StateRun, out: dict, camera: Camera, bg: Tensor, args: argpa
     return loss
 
 
-def train_step(run: StateRun, iteration: int, args: argparse.Namespace, generator: torch.Generator) -> Tensor:
-    """Render one random view of `run`'s state, backpropagate, densify, step Adam; returns the detached loss."""
-    model = run.model
-    model.update_learning_rate(iteration)
-    if iteration % args.sh_increase_interval == 0:
-        model.oneup_sh_degree()
-    camera = run.next_camera(generator)
-    bg = background(args.random_bg_color, args.white_background, model.device, generator)
-    out = render(camera, model, bg, with_surf_normal=False, depth_ratio=args.depth_ratio, backend=backend_name(args))
-    loss = state_loss(run, out, camera, bg, args, iteration)
+def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace) -> list[Tensor]:
+    """One iteration of each run: render one random view of every state (one call), backpropagate the sum of their
+    losses, densify, step Adam; returns the detached losses."""
+    cameras, bgs = [], []
+    for run in runs:
+        run.model.update_learning_rate(iteration)
+        if iteration % args.sh_increase_interval == 0:
+            run.model.oneup_sh_degree()
+        cameras.append(run.next_camera())
+        bgs.append(background(args.random_bg_color, args.white_background, run.model.device, run.generator))
+    outs = render_each(cameras, [run.model for run in runs], torch.stack(bgs), with_surf_normal=False,
+                       depth_ratio=args.depth_ratio, backend=backend_name(args))
+    losses = [state_loss(*case, args, iteration) for case in zip(runs, outs, cameras, bgs)]
     densifying = iteration < args.densify_until_iter
     if densifying:
-        run.densifier.pre_backward(iteration, out["info"])
-    loss.backward()
-    if densifying:
-        run.densifier.post_backward(iteration, out["info"])
-    model.step_optimizers()
-    return loss.detach()
+        for run, out in zip(runs, outs):
+            run.densifier.pre_backward(iteration, out["info"])
+    torch.stack(losses).sum().backward()
+    for run, out in zip(runs, outs):
+        if densifying:
+            run.densifier.post_backward(iteration, out["info"])
+        run.model.step_optimizers()
+    return [loss.detach() for loss in losses]
 
 
 def backend_name(args: argparse.Namespace) -> str | None:
     return None if args.backend == "auto" else args.backend
 
 
-def check_finite(run: StateRun, guard: FiniteGuard, iteration: int) -> None:
-    """Raise TrainingDiverged if a loss since the last check or any parameter is NaN/inf (one host sync)."""
-    guard.check(iteration)
+def check_finite(run: StateRun, iteration: int) -> None:
+    """Raise TrainingDiverged if a loss of `run` since the last check or any parameter is NaN/inf (one host sync)."""
+    try:
+        run.guard.check(iteration)
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"state {run.state}: {err}") from None
     bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
     if bad:
         raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
@@ -257,9 +267,9 @@ def checkpoint_prefix(state: int) -> str:
     return f"{CHECKPOINT_PREFIX}_state{state}_"
 
 
-def checkpoint_payload(run: StateRun, iteration: int, generator: torch.Generator) -> dict:
+def checkpoint_payload(run: StateRun, iteration: int) -> dict:
     """Plain tensors and dicts (loadable with weights_only=True) that let one state's training continue."""
-    rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    rng = {"torch": torch.get_rng_state(), "generator": run.generator.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
@@ -272,18 +282,18 @@ def checkpoint_payload(run: StateRun, iteration: int, generator: torch.Generator
 
 
 def restore_run(payload: dict, state: int, scene: Scene, args: argparse.Namespace, device: torch.device,
-                generator: torch.Generator, path: Path) -> StateRun:
+                path: Path) -> StateRun:
     """Rebuild one state's run (model, Adam moments, densifier statistics, view order, RNGs) from a checkpoint."""
     try:
         if payload["state"] != state:
             raise ValueError(f"it holds state {payload['state']}, not {state}")
         params = {name: value.to(device).requires_grad_() for name, value in payload["params"].items()}
         model = GaussianModel(params, args.sh_degree, active_sh_degree=int(payload["active_sh_degree"]))
-        run = make_run(state, model, scene, args)
+        run = make_run(state, model, scene, args, start=payload["iteration"])
         restore_surfel_training(model, run.densifier, payload)
         run.views = payload["views"].tolist()
         torch.set_rng_state(payload["rng"]["torch"].cpu())
-        generator.set_state(payload["rng"]["generator"].cpu())
+        run.generator.set_state(payload["rng"]["generator"].cpu())
         if "cuda" in payload["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([rng.cpu() for rng in payload["rng"]["cuda"]])
     except (KeyError, TypeError, ValueError) as err:
@@ -292,11 +302,11 @@ def restore_run(payload: dict, state: int, scene: Scene, args: argparse.Namespac
     return run
 
 
-def write_checkpoint(model_path: Path, run: StateRun, iteration: int, generator: torch.Generator) -> Path:
+def write_checkpoint(model_path: Path, run: StateRun, iteration: int) -> Path:
     """Save this state's checkpoint of `iteration`, then delete its older ones (the new one is complete)."""
     prefix = checkpoint_prefix(run.state)
     path = model_path / f"{prefix}{iteration}.pth"
-    save_checkpoint(path, checkpoint_payload(run, iteration, generator))
+    save_checkpoint(path, checkpoint_payload(run, iteration))
     for old in model_path.glob(f"{prefix}*.pth"):
         if old != path:
             old.unlink()
@@ -396,11 +406,18 @@ def train(args: argparse.Namespace) -> dict | None:
     write_json(model_path / "cfg_args", vars(args))
     device = pick_device(args.data_device)
     scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
-    workers = state_workers(args, device)
-    begin = time.perf_counter()
-    results = train_states(args, workers, scene)
-    train_seconds = time.perf_counter() - begin
-    first_new = min(result["start"] for result in results)  # saves after this were (re)written by this run;
+    seed_everything(args.seed)
+    runs = [start_run(scene, state, args, model_path, device) for state in STATES]
+    for run in runs:
+        uses_depth = any(cam.depth is not None for cam in run.cameras) and args.lambda_depth > 0
+        log.info("state %d: %d training views at %dx%d on %s, depth loss %s, %d Gaussians, from iteration %d",
+                 run.state, len(run.cameras), run.cameras[0].width, run.cameras[0].height, device,
+                 "on" if uses_depth else "off (no depth)", run.model.num_points, run.start)
+    train_seconds = optimise(runs, args, model_path)
+    for run in runs:
+        if not state_iteration_saved(model_path, run.state, args.iterations):
+            save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))
+    first_new = min(run.start for run in runs)  # saves after this were (re)written by this run;
     # earlier ones keep their decision, the final one is decided again for the summary
     motion = {}
     for iteration in sorted({it for it in args.save_iterations if it <= args.iterations} | {args.iterations}):
@@ -408,141 +425,100 @@ def train(args: argparse.Namespace) -> dict | None:
         undecided = iteration == args.iterations or iteration > first_new or not (saved / MOTION_NAME).is_file()
         if undecided and all(state_iteration_saved(model_path, state, iteration) for state in STATES):
             motion = decide_motion_state(saved, args.motion_voxel_size, device)
-    final = iteration_dir(model_path, args.iterations)
-    models = [GaussianModel.load_ply(final / f"point_cloud_{state}.ply", device) for state in STATES]
-    done = [args.iterations - result["start"] for result in results]
+    done = args.iterations - first_new
     summary = {
         "scene": str(folder),
         "iterations": args.iterations,
-        "resumed_from": [result["start"] or None for result in results],
+        "resumed_from": [run.start or None for run in runs],
         "device": str(device),
-        "state_workers": workers,
-        "num_gaussians": [model.num_points for model in models],
+        "num_gaussians": [run.model.num_points for run in runs],
         **motion,
         "train_seconds": train_seconds,
-        "state_seconds": [result["seconds"] for result in results],
-        "iterations_per_second": max(done) / train_seconds if max(done) > 0 else None,
+        "iterations_per_second": done / train_seconds if done > 0 else None,
     }
     for split in available_splits(folder):
-        summary[split] = [evaluate(model, scene.cameras[(state, split)], args) for state, model in enumerate(models)]
+        summary[split] = [evaluate(run.model, scene.cameras[(run.state, split)], args) for run in runs]
     summary["wall_seconds"] = time.perf_counter() - wall_start
     write_json(model_path / SUMMARY_NAME, summary)
     log_summary(args.scene_name, summary)
     return summary
 
 
-def state_workers(args: argparse.Namespace, device: torch.device) -> int:
-    """Processes that train the states at once: --state_workers, or (0 = auto) 2 on CUDA and 1 on the CPU."""
-    if args.state_workers > 0:
-        return min(args.state_workers, len(STATES))
-    return len(STATES) if device.type == "cuda" else 1
-
-
-def train_states(args: argparse.Namespace, workers: int, scene: Scene) -> list[dict]:
-    """`train_state` of both states: in this process one after the other (on this `scene`), or in `workers` spawned
-    processes (each loading its own)."""
-    if workers == 1:
-        return [train_state(args, state, scene) for state in STATES]
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(train_state, args, state) for state in STATES]
-        return [future.result() for future in futures]
-
-
-def train_state(args: argparse.Namespace, state: int, scene: Scene | None = None) -> dict:
-    """Train (or resume) one state's model to `args.iterations` and save its outputs; returns its start iteration and
-    training seconds. Runs in a worker process (loading the training views) or in the caller's (on its `scene`)."""
-    if not log.handlers and not logging.getLogger().handlers:  # a spawned worker: same log format as main()
-        logging.basicConfig(format="[%(name)s] %(message)s")
-        log.setLevel(logging.INFO)
-    model_path = Path(args.model_path)
-    generator = seed_everything(args.seed + state)
-    device = pick_device(args.data_device)
-    if scene is None:
-        scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=False)
-    run, start = start_run(scene, state, args, model_path, device, generator)
-    uses_depth = any(cam.depth is not None for cam in run.cameras) and args.lambda_depth > 0
-    log.info("state %d: %d training views at %dx%d on %s, depth loss %s, %d Gaussians, from iteration %d", state,
-             len(run.cameras), run.cameras[0].width, run.cameras[0].height, device,
-             "on" if uses_depth else "off (no depth)", run.model.num_points, start)
-    seconds = optimise(run, start, args, model_path, generator)
-    if not state_iteration_saved(model_path, state, args.iterations):
-        save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))
-    return {"state": state, "start": start, "seconds": seconds}
-
-
-def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Path, device: torch.device,
-              generator: torch.Generator) -> tuple[StateRun, int]:
-    """One state's run and the iteration it starts after: from its latest checkpoint, else from the point cloud."""
+def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Path, device: torch.device) -> StateRun:
+    """One state's run: from its latest checkpoint, else from the point cloud."""
     checkpoint = latest_checkpoint(model_path, checkpoint_prefix(state))
     if checkpoint is None:
-        return make_run(state, initial_model(scene, state, args, device), scene, args), 0
+        return make_run(state, initial_model(scene, state, args, device), scene, args)
     try:
         payload = load_checkpoint(checkpoint, device)
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise ValueError(f"cannot read checkpoint {checkpoint} ({err}); pass --overwrite to start afresh") from err
     if not isinstance(payload, dict) or not isinstance(payload.get("iteration"), int):
         raise ValueError(f"{checkpoint} is not a stage-2 checkpoint; pass --overwrite to start afresh")
-    start = payload["iteration"]
-    if start > args.iterations:
-        raise ValueError(f"checkpoint {checkpoint} is at iteration {start}, beyond --iterations {args.iterations}; "
-                         "pass a larger --iterations or --overwrite")
-    log.info("state %d: resuming from %s (iteration %d)", state, checkpoint, start)
-    return restore_run(payload, state, scene, args, device, generator, checkpoint), start
+    if payload["iteration"] > args.iterations:
+        raise ValueError(f"checkpoint {checkpoint} is at iteration {payload['iteration']}, beyond --iterations "
+                         f"{args.iterations}; pass a larger --iterations or --overwrite")
+    log.info("state %d: resuming from %s (iteration %d)", state, checkpoint, payload["iteration"])
+    return restore_run(payload, state, scene, args, device, checkpoint)
 
 
-def optimise(run: StateRun, start: int, args: argparse.Namespace, model_path: Path,
-             generator: torch.Generator) -> float:
-    """Iterations start+1..args.iterations of one state with saving and checkpoints; returns the seconds taken."""
-    save_at = {it for it in args.save_iterations if start < it <= args.iterations} | {args.iterations}
-    guard = FiniteGuard(every=PROGRESS_EVERY)
-    loss_ema: Tensor | None = None
-    iteration = start
+def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -> float:
+    """Iterations up to args.iterations of every run (each from after its own start) with saving and checkpoints;
+    returns the seconds taken."""
+    first = min(run.start for run in runs)
+    save_at = {it for it in args.save_iterations if first < it <= args.iterations} | {args.iterations}
+    loss_ema: dict[int, Tensor] = {}
+    iteration = first
     begin = time.perf_counter()
-    bar = tqdm(total=args.iterations, initial=start, desc=f"coarse {args.scene_name} state {run.state}",
-               position=run.state, dynamic_ncols=True)
+    bar = tqdm(total=args.iterations, initial=first, desc=f"coarse {args.scene_name}", dynamic_ncols=True)
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
-            for iteration in range(start + 1, args.iterations + 1):
-                loss = train_step(run, iteration, args, generator)
-                loss_ema = loss if loss_ema is None else 0.4 * loss + 0.6 * loss_ema
-                guard.update(loss, iteration)
+            for iteration in range(first + 1, args.iterations + 1):
+                active = [run for run in runs if run.start < iteration]
+                for run, loss in zip(active, train_step(active, iteration, args)):
+                    ema = loss_ema.get(run.state)
+                    loss_ema[run.state] = loss if ema is None else 0.4 * loss + 0.6 * ema
+                    run.guard.update(loss, iteration)
                 if iteration % PROGRESS_EVERY == 0 or iteration == args.iterations:
-                    bar.set_postfix(loss=f"{float(loss_ema):.4f}", gaussians=run.model.num_points)
+                    bar.set_postfix(loss="/".join(f"{float(v):.4f}" for v in loss_ema.values()),
+                                    gaussians="/".join(str(run.model.num_points) for run in runs))
                     bar.update(iteration - bar.n)
-                checkpoint_and_save(run, iteration, args, model_path, generator, guard, save_at)
+                for run in active:
+                    checkpoint_and_save(run, iteration, args, model_path, save_at)
     except RuntimeError as err:  # NaNs can also break the renderer or densifier before the periodic check sees them
-        cause = err if isinstance(err, TrainingDiverged) else non_finite(run, guard, iteration)
+        cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, iteration)
         if cause is None:
             raise
-        kept = latest_checkpoint(model_path, checkpoint_prefix(run.state))
-        raise TrainingDiverged(f"{cause}; the last good checkpoint is kept: {kept or 'none yet'}") from err
+        kept = [latest_checkpoint(model_path, checkpoint_prefix(run.state)) for run in runs]
+        kept_names = ", ".join(str(path) for path in kept if path is not None) or "none yet"
+        raise TrainingDiverged(f"{cause}; the last good checkpoints are kept: {kept_names}") from err
     finally:
         bar.close()
-    if run.model.device.type == "cuda":
+    if runs[0].model.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - begin
 
 
 def checkpoint_and_save(run: StateRun, iteration: int, args: argparse.Namespace, model_path: Path,
-                        generator: torch.Generator, guard: FiniteGuard, save_at: set[int]) -> None:
+                        save_at: set[int]) -> None:
     """When due, check for NaNs, write the checkpoint and/or this state's outputs of the iteration."""
     due_checkpoint = iteration % args.checkpoint_interval == 0 or iteration == args.iterations
     if not due_checkpoint and iteration not in save_at:
         return
-    check_finite(run, guard, iteration)
+    check_finite(run, iteration)
     if due_checkpoint:
-        write_checkpoint(model_path, run, iteration, generator)
+        write_checkpoint(model_path, run, iteration)
     if iteration in save_at:
         save_state_iteration(model_path, run, iteration, args.motion_voxel_size, backend_name(args))
 
 
-def non_finite(run: StateRun, guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
-    """The divergence error if a loss or parameter is NaN/inf, else None."""
-    try:
-        check_finite(run, guard, iteration)
-    except TrainingDiverged as err:
-        return err
+def non_finite(runs: list[StateRun], iteration: int) -> TrainingDiverged | None:
+    """The divergence error of the first run whose loss or parameters are NaN/inf, else None."""
+    for run in runs:
+        try:
+            check_finite(run, iteration)
+        except TrainingDiverged as err:
+            return err
     return None
 
 
@@ -557,9 +533,9 @@ def log_summary(scene: str, summary: dict) -> None:
                 parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
         log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
     speed = summary["iterations_per_second"]
-    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %d state process(es), %s it/s)", scene,
+    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states)", scene,
              summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
-             summary["state_workers"], "-" if speed is None else f"{speed:.1f}")
+             "-" if speed is None else f"{speed:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

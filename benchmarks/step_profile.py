@@ -55,15 +55,14 @@ class Profiled:
 
 
 def stage2(opts: argparse.Namespace, device: torch.device, generator: torch.Generator) -> Profiled:
-    """Both states of stage 2 from their initial point clouds, in this process."""
+    """Both states of stage 2 from their initial point clouds, stepped together as coarse.py does."""
     folder = Path(opts.scene_dir)
     args = coarse.parse_args(["--scene_name", folder.name, "--resolution", str(opts.resolution), *opts.stage_args])
     scene = Scene(folder, args.resolution, device, splits=("train",), load_masks=False)
     runs = [coarse.make_run(s, coarse.initial_model(scene, s, args, device), scene, args) for s in coarse.STATES]
 
     def step(iteration: int) -> None:
-        for run in runs:
-            coarse.train_step(run, iteration, args, generator)
+        coarse.train_step(runs, iteration, args)
 
     phases = {"densify": opts.grow + 1, "late": max(args.densify_until_iter, args.opacity_from_iter) + 1}
     return Profiled(step, phases, lambda: "/".join(str(run.model.num_points) for run in runs))

@@ -1,4 +1,5 @@
-"""`render()` / `render_batch()`: the one renderer every stage calls, with two backends of the same surfel model.
+"""`render()` / `render_batch()` / `render_each()`: the one renderer every stage calls, with two backends of the same
+surfel model.
 
 CUDA tensors go to gsplat (`gsplat_backend`), anything else to the pure-PyTorch reference (`reference`); `backend=`
 forces one. Both return the same dictionary (channel-first images):
@@ -18,10 +19,12 @@ forces one. Both return the same dictionary (channel-first images):
     info                    what `scene.gaussian_model.Densifier` reads (radii (C,N,2), gradient_2dgs (C,N,2), ...)
 
 `render_batch` renders several cameras of the same surfels in one call; its images and radii gain a leading C dim.
+`render_each` renders several models, each from its own camera, in one gsplat call (stage 2's two states).
 """
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import TYPE_CHECKING
 
 import torch
@@ -106,6 +109,58 @@ def render_batch(
     surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
     return {**out, "surf_normal": surf_normal, "radii": radii.amax(dim=-1),
             "visibility_filter": (radii > 0).all(dim=-1)}
+
+
+def render_each(
+    cameras: list[Camera],
+    models: list[GaussianModel],
+    bgs: Tensor,
+    *,
+    with_surf_normal: bool = True,
+    backend: str | None = None,
+    depth_ratio: float = 0.0,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> list[dict]:
+    """`render(cameras[i], models[i], bgs[i])` for every i (models without feature channels, cameras of one image
+    size): the same dictionaries, each `info` for its model's `Densifier`.
+
+    With gsplat and one SH degree the models' surfels are concatenated and drawn in one call, camera i drawing only
+    model i's: one projection, tile binning (one host synchronisation instead of one per model) and rasterization
+    for all, and one autograd graph. Otherwise each model is rendered on its own.
+    """
+    backend = backend or ("gsplat" if models[0].device.type == "cuda" else "reference")
+    options = dict(with_features=False, with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
+                   near_plane=near_plane, far_plane=far_plane)
+    if backend != "gsplat" or len(models) == 1 or len({m.active_sh_degree for m in models}) > 1:
+        return [render(camera, model, bg, **options) for camera, model, bg in zip(cameras, models, bgs)]
+    counts = [model.num_points for model in models]
+    ends = itertools.accumulate(counts)
+    ranges = [(end - count, end) for end, count in zip(ends, counts)]
+    viewmats, Ks, width, height = camera_tensors(cameras, models[0].device, models[0].get_xyz.dtype)
+    out = render_gsplat(
+        torch.cat([m.get_xyz for m in models]), torch.cat([m.params["quats"] for m in models]),
+        torch.exp(torch.cat([m.params["scales"] for m in models])), torch.cat([m.get_opacity for m in models]),
+        torch.cat([m.get_shs for m in models]), models[0].active_sh_degree, None, viewmats, Ks, width, height, bgs,
+        depth_ratio, near_plane, far_plane, ranges=ranges,
+    )
+    surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
+    info = out["info"]
+    results = []
+    for camera, (start, stop) in enumerate(ranges):
+        radii = out["radii"][camera:camera + 1, start:stop]
+        result = {key: None if out[key] is None else out[key][camera] for key in _IMAGE_KEYS}
+        result["surf_normal"] = None if surf_normal is None else surf_normal[camera]
+        result["radii"] = radii[0].amax(dim=-1)
+        result["visibility_filter"] = (radii[0] > 0).all(dim=-1)
+        result["info"] = {**info, "radii": radii, "means2d": info["means2d"][camera:camera + 1, start:stop],
+                          "depths": info["depths"][camera:camera + 1, start:stop],
+                          "gradient_2dgs": info["gradient_2dgs"][camera], "n_cameras": 1}
+        results.append(result)
+    return results
+
+
+_IMAGE_KEYS = ("render", "features", "alpha", "depth", "depth_expected", "depth_median", "rend_normal", "rend_dist")
 
 
 def camera_tensors(cameras: list[Camera], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, int, int]:

@@ -41,6 +41,7 @@ def render_gsplat(
     depth_ratio: float,
     near_plane: float,
     far_plane: float,
+    ranges: list[tuple[int, int]] | None = None,
 ) -> dict:
     """Render N surfels into C cameras with gsplat (float32 CUDA tensors; same contract as `render_reference`: the
     keys of `gaussian_renderer`'s table except `surf_normal`, which `render_batch` adds).
@@ -48,17 +49,21 @@ def render_gsplat(
     means (N, 3), quats (N, 4), scales (N, 3) linear, opacities (N,), sh (N, K, 3), features (N, F) or None,
     viewmats (C, 4, 4), Ks (C, 3, 3), backgrounds (C, 3). Images come back channel-first (C, X, H, W) as views,
     split (not sliced) from gsplat's one output so that their gradients meet in a single concatenation.
+    `ranges` (C pairs [a, b)) lets camera c draw only surfels a..b-1 (several models side by side, `render_each`):
+    the others' radii are zeroed before binning, and info["gradient_2dgs"] becomes one leaf (1, b - a, 2) per camera.
     """
     if not means.is_cuda:
         raise ValueError("the gsplat backend renders CUDA tensors only; use backend='reference' on the CPU")
     C, N = len(viewmats), len(means)
     radii, means2d, depths, ray_transforms, normals = fully_fused_projection_2dgs(
         means, quats, scales, viewmats, Ks, width, height, EPS_2D, near_plane, far_plane)
+    if ranges is not None:
+        radii = radii * _range_mask(ranges, N, means.device)[..., None]
     tiles_wide, tiles_high = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tiles_wide, tiles_high, n_images=C)
     offsets = isect_offset_encode(isect_ids, C, tiles_wide, tiles_high).view(C, tiles_high, tiles_wide)
     colors, backgrounds, num_features = _channels(means, sh, sh_degree, features, depths, viewmats, backgrounds)
-    densify = torch.zeros_like(means2d, requires_grad=True)  # its gradient is the 2DGS densification statistic
+    densify, gradient_2dgs = _densify_input(means2d, ranges)
     rendered, alpha, normals_cam, distortion, median = _Rasterize2DGS.apply(
         means2d.contiguous(), ray_transforms.contiguous(), colors, opacities.expand(C, N).contiguous(),
         normals.contiguous(), densify, backgrounds.contiguous(), None, width, height, TILE_SIZE, offsets,
@@ -80,9 +85,30 @@ def render_gsplat(
         "rend_normal": torch.einsum("cij,chwj->cihw", R_cw, normals_cam),
         "rend_dist": distortion.permute(0, 3, 1, 2),
         "radii": radii,
-        "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": densify,
+        "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": gradient_2dgs,
                  "gaussian_ids": None, "width": width, "height": height, "n_cameras": C},
     }
+
+
+def _range_mask(ranges: list[tuple[int, int]], n: int, device: torch.device) -> Tensor:
+    """(C, N) int mask, row c one on surfels ranges[c][0]..ranges[c][1]-1 (slices of host ints: no copy to the GPU)."""
+    mask = torch.zeros(len(ranges), n, dtype=torch.int32, device=device)
+    for camera, (start, stop) in enumerate(ranges):
+        mask[camera, start:stop] = 1
+    return mask
+
+
+def _densify_input(means2d: Tensor, ranges: list[tuple[int, int]] | None) -> tuple[Tensor, Tensor | list[Tensor]]:
+    """The rasterizer's zero `densify` input (C, N, 2), whose gradient is the 2DGS densification statistic, and the
+    leaf that receives it: `densify` itself, or with `ranges` one (1, b - a, 2) leaf per camera, zero-padded into
+    its row (the gradient outside a camera's range is zero anyway)."""
+    if ranges is None:
+        densify = torch.zeros_like(means2d, requires_grad=True)
+        return densify, densify
+    n = means2d.shape[1]
+    leaves = [means2d.new_zeros(1, stop - start, 2, requires_grad=True) for start, stop in ranges]
+    rows = [torch.nn.functional.pad(leaf, (0, 0, start, n - stop)) for leaf, (start, stop) in zip(leaves, ranges)]
+    return torch.cat(rows), leaves
 
 
 def _channels(means: Tensor, sh: Tensor, sh_degree: int, features: Tensor | None, depths: Tensor, viewmats: Tensor,
