@@ -11,6 +11,7 @@ from gsplat.cuda._torch_impl_2dgs import _fully_fused_projection_2dgs
 
 from data_tools.cameras import look_at
 from gaussian_renderer import render, render_batch
+from gaussian_renderer.gsplat_backend import _densify_input, _range_mask
 from gaussian_renderer.reference import depth_to_normal, project_surfels, rasterize_surfels
 from gaussian_renderer.sh import eval_sh, rgb_to_sh, sh_to_rgb
 from scene.cameras import Camera
@@ -318,3 +319,21 @@ def test_reference_speed_64px_5k_surfels():
         times.append(time.perf_counter() - start)
     print(f"reference 64x64, 5k surfels, forward+backward: {1000 * min(times):.0f} ms")
     assert out["alpha"].mean() > 0.3 and min(times) < 0.6
+
+
+def test_render_each_ranges_mask_radii_and_split_the_densification_gradient():
+    """`render_each`'s bookkeeping (CPU-testable; its gsplat call is checked in test_renderer_cuda.py): camera c keeps
+    only surfels ranges[c], and each model's densification leaf receives exactly its block of the rasterizer's
+    gradient."""
+    ranges = [(0, 3), (3, 7)]
+    mask = _range_mask(ranges, 7, torch.device("cpu"))
+    assert mask.tolist() == [[1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1]]
+    densify, leaves = _densify_input(torch.zeros(2, 7, 2), ranges)
+    assert densify.shape == (2, 7, 2) and not densify.any()
+    assert [tuple(leaf.shape) for leaf in leaves] == [(1, 3, 2), (1, 4, 2)]
+    upstream = torch.randn(2, 7, 2)
+    (densify * upstream).sum().backward()
+    torch.testing.assert_close(leaves[0].grad, upstream[0:1, 0:3])
+    torch.testing.assert_close(leaves[1].grad, upstream[1:2, 3:7])
+    plain, leaf = _densify_input(torch.zeros(2, 7, 2), None)
+    assert plain is leaf and plain.requires_grad
