@@ -14,16 +14,18 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
                                   the final iteration
     coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
 
-The two states' models are independent but train in one loop: each iteration renders one random training view of
-each state against its image composited over a random background (--no-random_bg_color: black or --white_background),
-both in one gsplat call on CUDA (`gaussian_renderer.render_each`: one tile binning, so one host synchronisation, and
-one backward for both), then steps each state's Adam and densification. Each state draws its views and backgrounds
-from its own generator and restarts from its own latest checkpoint unless --overwrite (which removes these outputs
-first); a state whose checkpoint is ahead waits until the other catches up. A run whose final outputs exist exits at
-once. Only the progress bar and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back
-from the device here (gsplat's densification statistics are gathered without a sync, scene.gaussian_model). The
-image losses replay as captured CUDA graphs (utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps
-the last checkpoints, which are only written after such a check.
+The two states' models are independent but train in one loop: each iteration renders one random training view of each
+state against its image composited over a random background (--no-random_bg_color: black or --white_background), both in
+one gsplat call on CUDA (`gaussian_renderer.render_each`: one tile binning, so one host synchronisation, and one
+backward for both), then steps each state's Adam and densification. Each state draws its views and backgrounds from its
+own generator and restarts from its own latest checkpoint unless --overwrite (which removes these outputs first); a
+state whose checkpoint is ahead waits until the other catches up. A run whose final outputs exist exits at once. After
+densification ends, the surfels that the opacity binarisation drives below the pruning opacity (about two thirds of them
+by the end) keep being removed (`--no-prune_transparent`: only while densifying, as DESIGN.md says). Only the progress
+bar and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
+(gsplat's densification statistics are gathered without a sync, scene.gaussian_model). The image losses replay as
+captured CUDA graphs (utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoints, which
+are only written after such a check.
 """
 from __future__ import annotations
 
@@ -127,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="iterations between checkpoints (the latest one is kept; also saved at the end)")
     stage.add_argument("--motion_voxel_size", type=float, default=DEFAULT_VOXEL_SIZE,
                        help="voxel edge of the larger-motion-state test (scene units)")
+    stage.add_argument("--prune_transparent", action=argparse.BooleanOptionalAction, default=True,
+                       help="after densification ends, keep removing surfels whose opacity fell below 0.005 every "
+                            "--densification_interval iterations (the opacity binarisation drives most surfels there; "
+                            "they render nothing); --no-prune_transparent prunes only while densifying")
     stage.add_argument("--overwrite", action="store_true",
                        help="remove this model's outputs and checkpoints first instead of resuming")
     parser.set_defaults(random_bg_color=True)
@@ -188,7 +194,8 @@ def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Name
     model.setup_optimizers(learning_rates(args), spatial_scale=scene.extent, max_steps=args.iterations)
     densifier = Densifier(model, scene_scale=scene.extent, refine_start=args.densify_from_iter,
                           refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
-                          grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval)
+                          grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval,
+                          prune_after_stop=args.prune_transparent)
     image_loss = GraphedFunction(partial(image_loss_terms, args=args), enabled=args.cuda_graphs)
     generator = torch.Generator().manual_seed(args.seed + state)
     return StateRun(state, model, densifier, scene.train_cameras(state), image_loss, generator, start)
@@ -233,14 +240,12 @@ def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace) -
     outs = render_each(cameras, [run.model for run in runs], torch.stack(bgs), with_surf_normal=False,
                        depth_ratio=args.depth_ratio, backend=backend_name(args))
     losses = [state_loss(*case, args, iteration) for case in zip(runs, outs, cameras, bgs)]
-    densifying = iteration < args.densify_until_iter
-    if densifying:
+    if iteration < args.densify_until_iter:
         for run, out in zip(runs, outs):
             run.densifier.pre_backward(iteration, out["info"])
     torch.stack(losses).sum().backward()
     for run, out in zip(runs, outs):
-        if densifying:
-            run.densifier.post_backward(iteration, out["info"])
+        run.densifier.post_backward(iteration, out["info"])  # grows and prunes when its schedule says so
         run.model.step_optimizers()
     return [loss.detach() for loss in losses]
 

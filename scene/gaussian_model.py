@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.ops import reset_opa
+from gsplat.strategy.ops import remove, reset_opa
 from plyfile import PlyData, PlyElement
 from scipy.spatial import cKDTree
 from torch import Tensor
@@ -304,7 +304,9 @@ class Densifier:
     ray-splat kernel. Surfels drawn only through the low-pass filter (sub-pixel ones) get none, as in gsplat.
     The opacity reset is done here because gsplat 1.5.3's own reset condition never fires
     (`step % reset_every == 0 & step > 0` parses as a chained comparison); resetting is idempotent, so a fixed gsplat
-    resetting too changes nothing.
+    resetting too changes nothing. With `prune_after_stop`, surfels whose opacity falls below `prune_opacity` are
+    still removed every `refine_every` steps after `refine_stop` (nothing grows then): stage 2's opacity
+    binarisation, which starts when densification ends, drives most surfels there, and they render nothing.
     """
 
     def __init__(
@@ -320,11 +322,13 @@ class Densifier:
         prune_opacity: float = 0.005,
         grow_scale3d: float = 0.01,
         prune_scale3d: float = 0.1,
+        prune_after_stop: bool = False,
         verbose: bool = False,
     ) -> None:
         if not model.optimizers:
             raise ValueError("Densifier needs the model's optimizers: call model.setup_optimizers() first")
         self.model = model
+        self.prune_after_stop = prune_after_stop
         self.strategy = _SyncFreeStrategy(
             prune_opa=prune_opacity,
             grow_grad2d=grad_threshold,
@@ -349,12 +353,24 @@ class Densifier:
         s = self.strategy
         self.strategy.step_post_backward(self.model.params, self.model.optimizers, self.state, step, info)
         if step >= s.refine_stop_iter:
+            if self.prune_after_stop and step % s.refine_every == 0:
+                self.prune_transparent()
             return
         if step > s.refine_start_iter and step % s.refine_every == 0:
             with torch.no_grad():
                 self.model.params["scales"][:, 2] = LOG_THICKNESS
         if step > 0 and step % s.reset_every == 0:
             reset_opa(self.model.params, self.model.optimizers, self.state, value=2.0 * s.prune_opa)
+
+    def prune_transparent(self) -> int:
+        """Remove the surfels whose opacity is below the pruning threshold (with their Adam moments and statistics);
+        returns how many (one host synchronisation)."""
+        with torch.no_grad():
+            transparent = self.model.get_opacity < self.strategy.prune_opa
+        count = int(transparent.sum())
+        if count:
+            remove(self.model.params, self.model.optimizers, self.state, transparent)
+        return count
 
 
 def _check_params(params: dict[str, Tensor], sh_degree: int) -> None:

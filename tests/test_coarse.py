@@ -160,6 +160,8 @@ def test_short_run_writes_the_stage_outputs(trained: dict) -> None:
         model = GaussianModel.load_ply(final / f"point_cloud_{state}.ply")
         assert model.num_points == summary["num_gaussians"][state] > 100
         assert torch.isfinite(model.get_xyz).all()
+        # Transparent surfels are pruned after densification too (none left here; 7 % and 4 % without it)
+        assert (model.get_opacity < 0.005).float().mean() < 0.01
     # The laptop's lid is open in the start state: the canonical (larger-motion) state is 0.
     assert (final / "larger_motion_state.txt").read_text().strip() == "0"
     assert summary["larger_motion_state"] == 0

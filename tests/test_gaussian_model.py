@@ -189,6 +189,28 @@ def test_densifier_clones_splits_prunes_and_resets():
     assert model.num_points == 5 and model.get_opacity.max() <= 0.01 + 1e-6
 
 
+@pytest.mark.parametrize("prune_after_stop", [True, False])
+def test_densifier_prunes_transparent_surfels_after_densification_only_when_asked(prune_after_stop: bool) -> None:
+    """After refine_stop nothing grows; with prune_after_stop the surfels below the pruning opacity still go every
+    refine_every steps, with their Adam moments."""
+    model = surfels([[-0.3, 0.0, 2.0], [0.3, 0.0, 2.0], [0.0, 0.3, 2.0]], opacities=[0.5, 0.001, 0.004])
+    model.setup_optimizers()
+    densifier = Densifier(model, refine_start=0, refine_stop=10, refine_every=5, grad_threshold=1e-9,
+                          reset_every=1000, prune_after_stop=prune_after_stop)
+    _backward_through_render(model, densifier, step=12)  # after the stop, not a refinement step: nothing changes
+    model.step_optimizers()
+    assert model.num_points == 3
+    _backward_through_render(model, densifier, step=15)
+    if not prune_after_stop:
+        assert model.num_points == 3
+        return
+    assert model.num_points == 1 and float(model.get_opacity.detach()[0]) > 0.4
+    torch.testing.assert_close(model.get_xyz.detach()[0], torch.tensor([-0.3, 0.0, 2.0]), rtol=0, atol=1e-2)
+    for name, opt in model.optimizers.items():
+        assert opt.state[model.params[name]]["exp_avg"].shape[0] == 1, name
+    model.step_optimizers()
+
+
 def test_densifier_statistics_match_gsplat():
     """The sync-free gradient statistics equal gsplat's own (boolean-indexed) accumulation over several renders."""
     from gsplat.strategy import DefaultStrategy
