@@ -90,6 +90,32 @@ def test_drawers_take_the_trays_behind_their_fronts() -> None:
         assert (mine & ~own_tray[k] & ~own_front[k]).sum() <= 0.05 * mine.sum(), f"drawer {k} holds the body"
 
 
+def test_a_detached_patch_of_a_tray_goes_to_the_drawer_it_lies_against() -> None:
+    """The lower drawer's part also holds a patch of the upper tray's floor, behind a strip of the upper front that is
+    in no part (so no column gives the patch to the upper drawer): cut off from the lower drawer and outside its
+    extent, lying against the rest of the upper tray, the patch goes to the upper drawer."""
+    states, fronts, trays = _drawer_scene()
+    grid, _, canonical, other = build_states(*states, VoxelizeConfig())
+    dynamic = canonical.dynamic_voxels
+    centres = grid.centres(dynamic)
+    own_front = [_near(centres, front) for front in fronts]
+    own_tray = [_near(centres, tray) & ~own_front[k] for k, tray in enumerate(trays)]
+    across = (centres[:, 0] > 0.05) & (centres[:, 0] < 0.2)
+    strip = own_front[1] & across
+    floor = own_tray[1] & (centres[:, 2] < HEIGHTS[1] - 0.05)
+    patch = floor & across & (centres[:, 1] > -0.25) & (centres[:, 1] < -0.05)  # hidden under both pulls
+    assert strip.sum() > 50 and patch.sum() > 300
+    parts = [_part(dynamic[own_front[0] | own_tray[0] | patch], PULLS[0]),
+             _part(dynamic[(own_front[1] & ~strip) | (own_tray[1] & ~patch)], PULLS[1])]
+
+    complete_sliding_parts(PartMatcher(canonical, other), parts)
+
+    keys = grid.keys(dynamic)
+    lower, upper = (np.isin(keys, grid.keys(part.voxels)) for part in parts)
+    assert (upper & patch).sum() >= 0.9 * patch.sum() and not (lower & patch).any()
+    assert (lower & own_tray[0]).sum() >= 0.9 * own_tray[0].sum()
+
+
 ALIKE_PULLS = (0.300, 0.305)
 
 

@@ -11,7 +11,9 @@ first changed voxel is a front voxel that clearly lands under one part's motion 
 first gives up its voxels in columns that belong to another part (a door or drawer in front), except those that land
 clearly under its own motion; then it takes the canonical changes behind its own fronts, from no part or any other,
 unless its motion contradicts them (they neither land nor are hidden): a chance landing under a door's turn is no
-evidence against the prism. Without a sliding part nothing changes.
+evidence against the prism. Last, a piece of a sliding part cut off from its body and lying outside it, against
+another drawer, without a clear landing of its own, goes to that drawer (`_hand_over_detached`: columns miss such a
+patch of a tray floor when the front before it owns no column). Without a sliding part nothing changes.
 
 Before that, a sliding part that owns almost no front is no drawer: two drawers pulled out alike (half a voxel
 apart) share one motion, which no motion cost can split, and the spare motion collects chance landings. The shared
@@ -23,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from utils.part_matching import PartMatcher
 
@@ -33,6 +36,7 @@ FRONT_DEPTH = 2  # voxels behind a column's first changed voxel within which its
 CLEAR_MARGIN = 0.5  # voxels by which a front voxel's landing must beat every other part's motion
 CUTS = (0.3, 0.4, 0.5, 0.6, 0.7)  # quantiles of the pixel positions where `_best_cut` tries to cut two fronts apart
 EMPTY_FRONT = 0.1  # a sliding part owning fewer columns than this fraction of the largest one's owns no drawer
+DETACHED_TOUCH = 0.1  # a detached piece lies against another part when this fraction of its voxels neighbour it
 
 
 def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> list[int]:
@@ -75,10 +79,48 @@ def complete_sliding_parts(matcher: PartMatcher, parts: list[PartEstimate]) -> l
             continue
         fate = matcher.fate(part.transform, voxels[candidates])
         label[candidates[fate.landed | fate.hidden]] = i
+    _hand_over_detached(matcher, parts, sliding, seed, label, voxels)
     for i, part in enumerate(parts):
         outside = ~np.isin(grid.keys(part.voxels), keys)  # not among the changes: kept as they are
         part.voxels = np.concatenate([part.voxels[outside], voxels[label == i]])
     return changed
+
+
+def _hand_over_detached(matcher: PartMatcher, parts: list[PartEstimate], sliding: list[int], seed: np.ndarray,
+                        label: np.ndarray, voxels: np.ndarray) -> None:
+    """In place on `label` (M,) (part of each of `voxels` (M, 3)): a piece of a sliding part that is cut off from its
+    largest piece (26-connected), lies outside that piece's bounding box, holds none of the part's clear landings
+    (`seed`) and lies against another sliding part (`DETACHED_TOUCH` of its voxels next to that part's; the one it
+    touches most) goes to that part where its motion lands or hides it.
+
+    A drawer's tray floor overlaps itself in both states and lands under any pull along it, so a neighbour's motion
+    that drifts a little sideways can claim a patch of it that no column gives to its own drawer (the columns of a
+    stacked drawer's prism start at its front; the patch lies behind another front, in columns no front owns): away
+    from the neighbour's body and against its own drawer's, it is told apart by where it lies."""
+    grid = matcher.grid
+    masks = {i: grid.mask(voxels[label == i]) for i in sliding}
+    near = {i: ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), dtype=bool)) for i, mask in masks.items()}
+    for i in sliding:
+        pieces, count = ndimage.label(masks[i], structure=np.ones((3, 3, 3), dtype=bool))
+        if count < 2:
+            continue
+        members = np.flatnonzero(label == i)
+        piece = grid.lookup(pieces, voxels[members])
+        sizes = np.bincount(piece, minlength=count + 1)
+        body = voxels[members[piece == np.argmax(sizes[1:]) + 1]]
+        in_box = np.all((voxels[members] >= body.min(axis=0) - 1) & (voxels[members] <= body.max(axis=0) + 1), axis=1)
+        held = np.bincount(piece[seed[members]], minlength=count + 1) > 0
+        held |= np.bincount(piece, weights=in_box, minlength=count + 1) >= 0.5 * sizes
+        others = [j for j in sliding if j != i]
+        touching = np.stack([np.bincount(piece, weights=grid.lookup(near[j], voxels[members]), minlength=count + 1)
+                             for j in others])
+        receiver = np.array(others)[np.argmax(touching, axis=0)]
+        moving = ~held & (touching.max(axis=0) >= DETACHED_TOUCH * sizes)
+        for j in others:
+            candidates = members[(moving & (receiver == j))[piece]]
+            if len(candidates):
+                fate = matcher.fate(parts[j].transform, voxels[candidates])
+                label[candidates[fate.landed | fate.hidden]] = j
 
 
 class _Prism(NamedTuple):
