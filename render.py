@@ -27,7 +27,8 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
                                         "canonical_state", "summary", "joints", "meshes", "images", "seconds"}:
                                         summary..images from utils.metrics.summarise; joint and mesh metrics need
-                                        `gt/` (null without it), PSNR/SSIM the test views (null with --skip_test);
+                                        `gt/` (null without it), PSNR/SSIM the test views, overall and per state
+                                        (null with --skip_test);
                                         seconds: wall time per phase (load, train views, test views, orbit,
                                         meshes, exports, metrics)
     result.csv                          (eval mode) the flat summary as one CSV row (utils.metrics.write_result_csv)
@@ -386,9 +387,10 @@ def part_centres(model: TrainedModel, start_means: Tensor, gt_meshes: dict[str, 
 
 
 def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, joints: list[dict],
-             meshes: dict[str, trimesh.Trimesh] | None, test_views: list[tuple[Tensor, Tensor]],
+             meshes: dict[str, trimesh.Trimesh] | None, test_views: list[tuple[Tensor, Tensor, str]],
              samples: int, geometry: bool) -> dict:
-    """utils.metrics.summarise of the joint and mesh errors (when `geometry` and gt/ exists) and PSNR/SSIM."""
+    """utils.metrics.summarise of the joint and mesh errors (when `geometry` and gt/ exists) and PSNR/SSIM (of the
+    `test_views` (render, ground truth, state name), overall and per state)."""
     gt_dir = folder / "gt"
     joint_metrics = mesh_metrics = None
     if geometry and gt_dir.is_dir():
@@ -433,7 +435,7 @@ def run(args: argparse.Namespace) -> dict:
     for state in () if args.skip_test else (0, 1):
         cams = load_split(folder, state, "test", args.resolution, device)
         views = render_split(renderer, cams, state, out, True, threshold)
-        test_views += [(view.rgb.cpu(), cam.composite(bg).cpu()) for view, cam in zip(views, cams)]
+        test_views += [(view.rgb.cpu(), cam.composite(bg).cpu(), STATES[state]) for view, cam in zip(views, cams)]
     timer.mark("test views")
     centre = robust_bounds(torch.cat([renderer.surfels[s][0][opaque] for s in (0, 1)]), 0.0)
     orbit = orbit_cameras(train[0], (centre[0] + centre[1]) / 2.0, args.orbit_frames, args.orbit_elevation) \

@@ -266,6 +266,11 @@ def test_psnr_and_ssim():
     images = metrics.evaluate_images([gt + 0.1, noise], [gt, noise])
     assert images["n"] == 2 and images["ssim"] == pytest.approx((metrics.ssim(gt + 0.1, gt) + 1.0) / 2)
     assert images["psnr"] == math.inf  # one exact image: its infinite PSNR dominates the mean
+    by_state = metrics.evaluate_images([gt + 0.1, gt + 0.2, gt], [gt, gt, gt], states=["start", "end", "end"])
+    assert by_state["n"] == 3 and by_state["start"]["n"] == 1 and by_state["end"]["n"] == 2
+    assert by_state["start"]["psnr"] == pytest.approx(20.0, abs=1e-4) and by_state["end"]["psnr"] == math.inf
+    with pytest.raises(ValueError, match="2 states"):
+        metrics.evaluate_images([gt, gt, gt], [gt, gt, gt], states=["start", "end"])
 
 
 def test_summarise_and_result_csv(tmp_path):

@@ -221,6 +221,9 @@ def test_oracle_metrics(cabinet: Path):
             assert 0.0 < summary[f"{key}_{state}"] < bound, (key, state, summary[f"{key}_{state}"])
     assert summary["psnr"] > PSNR_MIN and 0.0 < summary["ssim"] <= 1.0
     assert metrics["images"]["n"] == 2 * TEST_VIEWS
+    assert metrics["images"]["start"]["n"] == metrics["images"]["end"]["n"] == TEST_VIEWS
+    assert min(summary["psnr_start"], summary["psnr_end"]) <= summary["psnr"] <= max(summary["psnr_start"],
+                                                                                      summary["psnr_end"])
     rows = list(csv.DictReader((cabinet / "result.csv").open()))
     assert len(rows) == 1 and rows[0]["scene"] == "cabinet"
     assert float(rows[0]["cd_whole"]) == pytest.approx(summary["cd_whole"])
@@ -228,7 +231,7 @@ def test_oracle_metrics(cabinet: Path):
 
 def test_scene_without_gt_and_canonical_end(root: Path, cabinet: Path, cabinet_no_gt: Path):
     summary = read_json(cabinet_no_gt / "metrics.json")["summary"]
-    assert all(summary[key] is None for key in summary if key not in ("psnr", "ssim"))
+    assert all(summary[key] is None for key in summary if key not in ("psnr", "ssim", "psnr_start", "psnr_end"))
     assert summary["psnr"] > PSNR_MIN
     info = read_json(cabinet_no_gt / "joint_info.json")
     assert info["larger_motion_state"] == 1

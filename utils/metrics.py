@@ -386,12 +386,22 @@ def ssim(img: torch.Tensor, gt: torch.Tensor) -> float:
     return float(ssim_loss(img.float()[None], gt.float()[None]))
 
 
-def evaluate_images(renders: Sequence[torch.Tensor], gts: Sequence[torch.Tensor]) -> dict:
-    """Mean PSNR and SSIM over pairs of (3, H, W) images: `{"psnr", "ssim", "n"}` (None when empty)."""
-    if len(renders) != len(gts):
-        raise ValueError(f"{len(renders)} renders but {len(gts)} ground-truth images")
-    return {"psnr": _mean([psnr(r, g) for r, g in zip(renders, gts)]),
-            "ssim": _mean([ssim(r, g) for r, g in zip(renders, gts)]), "n": len(renders)}
+def evaluate_images(renders: Sequence[torch.Tensor], gts: Sequence[torch.Tensor],
+                    states: Sequence[str] | None = None) -> dict:
+    """Mean PSNR and SSIM over pairs of (3, H, W) images: `{"psnr", "ssim", "n"}` (None when empty); with `states`
+    (each image's joint state, one of STATES) also the same per state under "start" and "end" (the canonical state
+    is rendered as it is, the other through the joints, so their difference says where image error comes from)."""
+    if len(renders) != len(gts) or (states is not None and len(states) != len(renders)):
+        raise ValueError(f"{len(renders)} renders, {len(gts)} ground-truth images"
+                         f"{'' if states is None else f' and {len(states)} states'}")
+    psnrs = [psnr(r, g) for r, g in zip(renders, gts)]
+    ssims = [ssim(r, g) for r, g in zip(renders, gts)]
+    result = {"psnr": _mean(psnrs), "ssim": _mean(ssims), "n": len(renders)}
+    for state in STATES if states is not None else ():
+        mine = [i for i, s in enumerate(states) if s == state]
+        result[state] = {"psnr": _mean([psnrs[i] for i in mine]), "ssim": _mean([ssims[i] for i in mine]),
+                         "n": len(mine)}
+    return result
 
 
 def _nested(tree: Mapping[str, Any] | None, *keys: str) -> Any:
@@ -424,6 +434,8 @@ def summarise(joints: dict | None = None, meshes: dict | None = None, images: di
             summary[key] = _nested(meshes, name, state)
     summary["psnr"] = _nested(images, "psnr")
     summary["ssim"] = _nested(images, "ssim")
+    for state in STATES:
+        summary[f"psnr_{state}"] = _nested(images, state, "psnr")
     return {"summary": summary, "joints": joints, "meshes": meshes, "images": images}
 
 
