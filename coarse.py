@@ -240,9 +240,8 @@ def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace) -
     outs = render_each(cameras, [run.model for run in runs], torch.stack(bgs), with_surf_normal=False,
                        depth_ratio=args.depth_ratio, backend=backend_name(args))
     losses = [state_loss(*case, args, iteration) for case in zip(runs, outs, cameras, bgs)]
-    if iteration < args.densify_until_iter:
-        for run, out in zip(runs, outs):
-            run.densifier.pre_backward(iteration, out["info"])
+    for run, out in zip(runs, outs):
+        run.densifier.pre_backward(iteration, out["info"])
     torch.stack(losses).sum().backward()
     for run, out in zip(runs, outs):
         run.densifier.post_backward(iteration, out["info"])  # grows and prunes when its schedule says so

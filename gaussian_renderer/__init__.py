@@ -67,7 +67,7 @@ def render(
         with_features=with_features, with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
         near_plane=near_plane, far_plane=far_plane,
     )
-    return {key: value if key == "info" or value is None else value[0] for key, value in out.items()}
+    return {**_view(out, 0), "info": out["info"]}
 
 
 def render_batch(
@@ -104,11 +104,9 @@ def render_batch(
         means, quats, torch.exp(gaussians.params["scales"]), opacities, gaussians.get_shs,
         gaussians.active_sh_degree, features, viewmats, Ks, width, height, bgs, depth_ratio, near_plane, far_plane,
     )
-    radii = out["radii"] if mask is None else out["radii"] * mask[:, None]
-    out["info"]["radii"] = radii
-    surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
-    return {**out, "surf_normal": surf_normal, "radii": radii.amax(dim=-1),
-            "visibility_filter": (radii > 0).all(dim=-1)}
+    if mask is not None:
+        out["info"]["radii"] = out["radii"] = out["radii"] * mask[:, None]
+    return _finish(out, viewmats, Ks, with_surf_normal)
 
 
 def render_each(
@@ -144,23 +142,31 @@ def render_each(
         torch.cat([m.get_shs for m in models]), models[0].active_sh_degree, None, viewmats, Ks, width, height, bgs,
         depth_ratio, near_plane, far_plane, ranges=ranges,
     )
-    surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
-    info = out["info"]
+    batch, info = _finish(out, viewmats, Ks, with_surf_normal), out["info"]
     results = []
     for camera, (start, stop) in enumerate(ranges):
-        radii = out["radii"][camera:camera + 1, start:stop]
-        result = {key: None if out[key] is None else out[key][camera] for key in _IMAGE_KEYS}
-        result["surf_normal"] = None if surf_normal is None else surf_normal[camera]
-        result["radii"] = radii[0].amax(dim=-1)
-        result["visibility_filter"] = (radii[0] > 0).all(dim=-1)
-        result["info"] = {**info, "radii": radii, "means2d": info["means2d"][camera:camera + 1, start:stop],
-                          "depths": info["depths"][camera:camera + 1, start:stop],
-                          "gradient_2dgs": info["gradient_2dgs"][camera], "n_cameras": 1}
-        results.append(result)
+        surfels = slice(start, stop)
+        results.append({**_view(batch, camera, surfels), "info": {
+            **info, "radii": info["radii"][camera:camera + 1, surfels], "n_cameras": 1,
+            "means2d": info["means2d"][camera:camera + 1, surfels], "depths": info["depths"][camera:camera + 1, surfels],
+            "gradient_2dgs": info["gradient_2dgs"][camera]}})
     return results
 
 
-_IMAGE_KEYS = ("render", "features", "alpha", "depth", "depth_expected", "depth_median", "rend_normal", "rend_dist")
+def _finish(out: dict, viewmats: Tensor, Ks: Tensor, with_surf_normal: bool) -> dict:
+    """A backend's output with the depth normals (None unless `with_surf_normal`), and its radii (C, N, 2) as each
+    surfel's largest radius (C, N) and visibility (C, N)."""
+    surf_normal = depth_to_normal(out["depth"], viewmats, Ks) if with_surf_normal else None
+    return {**out, "surf_normal": surf_normal, "radii": out["radii"].amax(dim=-1),
+            "visibility_filter": (out["radii"] > 0).all(dim=-1)}
+
+
+def _view(batch: dict, camera: int, surfels: slice = slice(None)) -> dict:
+    """One camera's entries of a `_finish`ed batch (without "info"): its images, and the radii and visibility of
+    `surfels`."""
+    view = {key: None if value is None else value[camera] for key, value in batch.items() if key != "info"}
+    view["radii"], view["visibility_filter"] = view["radii"][surfels], view["visibility_filter"][surfels]
+    return view
 
 
 def camera_tensors(cameras: list[Camera], device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, int, int]:

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from utils.part_matching import PartMatcher
+from utils.voxel_grid import FULL_CONNECTIVITY, dilate
 
 if TYPE_CHECKING:
     from utils.part_selection import PartEstimate
@@ -99,25 +100,25 @@ def _hand_over_detached(matcher: PartMatcher, parts: list[PartEstimate], sliding
     from the neighbour's body and against its own drawer's, it is told apart by where it lies."""
     grid = matcher.grid
     masks = {i: grid.mask(voxels[label == i]) for i in sliding}
-    near = {i: ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3), dtype=bool)) for i, mask in masks.items()}
+    near = {i: dilate(mask, 1) for i, mask in masks.items()}
     for i in sliding:
-        pieces, count = ndimage.label(masks[i], structure=np.ones((3, 3, 3), dtype=bool))
+        pieces, count = ndimage.label(masks[i], structure=FULL_CONNECTIVITY)
         if count < 2:
             continue
-        members = np.flatnonzero(label == i)
-        piece = grid.lookup(pieces, voxels[members])
+        mine = np.flatnonzero(label == i)
+        piece = grid.lookup(pieces, voxels[mine])
         sizes = np.bincount(piece, minlength=count + 1)
-        body = voxels[members[piece == np.argmax(sizes[1:]) + 1]]
-        in_box = np.all((voxels[members] >= body.min(axis=0) - 1) & (voxels[members] <= body.max(axis=0) + 1), axis=1)
-        held = np.bincount(piece[seed[members]], minlength=count + 1) > 0
+        body = voxels[mine[piece == np.argmax(sizes[1:]) + 1]]
+        in_box = np.all((voxels[mine] >= body.min(axis=0) - 1) & (voxels[mine] <= body.max(axis=0) + 1), axis=1)
+        held = np.bincount(piece[seed[mine]], minlength=count + 1) > 0
         held |= np.bincount(piece, weights=in_box, minlength=count + 1) >= 0.5 * sizes
         others = [j for j in sliding if j != i]
-        touching = np.stack([np.bincount(piece, weights=grid.lookup(near[j], voxels[members]), minlength=count + 1)
+        touching = np.stack([np.bincount(piece, weights=grid.lookup(near[j], voxels[mine]), minlength=count + 1)
                              for j in others])
         receiver = np.array(others)[np.argmax(touching, axis=0)]
         moving = ~held & (touching.max(axis=0) >= DETACHED_TOUCH * sizes)
         for j in others:
-            candidates = members[(moving & (receiver == j))[piece]]
+            candidates = mine[(moving & (receiver == j))[piece]]
             if len(candidates):
                 fate = matcher.fate(parts[j].transform, voxels[candidates])
                 label[candidates[fate.landed | fate.hidden]] = j
