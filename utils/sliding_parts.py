@@ -99,13 +99,13 @@ def _hand_over_detached(matcher: PartMatcher, parts: list[PartEstimate], sliding
     stacked drawer's prism start at its front; the patch lies behind another front, in columns no front owns): away
     from the neighbour's body and against its own drawer's, it is told apart by where it lies."""
     grid = matcher.grid
-    masks = {i: grid.mask(voxels[label == i]) for i in sliding}
+    members = {i: np.flatnonzero(label == i) for i in sliding}  # as the completion left them, like the masks
+    masks = {i: grid.mask(voxels[mine]) for i, mine in members.items()}
     near = {i: dilate(mask, 1) for i, mask in masks.items()}
-    for i in sliding:
+    for i, mine in members.items():
         pieces, count = ndimage.label(masks[i], structure=FULL_CONNECTIVITY)
         if count < 2:
             continue
-        mine = np.flatnonzero(label == i)
         piece = grid.lookup(pieces, voxels[mine])
         sizes = np.bincount(piece, minlength=count + 1)
         body = voxels[mine[piece == np.argmax(sizes[1:]) + 1]]
