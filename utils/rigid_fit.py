@@ -61,7 +61,7 @@ def icp(source: np.ndarray, target_tree: cKDTree, init: np.ndarray, *, max_dista
     target = target_tree.data
     T = init.copy()
     for _ in range(iterations):
-        dist, nearest = target_tree.query(apply_transform(T, source), distance_upper_bound=max_distance)
+        dist, nearest = target_tree.query(apply_transform(T, source), distance_upper_bound=max_distance, workers=-1)
         quantile = float(np.quantile(np.minimum(dist, max_distance), keep_fraction))
         kept = dist <= min(max(quantile, min_distance), max_distance)
         if kept.sum() < 3:
