@@ -17,6 +17,8 @@ Each iteration renders the deformed model in a random training view of the other
 loss) and the undeformed model in a random training view of c (anchor; in E-steps also the part prior on the
 rendered logits and the kNN smoothness of the logits). E-steps train logits and geometry with soft part weights and
 densify; M-steps train the joints (and geometry) with hard weights. Joint types come from stage 3 unless given.
+With --one_render_call both views are drawn in one gsplat call (`gaussian_renderer.render_each`: one tile binning,
+so one host synchronisation per iteration instead of two; off by default until measured on the GPU).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, RefinementParams, iteration_dir, \
     parse_joint_types, scene_dir, scene_output_dir
-from gaussian_renderer import render
+from gaussian_renderer import render, render_each
 from scene import Scene
 from scene.articulation import ArticulationModel, blend_weights, deform_surfels
 from scene.cameras import STATES, Camera
@@ -214,22 +216,10 @@ class Refinement:
             group["lr"] = exponential_lr(iteration, args.joint_lr_init, args.joint_lr_final, args.iterations)
 
         terms: dict[str, Tensor] = {}
-        # (a, b) the deformed model in a view of the other state
+        # (a, b) the deformed model in a view of the other state, (c, d) the undeformed one in a view of c
         i = int(torch.randint(len(self.cams_o), (1,), generator=generator))
         cam = self.cams_o[i]
         bg = background(args.random_bg_color, args.white_background, self.device, generator)
-        part_q, part_t = self.articulation.part_transforms()
-        means, quats = self.deformation({"part_q": part_q, "part_t": part_t, "means": g.get_xyz,
-                                         "rotations": g.params["quats"],
-                                         "weights": blend_weights(g.get_features, hard=not e_step)})
-        out = render(cam, g, bg, means=means, rotations=quats, with_features=False, with_surf_normal=False,
-                     backend=self._backend(), depth_ratio=args.depth_ratio)
-        depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
-        terms["photo"], terms["depth"] = self.other_loss({
-            "render": out["render"], "image": cam.image, "image_alpha": cam.alpha, "bg": bg, "depth": out["depth"],
-            "gt_depth": depth_target})[:2]
-
-        # (c, d) the undeformed model in a view of the canonical state
         j = int(torch.randint(len(self.cams_c), (1,), generator=generator))
         cam_c = self.cams_c[j]
         use_prior = e_step and args.lambda_prior > 0
@@ -239,8 +229,16 @@ class Refinement:
         else:
             bg_c = background(args.random_bg_color, args.white_background, self.device, generator)
             target, target_depth = {"image": cam_c.image, "image_alpha": cam_c.alpha, "bg": bg_c}, cam_c.depth
-        out_c = render(cam_c, g, bg_c, with_features=use_prior, with_surf_normal=False, backend=self._backend(),
-                       depth_ratio=args.depth_ratio)
+        part_q, part_t = self.articulation.part_transforms()
+        means, quats = self.deformation({"part_q": part_q, "part_t": part_t, "means": g.get_xyz,
+                                         "rotations": g.params["quats"],
+                                         "weights": blend_weights(g.get_features, hard=not e_step)})
+        out, out_c = self._render_pair([cam, cam_c], torch.stack([bg, bg_c]), means, quats, use_prior)
+        depth_target = cam.depth if self.pseudo_depth is None else self.pseudo_depth[i]
+        terms["photo"], terms["depth"] = self.other_loss({
+            "render": out["render"], "image": cam.image, "image_alpha": cam.alpha, "bg": bg, "depth": out["depth"],
+            "gt_depth": depth_target})[:2]
+
         depth = {} if target_depth is None else {"depth": out_c["depth"], "gt_depth": target_depth}
         anchor = self.canonical_loss({"render": out_c["render"], **target, **depth})
         terms["anchor"] = args.lambda_anchor * anchor[:2].sum()
@@ -266,6 +264,20 @@ class Refinement:
         self.joint_optimizer.zero_grad(set_to_none=True)
         terms["total"] = loss
         return {name: value.detach() for name, value in terms.items()}
+
+    def _render_pair(self, cameras: list[Camera], bgs: Tensor, means: Tensor, quats: Tensor, with_prior: bool
+                     ) -> tuple[dict, dict]:
+        """The deformed model (`means` (N, 3), `quats` (N, 4)) from cameras[0] and the canonical one, with its part
+        logits when `with_prior`, from cameras[1], over `bgs` (2, 3): in one gsplat call with --one_render_call."""
+        options = dict(with_surf_normal=False, backend=self._backend(), depth_ratio=self.args.depth_ratio)
+        g = self.gaussians
+        if self.args.one_render_call:
+            out, out_c = render_each(cameras, [g, g], bgs, means=[means, None], rotations=[quats, None],
+                                     with_features=[False, with_prior], **options)
+        else:
+            out = render(cameras[0], g, bgs[0], means=means, rotations=quats, with_features=False, **options)
+            out_c = render(cameras[1], g, bgs[1], with_features=with_prior, **options)
+        return out, out_c
 
     def _drop_non_finite_gradients(self, loss: Tensor, info: dict) -> None:
         """Zero this step's gradients when the loss is not finite, and any non-finite gradient entry, without a host

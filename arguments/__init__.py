@@ -136,6 +136,7 @@ class RefinementParams(ParamGroup):
         self.logit_lr = 1e-2
         self.checkpoint_iterations = [5000, 10_000, 15_000, 20_000]
         self.log_interval = 500
+        self.one_render_call = False
         super().__init__(parser, "Refinement", {
             "joint_types": "auto (stage 3's types: arguments/joint_types.json or its guess) or e.g. s,r,p",
             "em_interval": "iterations per E or M phase (starts with E)",
@@ -146,6 +147,8 @@ class RefinementParams(ParamGroup):
                                      "0 disables",
             "checkpoint_iterations": "iterations at which the model and a resume checkpoint are saved "
                                      "(the final iteration always is)",
+            "one_render_call": "on CUDA, draw each iteration's deformed and canonical views in one gsplat call "
+                               "(gaussian_renderer.render_each; the same values as two renders)",
         })
 
 

@@ -19,7 +19,8 @@ forces one. Both return the same dictionary (channel-first images):
     info                    what `scene.gaussian_model.Densifier` reads (radii (C,N,2), gradient_2dgs (C,N,2), ...)
 
 `render_batch` renders several cameras of the same surfels in one call; its images and radii gain a leading C dim.
-`render_each` renders several models, each from its own camera, in one gsplat call (stage 2's two states).
+`render_each` renders several models, each from its own camera, in one gsplat call (stage 2's two states, stage
+4's deformed and canonical views).
 """
 from __future__ import annotations
 
@@ -114,43 +115,69 @@ def render_each(
     models: list[GaussianModel],
     bgs: Tensor,
     *,
+    means: list[Tensor | None] | None = None,
+    rotations: list[Tensor | None] | None = None,
+    with_features: bool | list[bool] = False,
     with_surf_normal: bool = True,
     backend: str | None = None,
     depth_ratio: float = 0.0,
     near_plane: float = 0.01,
     far_plane: float = 1e10,
 ) -> list[dict]:
-    """`render(cameras[i], models[i], bgs[i])` for every i (models without feature channels, cameras of one image
-    size): the same dictionaries, each `info` for its model's `Densifier`.
+    """`render(cameras[i], models[i], bgs[i], means=means[i], rotations=rotations[i], with_features=with_features[i])`
+    for every i (cameras of one image size): the same dictionaries, each `info` for its model's `Densifier`. A model
+    may appear more than once (stage 4 draws its canonical model deformed in one view and as it is in another).
 
     With gsplat and one SH degree the models' surfels are concatenated and drawn in one call, camera i drawing only
     model i's: one projection, tile binning (one host synchronisation instead of one per model) and rasterization
-    for all, and one autograd graph. Otherwise each model is rendered on its own.
+    for all, and one autograd graph. Models that want no features get zero feature channels there (no gradient).
+    Otherwise each model is rendered on its own.
     """
+    count = len(models)
+    means, rotations = means or [None] * count, rotations or [None] * count
+    wanted = [with_features] * count if isinstance(with_features, bool) else list(with_features)
     backend = backend or ("gsplat" if models[0].device.type == "cuda" else "reference")
-    options = dict(with_features=False, with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
+    options = dict(with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
                    near_plane=near_plane, far_plane=far_plane)
-    if backend != "gsplat" or len(models) == 1 or len({m.active_sh_degree for m in models}) > 1:
-        return [render(camera, model, bg, **options) for camera, model, bg in zip(cameras, models, bgs)]
+    if backend != "gsplat" or count == 1 or len({m.active_sh_degree for m in models}) > 1:
+        return [render(camera, model, bg, means=xyz, rotations=quats, with_features=feats, **options)
+                for camera, model, bg, xyz, quats, feats in zip(cameras, models, bgs, means, rotations, wanted)]
     counts = [model.num_points for model in models]
     ends = itertools.accumulate(counts)
-    ranges = [(end - count, end) for end, count in zip(ends, counts)]
+    ranges = [(end - n, end) for end, n in zip(ends, counts)]
     viewmats, Ks, width, height = camera_tensors(cameras, models[0].device, models[0].get_xyz.dtype)
     out = render_gsplat(
-        torch.cat([m.get_xyz for m in models]), torch.cat([m.params["quats"] for m in models]),
+        torch.cat([m.get_xyz if xyz is None else xyz for m, xyz in zip(models, means)]),
+        torch.cat([m.params["quats"] if quats is None else quats for m, quats in zip(models, rotations)]),
         torch.exp(torch.cat([m.params["scales"] for m in models])), torch.cat([m.get_opacity for m in models]),
-        torch.cat([m.get_shs for m in models]), models[0].active_sh_degree, None, viewmats, Ks, width, height, bgs,
-        depth_ratio, near_plane, far_plane, ranges=ranges,
+        torch.cat([m.get_shs for m in models]), models[0].active_sh_degree, _joint_features(models, wanted),
+        viewmats, Ks, width, height, bgs, depth_ratio, near_plane, far_plane, ranges=ranges,
     )
     batch, info = _finish(out, viewmats, Ks, with_surf_normal), out["info"]
     results = []
     for camera, (start, stop) in enumerate(ranges):
         surfels = slice(start, stop)
-        results.append({**_view(batch, camera, surfels), "info": {
+        view = _view(batch, camera, surfels)
+        if not wanted[camera]:
+            view["features"] = None
+        results.append({**view, "info": {
             **info, "radii": info["radii"][camera:camera + 1, surfels], "n_cameras": 1,
             "means2d": info["means2d"][camera:camera + 1, surfels], "depths": info["depths"][camera:camera + 1, surfels],
             "gradient_2dgs": info["gradient_2dgs"][camera]}})
     return results
+
+
+def _joint_features(models: list[GaussianModel], wanted: list[bool]) -> Tensor | None:
+    """The concatenated feature channels (sum N_i, F) of models drawn together: the model's own where `wanted`, zeros
+    elsewhere; None when no model wants them."""
+    if not any(wanted):
+        return None
+    shapes = {None if m.get_features is None else m.get_features.shape[1] for m, want in zip(models, wanted) if want}
+    if None in shapes or len(shapes) > 1:
+        raise ValueError(f"models drawn together with features need feature channels of one size, got {shapes}")
+    channels = shapes.pop()
+    return torch.cat([model.get_features if want else model.get_xyz.new_zeros(model.num_points, channels)
+                      for model, want in zip(models, wanted)])
 
 
 def _finish(out: dict, viewmats: Tensor, Ks: Tensor, with_surf_normal: bool) -> dict:

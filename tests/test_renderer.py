@@ -10,7 +10,7 @@ from gsplat.cuda._torch_impl import _spherical_harmonics
 from gsplat.cuda._torch_impl_2dgs import _fully_fused_projection_2dgs
 
 from data_tools.cameras import look_at
-from gaussian_renderer import render, render_batch
+from gaussian_renderer import _joint_features, render, render_batch
 from gaussian_renderer.gsplat_backend import _densify_input, _range_mask
 from gaussian_renderer.reference import depth_to_normal, project_surfels, rasterize_surfels
 from gaussian_renderer.sh import eval_sh, rgb_to_sh, sh_to_rgb
@@ -337,3 +337,25 @@ def test_render_each_ranges_mask_radii_and_split_the_densification_gradient():
     torch.testing.assert_close(leaves[1].grad, upstream[1:2, 3:7])
     plain, leaf = _densify_input(torch.zeros(2, 7, 2), None)
     assert plain is leaf and plain.requires_grad
+
+
+def test_joint_features_zero_the_models_that_want_none():
+    """Models drawn together (`render_each`) share one feature tensor: their own channels where wanted, zeros (no
+    gradient) elsewhere, and an error when the wanted ones differ in size or are missing."""
+    def model(n: int, channels: int | None) -> GaussianModel:
+        params = {"means": torch.randn(n, 3), "scales": torch.zeros(n, 3), "quats": torch.randn(n, 4),
+                  "opacities": torch.zeros(n), "sh0": torch.zeros(n, 1, 3), "shN": torch.zeros(n, 0, 3)}
+        if channels is not None:
+            params["features"] = torch.randn(n, channels, requires_grad=True)
+        return GaussianModel(params, sh_degree=0)
+
+    a, b = model(3, 4), model(2, 4)
+    assert _joint_features([a, b], [False, False]) is None
+    joint = _joint_features([a, b], [False, True])
+    assert joint.shape == (5, 4) and not joint[:3].any() and torch.equal(joint[3:], b.get_features)
+    joint.sum().backward()
+    assert a.get_features.grad is None and torch.equal(b.get_features.grad, torch.ones(2, 4))
+    with pytest.raises(ValueError, match="feature channels of one size"):
+        _joint_features([a, model(2, 5)], [True, True])
+    with pytest.raises(ValueError, match="feature channels of one size"):
+        _joint_features([a, model(2, None)], [False, True])

@@ -223,3 +223,51 @@ def test_render_each_matches_separate_renders():
         (grad2d, count), (grad2d_ref, count_ref) = each["stats"][model], separate["stats"][model]
         assert torch.equal(count, count_ref) and int(count.sum()) > 0
         assert relative_error(grad2d, grad2d_ref) < 1e-2  # gsplat accumulates it without synchronisation
+
+
+def test_render_each_draws_one_model_deformed_and_as_it_is():
+    """Stage 4's pair in one call: one model drawn with moved centres and changed rotations (no features) from one camera
+    and as it is with its feature channels from the other gives the two separate renders' images, features, radii,
+    parameter gradients and densification statistics."""
+    cams, bgs = cameras("cuda"), torch.tensor([[0.2, 0.5, 0.9], [0.0, 0.0, 0.0]], device="cuda")
+    turn = axis_angle_to_quat(torch.tensor([0.0, 0.0, math.radians(10.0)], device="cuda"))
+    results = {}
+    for mode in ("each", "separate"):
+        model = random_model(3000, seed=6, device="cuda")
+        model.setup_optimizers()
+        densifier = Densifier(model, refine_start=100, refine_every=100, reset_every=1000)
+        means = model.get_xyz + torch.tensor([0.05, -0.02, 0.1], device="cuda")
+        quats = model.params["quats"] * turn  # a differentiable change of every rotation
+        if mode == "each":
+            outs = render_each(cams, [model, model], bgs, means=[means, None], rotations=[quats, None],
+                               with_features=[False, True], with_surf_normal=False)
+        else:
+            outs = [render(cams[0], model, bgs[0], means=means, rotations=quats, with_features=False,
+                           with_surf_normal=False),
+                    render(cams[1], model, bgs[1], with_features=True, with_surf_normal=False)]
+        assert outs[0]["features"] is None and outs[1]["features"].shape == (5, HEIGHT, WIDTH)
+        densifier.pre_backward(1, outs[1]["info"])
+        g = torch.Generator(device="cuda").manual_seed(8)
+        keys = ("render", "alpha", "depth", "rend_normal", "rend_dist")
+        loss = sum((out[key] * torch.rand(out[key].shape, generator=g, device="cuda")).sum() for out in outs for key in keys)
+        (loss + (outs[1]["features"] * torch.rand(outs[1]["features"].shape, generator=g, device="cuda")).sum()).backward()
+        densifier.post_backward(1, outs[1]["info"])
+        results[mode] = {
+            "images": [{key: out[key].detach() for key in keys} for out in outs],
+            "features": outs[1]["features"].detach(),
+            "radii": [out["info"]["radii"] for out in outs],
+            "grads": {name: p.grad.clone() for name, p in model.params.items() if p.grad is not None},
+            "stats": (densifier.state["grad2d"].clone(), densifier.state["count"].clone()),
+        }
+    each, separate = results["each"], results["separate"]
+    for view in range(2):
+        assert torch.equal(each["radii"][view], separate["radii"][view])
+        for key, image in separate["images"][view].items():
+            torch.testing.assert_close(each["images"][view][key], image, rtol=0, atol=1e-5, msg=key)
+    torch.testing.assert_close(each["features"], separate["features"], rtol=0, atol=1e-5)
+    assert each["grads"].keys() == separate["grads"].keys() >= {"means", "quats", "features"}
+    for name, grad in separate["grads"].items():
+        assert relative_error(each["grads"][name], grad) < 1e-4, name
+    (grad2d, count), (grad2d_ref, count_ref) = each["stats"], separate["stats"]
+    assert torch.equal(count, count_ref) and int(count.sum()) > 0
+    assert relative_error(grad2d, grad2d_ref) < 1e-2

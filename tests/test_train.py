@@ -186,3 +186,20 @@ def test_small_revolute_joints_switch_to_prismatic_only_when_guessed(workspace: 
     guessed = TrainedModel.load(tmp_path / "guessed", "final", "cpu").articulation.joint_types
     given = TrainedModel.load(tmp_path / "given", "final", "cpu").articulation.joint_types
     assert guessed == ["prismatic"] and given == ["revolute"]
+
+
+def test_one_render_call_runs_the_same_schedule(workspace: dict, tmp_path: Path) -> None:
+    """--one_render_call draws the same views over the same backgrounds through E and M phases and densification:
+    on the CPU (where render_each renders each view on its own) the run is the same to the bit; on the GPU
+    tests/test_renderer_cuda.py checks that the one gsplat call equals the two renders."""
+    runs = {}
+    for name, extra in (("two", []), ("one", ["--one_render_call"])):
+        model_path = tmp_path / name
+        assert train.main(_args(workspace, model_path, "--iterations", "12", "--checkpoint_iterations", "12",
+                                "--anchor", "data", "--random_bg_color", *extra)) == 0
+        log = [json.loads(line) for line in (model_path / "train_log.jsonl").read_text().splitlines()]
+        runs[name] = (log, TrainedModel.load(model_path, "final", "cpu"))
+    (log_two, model_two), (log_one, model_one) = runs["two"], runs["one"]
+    assert [r["phase"] for r in log_one] == ["E", "E", "M"] and log_one == log_two
+    assert torch.equal(model_one.gaussians.get_xyz, model_two.gaussians.get_xyz)
+    assert model_one.joints_start_to_end() == model_two.joints_start_to_end()
