@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 from tqdm import tqdm
 
@@ -70,6 +71,7 @@ class Stage3Result:
     part_voxels: list[np.ndarray]   # K-1 arrays (M_k, 3) int voxel indices in the canonical state
     grid: VoxelGrid                 # the grid those indices refer to
     type_given: list[bool] = field(default_factory=list)  # per part: type given (table or CLI), not guessed
+    static_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # (M_0, 3) occupied, static
 
 
 def coarse_folder(args: argparse.Namespace) -> Path:
@@ -95,26 +97,55 @@ def read_stage3(folder: Path) -> Stage3Result:
     with np.load(npz_path, allow_pickle=False) as arrays:
         transforms = np.asarray(arrays["transforms"], dtype=np.float64)
         voxels = [np.asarray(arrays[f"part_{k}_voxels"]) for k in range(1, len(parts) + 1)]
+        static = np.asarray(arrays["static_voxels"]) if "static_voxels" in arrays else np.zeros((0, 3), np.int64)
         origin = np.asarray(arrays["grid_origin"], dtype=np.float64)
         size = float(arrays["voxel_size"])
     if transforms.shape != (len(parts), 4, 4) or not parts:
         raise ValueError(f"{npz_path}: expected transforms of shape ({len(parts)}, 4, 4) for "
                          f"{len(parts)} movable parts, got {transforms.shape}")
-    return Stage3Result(canonical, types, transforms, voxels, VoxelGrid(origin, size, shape), given)
+    return Stage3Result(canonical, types, transforms, voxels, VoxelGrid(origin, size, shape), given, static)
 
 
-def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float, part_logit: float) -> Tensor:
+def initial_logits(means: np.ndarray, stage3: Stage3Result, static_logit: float, part_logit: float,
+                   reach: float = 0.0) -> Tensor:
     """(N, K) initial part logits: (static_logit, 0, ...) everywhere; surfels whose centre lies in a voxel of movable
-    component k get +part_logit for k and -part_logit for every other class."""
+    component k get +part_logit for k and -part_logit for every other class. With `reach` > 0 a surfel whose centre
+    lies in no occupied voxel (static or part: stage 3's voxels hold its rendered surface, which a surfel centre may
+    sit just off) takes the class of the nearest occupied voxel centre within `reach` voxels."""
     num_parts = len(stage3.part_voxels) + 1
-    logits = np.zeros((len(means), num_parts), dtype=np.float32)
-    logits[:, 0] = static_logit
+    labels = np.zeros(len(means), dtype=np.int64)
     cells = stage3.grid.indices(means)
     for k, voxels in enumerate(stage3.part_voxels, start=1):
-        inside = stage3.grid.lookup(stage3.grid.mask(voxels), cells)
-        logits[inside] = -part_logit
-        logits[inside, k] = part_logit
+        labels[stage3.grid.lookup(stage3.grid.mask(voxels), cells)] = k
+    if reach > 0:
+        labels = _nearest_voxel_labels(means, cells, labels, stage3, reach)
+    logits = np.zeros((len(means), num_parts), dtype=np.float32)
+    logits[:, 0] = static_logit
+    movable = labels > 0
+    logits[movable] = -part_logit
+    logits[movable, labels[movable]] = part_logit
     return torch.from_numpy(logits)
+
+
+def _nearest_voxel_labels(means: np.ndarray, cells: np.ndarray, labels: np.ndarray, stage3: Stage3Result,
+                          reach: float) -> np.ndarray:
+    """`labels` (N,) with the surfels outside every occupied voxel relabelled by the nearest occupied voxel centre
+    within `reach` voxels (0 = static), if any."""
+    grid = stage3.grid
+    voxels = [stage3.static_voxels, *stage3.part_voxels]
+    occupied = np.zeros(len(means), dtype=bool)
+    for part_voxels in voxels:
+        occupied |= grid.lookup(grid.mask(part_voxels), cells)
+    loose = np.flatnonzero(~occupied)
+    if len(loose) == 0:
+        return labels
+    centres = grid.centres(np.concatenate(voxels))
+    classes = np.concatenate([np.full(len(part_voxels), k) for k, part_voxels in enumerate(voxels)])
+    distance, nearest = cKDTree(centres).query(means[loose], distance_upper_bound=reach * grid.voxel_size, workers=-1)
+    found = np.isfinite(distance)
+    labels = labels.copy()
+    labels[loose[found]] = classes[nearest[found]]
+    return labels
 
 
 def resolve_types(cli: str, stage3: Stage3Result) -> tuple[list[str], list[bool]]:
@@ -398,7 +429,7 @@ def load_model(args: argparse.Namespace, device: torch.device
     coarse = GaussianModel.load_ply(ply, "cpu")
     params = {name: p.detach() for name, p in coarse.params.items() if name != "features"}
     params["features"] = initial_logits(coarse.get_xyz.detach().numpy(), stage3, args.init_static_logit,
-                                        args.init_part_logit)
+                                        args.init_part_logit, args.init_reach)
     params = {name: value.to(device).requires_grad_() for name, value in params.items()}
     gaussians = GaussianModel(params, coarse.max_sh_degree, coarse.active_sh_degree)
     types, given = resolve_types(args.joint_types, stage3)

@@ -129,6 +129,7 @@ class RefinementParams(ParamGroup):
         self.anchor = "initial"
         self.init_static_logit = 2.0
         self.init_part_logit = 3.0
+        self.init_reach = 2.0
         self.prismatic_switch_iter = 10_000
         self.prismatic_switch_angle = 10.0
         self.joint_lr_init = 1e-3
@@ -147,6 +148,8 @@ class RefinementParams(ParamGroup):
                                      "0 disables",
             "checkpoint_iterations": "iterations at which the model and a resume checkpoint are saved "
                                      "(the final iteration always is)",
+            "init_reach": "surfels whose centre lies in no voxel of stage 3 (static or part) start in the class of "
+                          "the nearest one within this many voxels (0: static, as in the paper)",
             "one_render_call": "on CUDA, draw each iteration's deformed and canonical views in one gsplat call "
                                "(gaussian_renderer.render_each; the same values as two renders)",
         })

@@ -71,6 +71,21 @@ def test_initial_logits_mark_component_voxels() -> None:
     assert logits.tolist() == [[-3.0, 3.0], [-3.0, 3.0], [2.0, 0.0], [2.0, 0.0]]
 
 
+def test_initial_logits_reach_label_surfels_off_the_voxels_by_the_nearest_one() -> None:
+    """With a reach, a surfel in no occupied voxel takes the class of the nearest occupied voxel within it (stage 3's
+    voxels hold the rendered surface, a surfel centre may sit just off it); surfels in voxels keep theirs."""
+    grid = VoxelGrid(np.zeros(3), 0.1, (8, 1, 1))
+    stage3 = train.Stage3Result(canonical_state=1, joint_types=["prismatic"], transforms=np.eye(4)[None],
+                                part_voxels=[np.array([[5, 0, 0]])], grid=grid,
+                                static_voxels=np.array([[0, 0, 0], [1, 0, 0]]))
+    #             in part voxel 5, beside it, beside static voxel 1, nearer the part, in static voxel 1
+    xs = np.array([0.55, 0.68, 0.25, 0.38, 0.15])
+    means = np.stack([xs, np.full(5, 0.05), np.full(5, 0.05)], axis=1)
+    assert train.initial_logits(means, stage3, 2.0, 3.0).argmax(1).tolist() == [1, 0, 0, 0, 0]
+    assert train.initial_logits(means, stage3, 2.0, 3.0, reach=1.5).argmax(1).tolist() == [1, 1, 0, 0, 0]
+    assert train.initial_logits(means, stage3, 2.0, 3.0, reach=2.0).argmax(1).tolist() == [1, 1, 0, 1, 0]
+
+
 def test_em_phases_alternate() -> None:
     class Args:
         em_interval = 4000
