@@ -17,13 +17,14 @@ come from the chain; accuracy from stage 5's `eval/metrics.json`. The table (mar
 raw rows to `<output_root>/gear/suite/suite_results.md` and `suite_runs.json`; a later run (other scenes, or only
 some stages with `--stages`, e.g. `--stages train render` after changing stage 4) updates its rows there. `--seed N`
 (N > 0) generates and runs other objects of the same categories (held-out: nothing was tuned on them) under the
-subset `suite_seed<N>`.
+subset `suite_seed<N>`. `--extra STAGE=ARGS` passes options to one stage (e.g. `--extra 'train=--init_reach 0'`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -94,7 +95,7 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
               "--subset", args.subset, "--scene_name", scene]
     schedule = SCHEDULES[args.schedule]
     coarse_iter = str(COARSE_ITERS[args.schedule])
-    return {
+    commands = {
         "masks": [py, "utils/get_mask.py", "--dataset_path", f"{DATASET}/{args.subset}/{scene}", "--data_root",
                   args.data_root, "--output_root", args.output_root, "--segmenter", args.segmenter],
         "coarse": [py, "coarse.py", *common, "--random_bg_color", *schedule["coarse"]],
@@ -105,6 +106,20 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
                   *schedule["train"]],
         "render": [py, "render.py", *common],
     }
+    for stage, extra in stage_extras(getattr(args, "extra", None) or []).items():
+        commands[stage] += extra
+    return commands
+
+
+def stage_extras(items: list[str]) -> dict[str, list[str]]:
+    """`--extra` items `STAGE=ARGS` (e.g. `train=--one_render_call --init_reach 0`) as extra arguments per stage."""
+    extras: dict[str, list[str]] = {}
+    for item in items:
+        stage, sep, text = item.partition("=")
+        if not sep or stage not in STAGES:
+            raise SystemExit(f"--extra {item!r}: expected STAGE=ARGS with STAGE one of {', '.join(STAGES)}")
+        extras.setdefault(stage, []).extend(shlex.split(text))
+    return extras
 
 
 def run_scene(args: argparse.Namespace, scene: str, gpu: int | None) -> dict:
@@ -196,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                         help="run only these stages; the others' outputs must exist (the table keeps their times "
                              "from an earlier run)")
+    parser.add_argument("--extra", action="append", metavar="STAGE=ARGS",
+                        help="extra arguments for one stage's entry point, e.g. 'train=--one_render_call' (repeatable)")
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
     args = parser.parse_args(argv)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import run_suite  # noqa: E402
@@ -30,18 +32,22 @@ def test_merge_keeps_times_of_skipped_stages_and_other_scenes() -> None:
 
 
 def test_stages_option_runs_only_those_stages(tmp_path: Path, monkeypatch) -> None:
-    ran = []
+    ran, commands = [], []
 
     def fake_run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
         ran.append(Path(command[1]).name)
+        commands.append(command)
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(run_suite.subprocess, "run", fake_run)
     monkeypatch.setattr(run_suite, "given_joint_types", lambda scene_dir: "s,r")
     args = argparse.Namespace(
         data_root=str(tmp_path / "data"), output_root=str(tmp_path / "out"), subset="suite", schedule="short",
-        segmenter="classic", stages=["train", "render"])
+        segmenter="classic", stages=["train", "render"], extra=["train=--one_render_call --init_reach 0"])
     result = run_suite.run_scene(args, "cabinet", None)
     assert ran == ["train.py", "render.py"]
     assert result["status"] == "ok"
     assert [stage for stage, t in result["seconds"].items() if t is not None] == ["train", "render"]
+    assert commands[0][-3:] == ["--one_render_call", "--init_reach", "0"] and "--init_reach" not in commands[1]
+    with pytest.raises(SystemExit, match="STAGE=ARGS"):
+        run_suite.stage_extras(["training=--x"])
