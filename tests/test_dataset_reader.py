@@ -191,3 +191,22 @@ def test_scene_without_foreground(disc_scene: Path) -> None:
         cv2.imwrite(str(p), np.zeros((32, 32, 4), np.uint8))
     with pytest.raises(DatasetError, match="no foreground"):
         Scene(disc_scene)
+
+
+@pytest.mark.parametrize("floater", [False, True])
+def test_voxel_downsample_matches_a_per_voxel_mean_in_voxel_order(floater: bool) -> None:
+    """Every occupied voxel once, in lexicographic order of its indices, holding its points' mean (and colours'); with
+    a floater 10^19 voxels away (no single sort key fits) the same through the row-wise fallback."""
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1.0, 1.0, (5000, 3)).astype(np.float32)
+    if floater:
+        pts[0] = [1e17, -1e17, 1e17]
+    cols = rng.uniform(0.0, 1.0, (5000, 3)).astype(np.float32)
+    p, c = voxel_downsample(pts, cols, 0.25)
+    keys = np.floor(pts / 0.25).astype(np.int64)
+    voxels = sorted({tuple(k) for k in keys})
+    assert len(p) == len(voxels)
+    for i in (0, len(voxels) // 2, len(voxels) - 1):
+        members = np.all(keys == voxels[i], axis=1)
+        np.testing.assert_allclose(p[i], pts[members].mean(axis=0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(c[i], cols[members].mean(axis=0), rtol=1e-5, atol=1e-6)
