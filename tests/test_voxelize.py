@@ -33,7 +33,7 @@ from utils.part_selection import (PartEstimate, VoxelizeConfig, _Selection, buil
                                   finalise_part, place_axis, select_parts)
 from utils.point_cloud import backproject_depth, write_point_ply
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
-from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
+from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic, unique_rows
 
 CANONICAL = 1  # the generator opens the parts in the end state: the larger-motion state
 # Seeds whose scenes the tests use (see the report for how other seeds fare). Storage units are a known failure:
@@ -644,3 +644,17 @@ def test_place_axis_moves_a_misplaced_hinge_to_the_best_overlap() -> None:
     placed = matrix_to_joint(place_axis(matcher, shifted, part), "revolute")
     assert axis_offset_error(placed["axis_origin"], placed["axis_direction"], hinge) <= 0.0101  # from 5 cm
     assert abs(abs(placed["motion"]) - 70.0) <= 1.0
+
+
+@pytest.mark.parametrize("spread", [10, 10**19])
+def test_unique_rows_is_numpys_unique_over_rows(spread: int) -> None:
+    """The one-key sort gives np.unique(axis=0)'s rows, groups and counts, also with negative indices; rows too far
+    apart for one int64 key (and no rows) go through np.unique itself."""
+    rng = np.random.default_rng(1)
+    keys = rng.integers(-5, 6, size=(4000, 3))
+    keys[0] = [spread // 2, -(spread // 2), 0]
+    for rows in (keys, keys[:0]):
+        expected = np.unique(rows, axis=0, return_inverse=True, return_counts=True)
+        got = unique_rows(rows)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b.reshape(a.shape))

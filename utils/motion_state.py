@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from utils.voxel_grid import unique_rows
+
 DEFAULT_VOXEL_SIZE = 0.01
 DEFAULT_CAP_VOXELS = 30.0
 ISOLATION_NEIGHBOURS = 4  # a voxel is isolated when its 4th nearest voxel is ...
@@ -41,7 +43,7 @@ ISOLATION_FACTOR = 3.0  # ... more than 3x the median 4th-nearest distance away
 
 def voxel_centres(points: np.ndarray, voxel_size: float) -> np.ndarray:
     """(V, 3) centres of the distinct voxels of edge `voxel_size` occupied by `points` (N, 3)."""
-    keys = np.unique(np.floor(points / voxel_size).astype(np.int64), axis=0)
+    keys = unique_rows(np.floor(points / voxel_size).astype(np.int64))[0]
     return (keys + 0.5) * voxel_size
 
 

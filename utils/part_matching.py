@@ -15,15 +15,14 @@ from scipy.spatial import cKDTree
 
 from utils.motion_estimation import correlation_shifts, plane_motion
 from utils.rigid_fit import apply_transform, icp, make_transform
-from utils.voxel_grid import VoxelGrid, dilate, enclosed
+from utils.voxel_grid import VoxelGrid, dilate, enclosed, unique_rows
 
 MIN_DYNAMIC_SUPPORT = 0.1  # least fraction of a part's landing voxels that must land on the other state's change
 
 
 def voxel_means(points: np.ndarray, voxels: np.ndarray) -> np.ndarray:
     """(V, 3) mean of the `points` (N, 3) in each distinct voxel of `voxels` (N, 3): a light, denoised ICP target."""
-    _, inverse, counts = np.unique(voxels, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
+    _, inverse, counts = unique_rows(voxels)
     return np.stack([np.bincount(inverse, weights=points[:, d]) for d in range(3)], axis=1) / counts[:, None]
 
 

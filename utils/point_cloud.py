@@ -9,6 +9,7 @@ from plyfile import PlyData, PlyElement
 
 from scene.cameras import Camera
 from utils.io_utils import atomic_path
+from utils.voxel_grid import unique_rows
 
 
 def backproject_depth(
@@ -39,28 +40,13 @@ def voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel_size: float)
     their (x, y, z) indices."""
     if len(points) == 0:
         return points, colours
-    inverse, counts = _voxel_groups(np.floor(points / voxel_size).astype(np.int64))
+    _, inverse, counts = unique_rows(np.floor(points / voxel_size).astype(np.int64))
 
     def mean(values: np.ndarray) -> np.ndarray:
         sums = [np.bincount(inverse, weights=values[:, i], minlength=len(counts)) for i in range(values.shape[1])]
         return (np.stack(sums, axis=1) / counts[:, None]).astype(np.float32)
 
     return mean(points), mean(colours)
-
-
-def _voxel_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For integer voxel indices (M, 3): each row's group (M,) among the distinct rows in lexicographic order, and
-    each group's size. Sorting one int64 key per row is several times faster than `np.unique(axis=0)`; rows spread
-    too far for such a key (floaters millions of voxels apart) fall back to it."""
-    low = keys.min(axis=0)
-    span = keys.max(axis=0) - low + 1
-    if float(span[0]) * float(span[1]) * float(span[2]) >= 2.0**62:
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        return inverse.ravel(), counts
-    shifted = keys - low
-    linear = (shifted[:, 0] * span[1] + shifted[:, 1]) * span[2] + shifted[:, 2]
-    _, inverse, counts = np.unique(linear, return_inverse=True, return_counts=True)
-    return inverse.ravel(), counts
 
 
 def look_at_centre(cameras: list[Camera]) -> torch.Tensor:
