@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
+import io
+import pstats
 import sys
 import time
 import warnings
@@ -131,6 +134,22 @@ def synchronisations(loop: Profiled, first: int, count: int) -> None:
         print(f"    {n / count:.2f}/iteration  {site}")
 
 
+def host_profile(loop: Profiled, first: int, count: int, top: int = 40) -> None:
+    """The Python functions (and the compiled calls they make) with the most host time over `count` iterations,
+    from cProfile: where a host-bound loop spends its time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for iteration in range(first, first + count):
+        loop.step(iteration)
+    torch.cuda.synchronize()
+    profiler.disable()
+    for order in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(top)
+        print(f"  host time by function over {count} iterations (cProfile, {order} order):")
+        print("\n".join(line for line in text.getvalue().splitlines() if line.strip()))
+
+
 def measure(loop: Profiled, opts: argparse.Namespace) -> None:
     """Grow the model, then time, profile and check every phase of `loop`."""
     timed(loop, 1, opts.grow)
@@ -142,6 +161,8 @@ def measure(loop: Profiled, opts: argparse.Namespace) -> None:
               f"({1000.0 / ms:.0f} it/s)")
         profiled(loop, first + opts.measure, opts.profile)
         synchronisations(loop, first + opts.measure + opts.profile, 5)
+        if opts.host_profile:
+            host_profile(loop, first + opts.measure + opts.profile + 5, opts.host_profile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grow", type=int, default=3000, help="iterations before measuring (densifying)")
     parser.add_argument("--measure", type=int, default=300, help="timed iterations per phase")
     parser.add_argument("--profile", type=int, default=20, help="profiled iterations per phase")
+    parser.add_argument("--host_profile", type=int, default=0, help="iterations per phase to profile with cProfile")
     opts, opts.stage_args = parser.parse_known_args(argv)
     if not torch.cuda.is_available():
         print("step_profile needs CUDA", file=sys.stderr)
