@@ -63,7 +63,7 @@ class GaussianModel:
         )
         self.max_sh_degree = sh_degree
         self.active_sh_degree = min(active_sh_degree, sh_degree)
-        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.optimizers: dict[str, FusedAdam] = {}
         self.frozen: set[str] = set()
         self._means_lr = (0.0, 0.0, 1)
 
@@ -201,7 +201,7 @@ class GaussianModel:
         """One Adam step for every parameter that is not frozen, then clear all gradients."""
         for name, optimizer in self.optimizers.items():
             if name not in self.frozen:
-                optimizer.step()
+                optimizer.update()
         for param in self.params.values():
             param.grad = None
 

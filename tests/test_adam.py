@@ -45,6 +45,23 @@ def test_matches_torch_adam(eps):
     assert (ours - start(ours.shape)).abs().max() > 0.03  # the comparison is not between two unmoved tensors
 
 
+def test_update_is_step_without_the_hooks():
+    """`update` (what the training loops call) moves the parameters as `step` does, but skips torch.optim's hooks."""
+    grads = gradients((20, 3), 10)
+    lrs = [1e-2] * 10
+    stepped, _ = run(FusedAdam, grads, lrs)
+    param = torch.nn.Parameter(start((20, 3)))
+    optimizer = FusedAdam([param], lr=1e-2)
+    calls = []
+    optimizer.register_step_post_hook(lambda *args: calls.append(1))
+    for grad in grads:
+        param.grad = grad.clone()
+        optimizer.update()
+    assert torch.equal(param.detach(), stepped) and not calls
+    optimizer.step()
+    assert calls == [1]
+
+
 def test_parameters_without_gradient_are_left_alone():
     a, b = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))
     optimizer = FusedAdam([a, b], lr=0.1)

@@ -28,11 +28,16 @@ class FusedAdam(torch.optim.Adam):
                  eps: float = 1e-8) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps)
 
-    @torch.no_grad()
     def step(self, closure: None = None) -> None:
-        """One Adam update of every parameter that has a gradient."""
+        """One Adam update of every parameter that has a gradient (torch.optim's entry point, with its hooks)."""
         if closure is not None:
             raise ValueError("FusedAdam.step takes no closure")
+        self.update()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """`step` without torch.optim's per-call wrapper (profiler record and hook dispatch: about 80 µs of host time a
+        call, 1 ms of a stage-2 iteration that steps 12 optimisers); hooks registered on the optimiser do not run."""
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
