@@ -137,7 +137,7 @@ class RefinementParams(ParamGroup):
         self.logit_lr = 1e-2
         self.checkpoint_iterations = [5000, 10_000, 15_000, 20_000]
         self.log_interval = 500
-        self.one_render_call = False
+        self.one_render_call = True
         super().__init__(parser, "Refinement", {
             "joint_types": "auto (stage 3's types: arguments/joint_types.json or its guess) or e.g. s,r,p",
             "em_interval": "iterations per E or M phase (starts with E)",
@@ -151,7 +151,8 @@ class RefinementParams(ParamGroup):
             "init_reach": "surfels whose centre lies in no voxel of stage 3 (static or part) start in the class of "
                           "the nearest one within this many voxels (0: static, as in the paper)",
             "one_render_call": "on CUDA, draw each iteration's deformed and canonical views in one gsplat call "
-                               "(gaussian_renderer.render_each; the same values as two renders)",
+                               "(gaussian_renderer.render_each; the same values as two renders, one host synchronisation "
+                               "instead of two; --no-one_render_call: two renders)",
         })
 
 
