@@ -301,7 +301,7 @@ class Refinement:
     def _render_pair(self, cameras: list[Camera], bgs: Tensor, means: Tensor, quats: Tensor, with_prior: bool
                      ) -> tuple[dict, dict]:
         """The deformed model (`means` (N, 3), `quats` (N, 4)) from cameras[0] and the canonical one, with its part
-        logits when `with_prior`, from cameras[1], over `bgs` (2, 3): in one gsplat call with --one_render_call."""
+        logits when `with_prior`, from cameras[1], over `bgs` (2, 3): in one gsplat call unless --no-one_render_call."""
         options = dict(with_surf_normal=False, backend=self._backend(), depth_ratio=self.args.depth_ratio)
         g = self.gaussians
         if self.args.one_render_call:

@@ -112,7 +112,7 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
 
 
 def stage_extras(items: list[str]) -> dict[str, list[str]]:
-    """`--extra` items `STAGE=ARGS` (e.g. `train=--one_render_call --init_reach 0`) as extra arguments per stage."""
+    """`--extra` items `STAGE=ARGS` (e.g. `train=--no-one_render_call --init_reach 0`) as extra arguments per stage."""
     extras: dict[str, list[str]] = {}
     for item in items:
         stage, sep, text = item.partition("=")
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only these stages; the others' outputs must exist (the table keeps their times "
                              "from an earlier run)")
     parser.add_argument("--extra", action="append", metavar="STAGE=ARGS",
-                        help="extra arguments for one stage's entry point, e.g. 'train=--one_render_call' (repeatable)")
+                        help="extra arguments for one stage's entry point, e.g. 'train=--no-one_render_call' "
+                             "(repeatable)")
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
     args = parser.parse_args(argv)

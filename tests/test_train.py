@@ -204,17 +204,34 @@ def test_small_revolute_joints_switch_to_prismatic_only_when_guessed(workspace: 
 
 
 def test_one_render_call_runs_the_same_schedule(workspace: dict, tmp_path: Path) -> None:
-    """--one_render_call draws the same views over the same backgrounds through E and M phases and densification:
-    on the CPU (where render_each renders each view on its own) the run is the same to the bit; on the GPU
-    tests/test_renderer_cuda.py checks that the one gsplat call equals the two renders."""
+    """One render call (the default) and two (--no-one_render_call) draw the same views over the same backgrounds
+    through E and M phases and densification:
+    on the CPU (where render_each renders each view on its own) the run is the same; on the GPU
+    tests/test_renderer_cuda.py checks that the one gsplat call equals the two renders. The same to the bit on an idle
+    CPU, but two runs of one setting differed by about 1e-7 while another process loaded the cores, hence the
+    tolerances."""
     runs = {}
-    for name, extra in (("two", []), ("one", ["--one_render_call"])):
+    for name, extra in (("two", ["--no-one_render_call"]), ("one", ["--one_render_call"])):
         model_path = tmp_path / name
         assert train.main(_args(workspace, model_path, "--iterations", "12", "--checkpoint_iterations", "12",
                                 "--anchor", "data", "--random_bg_color", *extra)) == 0
         log = [json.loads(line) for line in (model_path / "train_log.jsonl").read_text().splitlines()]
         runs[name] = (log, TrainedModel.load(model_path, "final", "cpu"))
     (log_two, model_two), (log_one, model_one) = runs["two"], runs["one"]
-    assert [r["phase"] for r in log_one] == ["E", "E", "M"] and log_one == log_two
-    assert torch.equal(model_one.gaussians.get_xyz, model_two.gaussians.get_xyz)
-    assert model_one.joints_start_to_end() == model_two.joints_start_to_end()
+    assert [r["phase"] for r in log_one] == ["E", "E", "M"] and len(log_one) == len(log_two)
+    assert torch.allclose(model_one.gaussians.get_xyz, model_two.gaussians.get_xyz, rtol=0, atol=1e-6)
+    for one, two in ((log_one, log_two), (model_one.joints_start_to_end(), model_two.joints_start_to_end())):
+        (numbers_one, rest_one), (numbers_two, rest_two) = _split(one), _split(two)
+        assert rest_one == rest_two and numbers_one == pytest.approx(numbers_two, rel=1e-5, abs=1e-7)
+
+
+def _split(value: object) -> tuple[list[float], list]:
+    """The floats of a nested structure of dicts, lists and scalars, in order, and everything else (keys, strings,
+    integers, ...) in order: to compare floats with a tolerance and the rest exactly."""
+    if isinstance(value, dict):
+        parts = [([], [key]) for key in sorted(value)] + [_split(value[key]) for key in sorted(value)]
+    elif isinstance(value, (list, tuple)):
+        parts = [_split(entry) for entry in value]
+    else:
+        return ([value], []) if isinstance(value, float) else ([], [value])
+    return [x for numbers, _ in parts for x in numbers], [x for _, rest in parts for x in rest]
