@@ -15,9 +15,9 @@ prints wall ms per iteration (host-synchronised at the ends only), the GPU kerne
 synchronising CUDA runtime calls per iteration from `torch.profiler`, the operators with the most GPU and host time,
 and the Python lines PyTorch reports as synchronising (`torch.cuda.set_sync_debug_mode`; syncs inside compiled
 extensions such as gsplat's show up only among the runtime calls). When wall time is well above GPU time, the loop
-is bound by the host (Python, kernel launches, synchronisations), not by the renderer. `--host_profile N` adds a cProfile of N
-iterations per phase (functions by own and by cumulative host time) to see which Python and compiled calls make up
-the host's share.
+is bound by the host (Python, kernel launches, synchronisations), not by the renderer. `--host_profile N` adds a
+cProfile of N iterations per phase (functions by own and by cumulative host time) to see which Python and compiled
+calls make up the host's share.
 """
 from __future__ import annotations
 
