@@ -46,8 +46,8 @@ from scene.cameras import STATES, Camera
 from scene.dataset_readers import DatasetError
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
 from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
-from utils.io_utils import read_json, write_json
 from utils.adam import FusedAdam
+from utils.io_utils import read_json, write_json
 from utils.cuda_graphs import GraphedFunction
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
 from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \

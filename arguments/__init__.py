@@ -151,8 +151,8 @@ class RefinementParams(ParamGroup):
             "init_reach": "surfels whose centre lies in no voxel of stage 3 (static or part) start in the class of "
                           "the nearest one within this many voxels (0: static, as in the paper)",
             "one_render_call": "on CUDA, draw each iteration's deformed and canonical views in one gsplat call "
-                               "(gaussian_renderer.render_each; the same values as two renders, one host synchronisation "
-                               "instead of two; --no-one_render_call: two renders)",
+                               "(gaussian_renderer.render_each; the same values as two renders, one host "
+                               "synchronisation instead of two; --no-one_render_call: two renders)",
         })
 
 

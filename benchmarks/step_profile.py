@@ -48,6 +48,7 @@ LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cu
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize")
 Step = Callable[[int], object]  # one training iteration, given its number
 WARMUP = 20  # untimed iterations at the start of each phase
+SYNC_CHECKS = 5  # iterations per phase run in PyTorch's synchronisation debug mode
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,17 @@ def stage4(opts: argparse.Namespace, device: torch.device, generator: torch.Gene
                     lambda: str(refinement.gaussians.num_points))
 
 
+def run_steps(loop: Profiled, first: int, count: int) -> None:
+    """Iterations `first` .. `first + count - 1` of `loop`."""
+    for iteration in range(first, first + count):
+        loop.step(iteration)
+
+
 def timed(loop: Profiled, first: int, count: int) -> float:
     """Wall milliseconds per iteration of `count` iterations starting at `first` (synchronised at both ends)."""
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for iteration in range(first, first + count):
-        loop.step(iteration)
+    run_steps(loop, first, count)
     torch.cuda.synchronize()
     return 1000.0 * (time.perf_counter() - start) / count
 
@@ -104,8 +110,7 @@ def profiled(loop: Profiled, first: int, count: int) -> None:
     """GPU ms, kernel launches and synchronising runtime calls per iteration, and the top operators, over `count`
     iterations."""
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for iteration in range(first, first + count):
-            loop.step(iteration)
+        run_steps(loop, first, count)
         torch.cuda.synchronize()
     events = prof.key_averages()
     gpu_us = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA)  # kernels only
@@ -124,8 +129,7 @@ def synchronisations(loop: Profiled, first: int, count: int) -> None:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            for iteration in range(first, first + count):
-                loop.step(iteration)
+            run_steps(loop, first, count)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     for w in caught:
@@ -141,8 +145,7 @@ def host_profile(loop: Profiled, first: int, count: int, top: int = 40) -> None:
     from cProfile: where a host-bound loop spends its time."""
     profiler = cProfile.Profile()
     profiler.enable()
-    for iteration in range(first, first + count):
-        loop.step(iteration)
+    run_steps(loop, first, count)
     torch.cuda.synchronize()
     profiler.disable()
     for order in ("tottime", "cumulative"):
@@ -154,17 +157,19 @@ def host_profile(loop: Profiled, first: int, count: int, top: int = 40) -> None:
 
 def measure(loop: Profiled, opts: argparse.Namespace) -> None:
     """Grow the model, then time, profile and check every phase of `loop`."""
-    timed(loop, 1, opts.grow)
+    run_steps(loop, 1, opts.grow)
     for name, first in loop.phases.items():
-        timed(loop, first, WARMUP)  # a phase's first steps capture its CUDA graphs: not timed
+        run_steps(loop, first, WARMUP)  # a phase's first steps capture its CUDA graphs: not timed
         first += WARMUP
         ms = timed(loop, first, opts.measure)
         print(f"phase {name} (iterations from {first}, {loop.counts()} surfels): {ms:.2f} ms/iteration wall "
               f"({1000.0 / ms:.0f} it/s)")
-        profiled(loop, first + opts.measure, opts.profile)
-        synchronisations(loop, first + opts.measure + opts.profile, 5)
+        first += opts.measure
+        profiled(loop, first, opts.profile)
+        first += opts.profile
+        synchronisations(loop, first, SYNC_CHECKS)
         if opts.host_profile:
-            host_profile(loop, first + opts.measure + opts.profile + 5, opts.host_profile)
+            host_profile(loop, first + SYNC_CHECKS, opts.host_profile)
 
 
 def main(argv: list[str] | None = None) -> int:

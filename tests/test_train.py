@@ -229,7 +229,7 @@ def _split(value: object) -> tuple[list[float], list]:
     """The floats of a nested structure of dicts, lists and scalars, in order, and everything else (keys, strings,
     integers, ...) in order: to compare floats with a tolerance and the rest exactly."""
     if isinstance(value, dict):
-        parts = [([], [key]) for key in sorted(value)] + [_split(value[key]) for key in sorted(value)]
+        parts = [([], sorted(value))] + [_split(value[key]) for key in sorted(value)]
     elif isinstance(value, (list, tuple)):
         parts = [_split(entry) for entry in value]
     else:
