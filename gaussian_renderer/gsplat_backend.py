@@ -74,7 +74,7 @@ def render_gsplat(
     expected = depth_sum / alpha.clamp_min(1e-10)
     median = median.permute(0, 3, 1, 2)
     depth = mix_depth(expected, median, depth_ratio)
-    R_cw = viewmats[:, :3, :3].transpose(1, 2)
+    rotation = viewmats[:, :3, :3]  # world normal = rotationᵀ · camera normal, as a product and a sum (no cuBLAS)
     return {
         "render": rgb,
         "features": feature_maps if features is not None else None,
@@ -82,7 +82,7 @@ def render_gsplat(
         "depth": depth,
         "depth_expected": expected,
         "depth_median": median,
-        "rend_normal": torch.einsum("cij,chwj->cihw", R_cw, normals_cam),
+        "rend_normal": (normals_cam[..., None] * rotation[:, None, None]).sum(dim=-2).permute(0, 3, 1, 2),
         "rend_dist": distortion.permute(0, 3, 1, 2),
         "radii": radii,
         "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": gradient_2dgs,
