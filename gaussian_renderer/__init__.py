@@ -20,7 +20,8 @@ forces one. Both return the same dictionary (channel-first images):
 
 `render_batch` renders several cameras of the same surfels in one call; its images and radii gain a leading C dim.
 `render_each` renders several models, each from its own camera, in one gsplat call (stage 2's two states, stage
-4's deformed and canonical views).
+4's deformed and canonical views); `render_stacked` returns the same images stacked (C, X, H, W), as that call
+makes them, for a loss over all of them at once (stage 2).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from scene.gaussian_model import GaussianModel
 
 BACKENDS = {"gsplat": render_gsplat, "reference": render_reference}
+IMAGE_KEYS = ("render", "alpha", "depth", "depth_expected", "depth_median", "rend_normal", "surf_normal", "rend_dist")
 
 
 def render(
@@ -136,12 +138,59 @@ def render_each(
     count = len(models)
     means, rotations = means or [None] * count, rotations or [None] * count
     wanted = [with_features] * count if isinstance(with_features, bool) else list(with_features)
-    backend = backend or ("gsplat" if models[0].device.type == "cuda" else "reference")
     options = dict(with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
                    near_plane=near_plane, far_plane=far_plane)
-    if backend != "gsplat" or count == 1 or len({m.active_sh_degree for m in models}) > 1:
+    if not _drawn_together(models, backend):
         return [render(camera, model, bg, means=xyz, rotations=quats, with_features=feats, **options)
                 for camera, model, bg, xyz, quats, feats in zip(cameras, models, bgs, means, rotations, wanted)]
+    batch, info, ranges = _render_joint(cameras, models, bgs, means, rotations, wanted, **options)
+    results = []
+    for camera, (start, stop) in enumerate(ranges):
+        view = _view(batch, camera, slice(start, stop))
+        if not wanted[camera]:
+            view["features"] = None
+        results.append({**view, "info": _model_info(info, camera, start, stop)})
+    return results
+
+
+def render_stacked(
+    cameras: list[Camera],
+    models: list[GaussianModel],
+    bgs: Tensor,
+    *,
+    with_surf_normal: bool = True,
+    backend: str | None = None,
+    depth_ratio: float = 0.0,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> tuple[dict[str, Tensor | None], list[dict]]:
+    """`render_each(cameras, models, bgs)` without features, its image maps stacked over the cameras: (C, X, H, W)
+    for every image key of the module docstring (None where absent), and each model's `info`. With gsplat's joint
+    call the stack is the call's own output (no copy), so a loss over all C images needs one graph and one input
+    copy per map, not C."""
+    options = dict(with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
+                   near_plane=near_plane, far_plane=far_plane)
+    count = len(models)
+    if not _drawn_together(models, backend):
+        outs = render_each(cameras, models, bgs, **options)
+        return ({key: None if outs[0][key] is None else torch.stack([out[key] for out in outs]) for key in IMAGE_KEYS},
+                [out["info"] for out in outs])
+    batch, info, ranges = _render_joint(cameras, models, bgs, [None] * count, [None] * count, [False] * count,
+                                        **options)
+    return ({key: batch[key] for key in IMAGE_KEYS},
+            [_model_info(info, camera, start, stop) for camera, (start, stop) in enumerate(ranges)])
+
+
+def _drawn_together(models: list[GaussianModel], backend: str | None) -> bool:
+    """Whether `render_each` draws these models in one gsplat call (several models of one SH degree on gsplat)."""
+    backend = backend or ("gsplat" if models[0].device.type == "cuda" else "reference")
+    return backend == "gsplat" and len(models) > 1 and len({m.active_sh_degree for m in models}) == 1
+
+
+def _render_joint(cameras: list[Camera], models: list[GaussianModel], bgs: Tensor, means: list[Tensor | None],
+                  rotations: list[Tensor | None], wanted: list[bool], **options) -> tuple[dict, dict, list[tuple]]:
+    """One gsplat call drawing model i's surfels (or `means[i]` / `rotations[i]`) in camera i only: the `_finish`ed
+    batch, gsplat's info and each model's surfel range [start, stop) in the concatenation."""
     counts = [model.num_points for model in models]
     ends = itertools.accumulate(counts)
     ranges = [(end - n, end) for end, n in zip(ends, counts)]
@@ -151,20 +200,17 @@ def render_each(
         torch.cat([m.params["quats"] if quats is None else quats for m, quats in zip(models, rotations)]),
         torch.exp(torch.cat([m.params["scales"] for m in models])), torch.cat([m.get_opacity for m in models]),
         torch.cat([m.get_shs for m in models]), models[0].active_sh_degree, _joint_features(models, wanted),
-        viewmats, Ks, width, height, bgs, depth_ratio, near_plane, far_plane, ranges=ranges,
+        viewmats, Ks, width, height, bgs, options["depth_ratio"], options["near_plane"], options["far_plane"],
+        ranges=ranges,
     )
-    batch, info = _finish(out, viewmats, Ks, with_surf_normal), out["info"]
-    results = []
-    for camera, (start, stop) in enumerate(ranges):
-        surfels = slice(start, stop)
-        view = _view(batch, camera, surfels)
-        if not wanted[camera]:
-            view["features"] = None
-        results.append({**view, "info": {
-            **info, "radii": info["radii"][camera:camera + 1, surfels], "n_cameras": 1,
-            "means2d": info["means2d"][camera:camera + 1, surfels], "depths": info["depths"][camera:camera + 1, surfels],
-            "gradient_2dgs": info["gradient_2dgs"][camera]}})
-    return results
+    return _finish(out, viewmats, Ks, options["with_surf_normal"]), out["info"], ranges
+
+
+def _model_info(info: dict, camera: int, start: int, stop: int) -> dict:
+    """The `info` of the model drawn in `camera` (surfels start..stop-1 of a joint call), for its `Densifier`."""
+    rows = (slice(camera, camera + 1), slice(start, stop))
+    return {**info, "radii": info["radii"][rows], "means2d": info["means2d"][rows], "depths": info["depths"][rows],
+            "n_cameras": 1, "gradient_2dgs": info["gradient_2dgs"][camera]}
 
 
 def _joint_features(models: list[GaussianModel], wanted: list[bool]) -> Tensor | None:

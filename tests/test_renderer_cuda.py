@@ -14,7 +14,7 @@ import pytest
 import torch
 from gsplat import rasterization_2dgs, spherical_harmonics
 
-from gaussian_renderer import render, render_batch, render_each
+from gaussian_renderer import render, render_batch, render_each, render_stacked
 from scene.cameras import Camera
 from scene.gaussian_model import LOG_THICKNESS, Densifier, GaussianModel
 from utils.rotations import axis_angle_to_quat, quat_to_matrix
@@ -184,11 +184,11 @@ def test_densifier_and_fused_adam_on_gpu():
 
 def test_render_each_matches_separate_renders():
     """Two models drawn in one call, each from its own camera (stage 2's two states), give each model's own render:
-    the same images, gradients and densification statistics."""
+    the same images, gradients and densification statistics; so do the stacked images of `render_stacked`."""
     cams, bgs = cameras("cuda"), torch.tensor([[0.2, 0.5, 0.9], [1.0, 1.0, 1.0]], device="cuda")
     base = [random_model(3000, seed=3, device="cuda"), random_model(2000, seed=4, device="cuda")]
     results = {}
-    for mode in ("each", "separate"):
+    for mode in ("each", "stacked", "separate"):
         models = [model.clone() for model in base]
         densifiers = []
         for model in models:
@@ -196,6 +196,9 @@ def test_render_each_matches_separate_renders():
             densifiers.append(Densifier(model, refine_start=100, refine_every=100, reset_every=1000))
         if mode == "each":
             outs = render_each(cams, models, bgs)
+        elif mode == "stacked":
+            batch, infos = render_stacked(cams, models, bgs)
+            outs = [{**{key: value[c] for key, value in batch.items()}, "info": infos[c]} for c in range(2)]
         else:
             outs = [render(cam, model, bg, with_features=False) for cam, model, bg in zip(cams, models, bgs)]
         for densifier, out in zip(densifiers, outs):
@@ -212,7 +215,12 @@ def test_render_each_matches_separate_renders():
             "grads": [{name: p.grad.clone() for name, p in m.params.items() if p.grad is not None} for m in models],
             "stats": [(d.state["grad2d"].clone(), d.state["count"].clone()) for d in densifiers],
         }
-    each, separate = results["each"], results["separate"]
+    for each, separate in ((results["each"], results["separate"]), (results["stacked"], results["separate"])):
+        _assert_same_renders(each, separate)
+
+
+def _assert_same_renders(each: dict, separate: dict) -> None:
+    """Images, radii, gradients and densification statistics of two ways of rendering the same two models."""
     for model in range(2):
         assert torch.equal(each["radii"][model], separate["radii"][model])
         for key, image in separate["images"][model].items():
