@@ -45,7 +45,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, iteration_dir, scene_dir, scene_output_dir
-from gaussian_renderer import camera_tensors, render, render_each
+from gaussian_renderer import camera_tensors, render, render_stacked
 from scene import Scene, point_cloud_path
 from scene.cameras import Camera
 from scene.dataset_readers import SPLITS, DatasetError, transforms_path
@@ -60,7 +60,6 @@ from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
     background,
-    image_loss_terms,
     latest_checkpoint,
     learning_rates,
     load_checkpoint,
@@ -68,6 +67,7 @@ from utils.train_utils import (
     restore_surfel_training,
     save_checkpoint,
     seed_everything,
+    stacked_image_loss_terms,
     surfel_checkpoint,
 )
 
@@ -97,17 +97,15 @@ SURFACE_PREFIX = "surface_points_"  # + <state>.ply: rendered surface of each st
 @dataclass
 class StateRun:
     """Everything that trains one joint state: its model, densifier, training cameras and random generator (views
-    and backgrounds), the iteration it (re)starts after, the epoch's view order and its NaN guard."""
+    and backgrounds), the iteration it (re)starts after and the epoch's view order."""
 
     state: int
     model: GaussianModel
     densifier: Densifier
     cameras: list[Camera]
-    image_loss: GraphedFunction
     generator: torch.Generator
     start: int = 0
     views: list[int] = field(default_factory=list)
-    guard: FiniteGuard = field(default_factory=lambda: FiniteGuard(every=PROGRESS_EVERY))
 
     def next_camera(self) -> Camera:
         """A random training view; every view once per epoch (3DGS's shuffled stack)."""
@@ -196,40 +194,49 @@ def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Name
                           refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
                           grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval,
                           prune_after_stop=args.prune_transparent)
-    image_loss = GraphedFunction(partial(image_loss_terms, args=args), enabled=args.cuda_graphs)
     generator = torch.Generator().manual_seed(args.seed + state)
-    return StateRun(state, model, densifier, scene.train_cameras(state), image_loss, generator, start)
+    return StateRun(state, model, densifier, scene.train_cameras(state), generator, start)
 
 
 # ------------------------------------------------------------------------------------------------------- training
 
-def image_maps(out: dict, camera: Camera, bg: Tensor, args: argparse.Namespace, iteration: int) -> dict[str, Tensor]:
-    """The maps of `image_loss_terms` for the stage-2 terms active at `iteration` (render `out` of `camera` over
-    background `bg` (3,)); the depth term needs the view's depth."""
-    maps = {"render": out["render"], "image": camera.image, "image_alpha": camera.alpha, "bg": bg}
-    if args.lambda_depth > 0 and camera.depth is not None:
-        maps |= {"depth": out["depth"], "gt_depth": camera.depth}
+def image_loss_function(args: argparse.Namespace) -> GraphedFunction:
+    """The image terms of all states' renders at once (`stacked_image_loss_terms`), replayed from CUDA graphs."""
+    return GraphedFunction(partial(stacked_image_loss_terms, args=args), enabled=args.cuda_graphs)
+
+
+def image_maps(batch: dict, cameras: list[Camera], bgs: Tensor, args: argparse.Namespace,
+               iteration: int) -> dict[str, Tensor]:
+    """The maps (S, ...) of `stacked_image_loss_terms` for the stage-2 terms active at `iteration`: the renders
+    `batch` of `cameras` (`render_stacked`) over backgrounds `bgs` (S, 3) and their targets. A view without depth
+    gets zero target depth, which the depth term skips."""
+    maps = {"render": batch["render"], "image": torch.stack([cam.image for cam in cameras]),
+            "image_alpha": torch.stack([cam.alpha for cam in cameras]), "bg": bgs}
+    if args.lambda_depth > 0 and any(cam.depth is not None for cam in cameras):
+        maps |= {"depth": batch["depth"], "gt_depth": torch.stack([
+            torch.zeros_like(cam.alpha) if cam.depth is None else cam.depth for cam in cameras])}
     if args.lambda_normal > 0 and iteration > args.normal_from_iter:
-        viewmats, Ks, _, _ = camera_tensors([camera], out["depth"].device, out["depth"].dtype)
-        maps |= {"rend_normal": out["rend_normal"], "alpha": out["alpha"], "depth": out["depth"],
-                 "viewmat": viewmats[0], "K": Ks[0]}
+        viewmats, Ks, _, _ = camera_tensors(cameras, bgs.device, bgs.dtype)
+        maps |= {"rend_normal": batch["rend_normal"], "alpha": batch["alpha"], "depth": batch["depth"],
+                 "viewmat": viewmats, "K": Ks}
     if args.lambda_dist > 0 and iteration > args.dist_from_iter:
-        maps["rend_dist"] = out["rend_dist"]
+        maps["rend_dist"] = batch["rend_dist"]
     return maps
 
 
-def state_loss(run: StateRun, out: dict, camera: Camera, bg: Tensor, args: argparse.Namespace,
-               iteration: int) -> Tensor:
-    """DESIGN.md's stage-2 loss of one render `out` of `camera` over background `bg` (3,): a scalar tensor."""
-    loss = run.image_loss(image_maps(out, camera, bg, args, iteration)).sum()
+def state_losses(runs: list[StateRun], batch: dict, cameras: list[Camera], bgs: Tensor, args: argparse.Namespace,
+                 iteration: int, image_loss: GraphedFunction) -> Tensor:
+    """DESIGN.md's stage-2 loss of each run's render in `batch` (`render_stacked` of `cameras` over `bgs`): (S,)."""
+    losses = image_loss(image_maps(batch, cameras, bgs, args, iteration)).sum(dim=1)
     if args.lambda_opacity > 0 and iteration > args.opacity_from_iter:
-        loss = loss + args.lambda_opacity * opacity_binarisation_loss(run.model.get_opacity)
-    return loss
+        opacity = torch.stack([opacity_binarisation_loss(run.model.get_opacity) for run in runs])
+        losses = losses + args.lambda_opacity * opacity
+    return losses
 
 
-def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace) -> list[Tensor]:
+def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace, image_loss: GraphedFunction) -> Tensor:
     """One iteration of each run: render one random view of every state (one call), backpropagate the sum of their
-    losses, densify, step Adam; returns the detached losses."""
+    losses, densify, step Adam; returns the detached losses (S,)."""
     cameras, bgs = [], []
     for run in runs:
         run.model.update_learning_rate(iteration)
@@ -237,31 +244,41 @@ def train_step(runs: list[StateRun], iteration: int, args: argparse.Namespace) -
             run.model.oneup_sh_degree()
         cameras.append(run.next_camera())
         bgs.append(background(args.random_bg_color, args.white_background, run.model.device, run.generator))
-    outs = render_each(cameras, [run.model for run in runs], torch.stack(bgs), with_surf_normal=False,
-                       depth_ratio=args.depth_ratio, backend=backend_name(args))
-    losses = [state_loss(*case, args, iteration) for case in zip(runs, outs, cameras, bgs)]
-    for run, out in zip(runs, outs):
-        run.densifier.pre_backward(iteration, out["info"])
-    torch.stack(losses).sum().backward()
-    for run, out in zip(runs, outs):
-        run.densifier.post_backward(iteration, out["info"])  # grows and prunes when its schedule says so
+    bgs = torch.stack(bgs)
+    batch, infos = render_stacked(cameras, [run.model for run in runs], bgs, with_surf_normal=False,
+                                  depth_ratio=args.depth_ratio, backend=backend_name(args))
+    losses = state_losses(runs, batch, cameras, bgs, args, iteration, image_loss)
+    for run, info in zip(runs, infos):
+        run.densifier.pre_backward(iteration, info)
+    losses.sum().backward()
+    for run, info in zip(runs, infos):
+        run.densifier.post_backward(iteration, info)  # grows and prunes when its schedule says so
         run.model.step_optimizers()
-    return [loss.detach() for loss in losses]
+    return losses.detach()
 
 
 def backend_name(args: argparse.Namespace) -> str | None:
     return None if args.backend == "auto" else args.backend
 
 
-def check_finite(run: StateRun, iteration: int) -> None:
-    """Raise TrainingDiverged if a loss of `run` since the last check or any parameter is NaN/inf (one host sync)."""
-    try:
-        run.guard.check(iteration)
-    except TrainingDiverged as err:
-        raise TrainingDiverged(f"state {run.state}: {err}") from None
-    bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
-    if bad:
-        raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
+def check_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> None:
+    """Raise TrainingDiverged if a loss since the last check (`guard`, one entry per state) or a parameter of `runs` is
+    NaN/inf (host syncs)."""
+    guard.check(iteration)
+    for run in runs:
+        bad = [name for name, p in run.model.params.items() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDiverged(f"state {run.state}: parameters {bad} became NaN/inf by iteration {iteration}")
+
+
+def state_vector(losses: Tensor, active: list[StateRun], runs: list[StateRun]) -> Tensor:
+    """The losses (A,) of the `active` runs as a vector over all `runs` (0 for a run that has not started yet, while
+    a resumed state catches up with the other)."""
+    if len(active) == len(runs):
+        return losses
+    full = losses.new_zeros(len(runs))
+    full[[runs.index(run) for run in active]] = losses
+    return full
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoints
@@ -471,7 +488,7 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -
     returns the seconds taken."""
     first = min(run.start for run in runs)
     save_at = {it for it in args.save_iterations if first < it <= args.iterations} | {args.iterations}
-    loss_ema: dict[int, Tensor] = {}
+    image_loss, guard = image_loss_function(args), FiniteGuard(every=PROGRESS_EVERY, entries="states")
     iteration = first
     begin = time.perf_counter()
     bar = tqdm(total=args.iterations, initial=first, desc=f"coarse {args.scene_name}", dynamic_ncols=True)
@@ -479,18 +496,17 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -
         with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
             for iteration in range(first + 1, args.iterations + 1):
                 active = [run for run in runs if run.start < iteration]
-                for run, loss in zip(active, train_step(active, iteration, args)):
-                    ema = loss_ema.get(run.state)
-                    loss_ema[run.state] = loss if ema is None else 0.4 * loss + 0.6 * ema
-                    run.guard.update(loss, iteration)
+                guard.update(state_vector(train_step(active, iteration, args, image_loss), active, runs))
                 if iteration % PROGRESS_EVERY == 0 or iteration == args.iterations:
-                    bar.set_postfix(loss="/".join(f"{float(v):.4f}" for v in loss_ema.values()),
-                                    gaussians="/".join(str(run.model.num_points) for run in runs))
+                    mean = guard.check(iteration)  # the states' mean losses since the last check
+                    if mean is not None:
+                        bar.set_postfix(loss="/".join(f"{value:.4f}" for value in mean.tolist()),
+                                        gaussians="/".join(str(run.model.num_points) for run in runs))
                     bar.update(iteration - bar.n)
                 for run in active:
-                    checkpoint_and_save(run, iteration, args, model_path, save_at)
+                    checkpoint_and_save(run, iteration, args, model_path, save_at, guard)
     except RuntimeError as err:  # NaNs can also break the renderer or densifier before the periodic check sees them
-        cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, iteration)
+        cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, guard, iteration)
         if cause is None:
             raise
         kept = [latest_checkpoint(model_path, checkpoint_prefix(run.state)) for run in runs]
@@ -504,25 +520,25 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -
 
 
 def checkpoint_and_save(run: StateRun, iteration: int, args: argparse.Namespace, model_path: Path,
-                        save_at: set[int]) -> None:
-    """When due, check for NaNs, write the checkpoint and/or this state's outputs of the iteration."""
+                        save_at: set[int], guard: FiniteGuard) -> None:
+    """When due, check for NaNs (losses of every state in `guard`), write the checkpoint and/or this state's outputs
+    of the iteration."""
     due_checkpoint = iteration % args.checkpoint_interval == 0 or iteration == args.iterations
     if not due_checkpoint and iteration not in save_at:
         return
-    check_finite(run, iteration)
+    check_finite([run], guard, iteration)
     if due_checkpoint:
         write_checkpoint(model_path, run, iteration)
     if iteration in save_at:
         save_state_iteration(model_path, run, iteration, args.motion_voxel_size, backend_name(args))
 
 
-def non_finite(runs: list[StateRun], iteration: int) -> TrainingDiverged | None:
-    """The divergence error of the first run whose loss or parameters are NaN/inf, else None."""
-    for run in runs:
-        try:
-            check_finite(run, iteration)
-        except TrainingDiverged as err:
-            return err
+def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
+    """The divergence error if a loss or parameter of `runs` is NaN/inf, else None."""
+    try:
+        check_finite(runs, guard, iteration)
+    except TrainingDiverged as err:
+        return err
     return None
 
 

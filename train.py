@@ -508,7 +508,7 @@ def train(args: argparse.Namespace) -> dict:
         terms = refinement.step(iteration, generator)
         logging_now = iteration % args.log_interval == 0 or iteration == args.iterations
         if logging_now or iteration in checkpoints or iteration % guard.every == 0:
-            guard.update(refinement.parameter_checksum(), iteration)  # non-finite parameters stay so: check here only
+            guard.update(refinement.parameter_checksum())  # non-finite parameters stay so: check here only
             guard.check(iteration)
         if logging_now:
             record = log_status(refinement, iteration, terms, log_path)

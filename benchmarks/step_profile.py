@@ -66,9 +66,10 @@ def stage2(opts: argparse.Namespace, device: torch.device, generator: torch.Gene
     args = coarse.parse_args(["--scene_name", folder.name, "--resolution", str(opts.resolution), *opts.stage_args])
     scene = Scene(folder, args.resolution, device, splits=("train",), load_masks=False)
     runs = [coarse.make_run(s, coarse.initial_model(scene, s, args, device), scene, args) for s in coarse.STATES]
+    image_loss = coarse.image_loss_function(args)
 
     def step(iteration: int) -> None:
-        coarse.train_step(runs, iteration, args)
+        coarse.train_step(runs, iteration, args, image_loss)
 
     phases = {"densify": opts.grow + 1, "late": max(args.densify_until_iter, args.opacity_from_iter) + 1}
     return Profiled(step, phases, lambda: "/".join(str(run.model.num_points) for run in runs))

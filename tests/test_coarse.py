@@ -243,13 +243,13 @@ def test_interrupted_run_resumes_to_the_same_result(data_root: Path, tmp_path: P
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_path: Path, monkeypatch,
                                                            capsys: pytest.CaptureFixture) -> None:
-    original = coarse.state_loss
+    original = coarse.state_losses
 
-    def nan_from_25(run, out, camera, bg, args, iteration):
-        loss = original(run, out, camera, bg, args, iteration)
-        return loss * float("nan") if iteration >= 25 else loss
+    def nan_from_25(runs, batch, cameras, bgs, args, iteration, image_loss):
+        losses = original(runs, batch, cameras, bgs, args, iteration, image_loss)
+        return losses * float("nan") if iteration >= 25 else losses
 
-    monkeypatch.setattr(coarse, "state_loss", nan_from_25)
+    monkeypatch.setattr(coarse, "state_losses", nan_from_25)
     model_path = tmp_path / "nan"
     code = coarse.main(scene_args(data_root, "cabinet", model_path, 60) + ["--checkpoint_interval", "20"] + SHORT)
     assert code == 3

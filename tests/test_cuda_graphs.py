@@ -15,7 +15,7 @@ from scene.gaussian_model import GaussianModel
 from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss
 from utils.part_losses import part_prior_loss
-from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss
+from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss, stacked_image_loss_terms
 
 ARGS = argparse.Namespace(lambda_dssim=0.2, lambda_depth=1.0, lambda_normal=0.05, lambda_dist=0.1)
 H, W = 40, 56
@@ -76,6 +76,53 @@ def test_normal_term_matches_the_renderers_depth_normals() -> None:
     expected = ARGS.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"], out["alpha"])
     assert expected > 0
     torch.testing.assert_close(image_loss_terms(maps, ARGS)[2], expected)
+
+
+def stacked_maps(seeds: tuple[int, ...], device: str, with_normals: bool = True) -> dict[str, torch.Tensor]:
+    """`random_maps` of several views stacked on a leading axis (rendered maps: computed tensors requiring grad)."""
+    views = [random_maps(seed, device, with_normals) for seed in seeds]
+    maps = {name: torch.stack([view[name].detach() for view in views]) for name in views[0]}
+    for name in ("render", "depth", "rend_normal", "alpha", "rend_dist"):
+        if name in maps:
+            maps[name] = maps[name].requires_grad_() * 1.0
+    return maps
+
+
+def _stacked_values_and_grads(loss, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
+    """(S, 4) terms and the gradients of a weighted sum of them for the rendered maps (None where unused)."""
+    terms = loss(maps)
+    leaves = [t for t in maps.values() if t.requires_grad]
+    weights = torch.arange(1.0, terms.numel() + 1, device=terms.device).view_as(terms)
+    return terms.detach(), list(torch.autograd.grad((terms * weights).sum(), leaves, allow_unused=True))
+
+
+def test_stacked_image_loss_terms_are_each_views_terms() -> None:
+    """Stage 2's loss of both states at once: row i is view i's `image_loss_terms`, with its gradients."""
+    maps = stacked_maps((5, 6), "cpu")
+    terms = stacked_image_loss_terms(maps, ARGS)
+    assert terms.shape == (2, len(IMAGE_TERMS))
+    for i in range(2):
+        view = {name: value[i] for name, value in maps.items()}
+        torch.testing.assert_close(terms[i], image_loss_terms(view, ARGS))
+    grad = torch.autograd.grad(terms[1].sum(), maps["render"])[0]
+    assert not grad[0].any() and grad[1].abs().sum() > 0
+
+
+@pytest.mark.cuda
+def test_graphed_stacked_loss_matches_eager_on_cuda() -> None:
+    """The stacked loss replayed from a graph: values and gradients as eager, for one and for two views."""
+    loss = GraphedFunction(lambda maps: stacked_image_loss_terms(maps, ARGS))
+    for seeds, with_normals in (((0, 1), False), ((2, 3), True), ((4,), True), ((5, 6), True)):
+        maps = stacked_maps(seeds, "cuda", with_normals)
+        terms, grads = _stacked_values_and_grads(loss, maps)
+        expected_terms, expected_grads = _stacked_values_and_grads(lambda m: stacked_image_loss_terms(m, ARGS), maps)
+        torch.testing.assert_close(terms, expected_terms, rtol=1e-5, atol=1e-6)
+        for grad, expected in zip(grads, expected_grads):
+            if expected is None:
+                assert grad is None or not grad.any()
+            else:
+                torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
+    assert len(loss._graphs) == 3
 
 
 def test_graphed_loss_runs_eagerly_on_the_cpu() -> None:

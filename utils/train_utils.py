@@ -75,23 +75,42 @@ def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tenso
     return torch.stack(terms)
 
 
+def stacked_image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tensor:
+    """(S, 4) `image_loss_terms` of S renders whose maps are stacked on a leading axis (every entry (S, ...)): one
+    function, so one captured graph and one input copy per map for all S renders (`GraphedFunction`)."""
+    count = len(maps["render"])
+    return torch.stack([image_loss_terms({name: value[i] for name, value in maps.items()}, args) for i in range(count)])
+
+
 class FiniteGuard:
-    """Checks accumulated losses for NaN/inf every `every` iterations without a host sync per step."""
+    """Sums the values it is given (a loss per state, a parameter checksum) on the device, one kernel a step, and
+    checks the sum for NaN/inf every `every` iterations (one host sync); a non-finite value keeps the sum so."""
 
-    def __init__(self, every: int = 50) -> None:
+    def __init__(self, every: int = 50, entries: str = "entries") -> None:
         self.every = every
-        self._bad: Tensor | None = None
+        self.entries = entries  # what a vector's entries are, for the error message (e.g. "states")
+        self._sum: Tensor | None = None
+        self._count = 0
 
-    def update(self, loss: Tensor, iteration: int) -> None:
-        bad = ~torch.isfinite(loss.detach())
-        self._bad = bad if self._bad is None else self._bad | bad
-        if iteration % self.every == 0:
-            self.check(iteration)
+    def update(self, value: Tensor) -> None:
+        """Add `value` (a tensor of the same shape every time) to the running sum."""
+        value = value.detach()
+        self._sum = value.clone() if self._sum is None else self._sum.add_(value)
+        self._count += 1
 
-    def check(self, iteration: int) -> None:
-        if self._bad is not None and bool(self._bad):
-            raise TrainingDiverged(f"loss became NaN/inf at or before iteration {iteration}")
-        self._bad = None
+    def check(self, iteration: int) -> Tensor | None:
+        """Raise TrainingDiverged if a value since the last check was NaN/inf (naming the entries of a vector);
+        else return the mean of those values (on the host; None if there were none) and start a new sum."""
+        if self._sum is None:
+            return None
+        total = self._sum.cpu()
+        bad = ~torch.isfinite(total)
+        if bool(bad.any()):
+            where = f" ({self.entries} {bad.nonzero().flatten().tolist()})" if total.dim() else ""
+            raise TrainingDiverged(f"loss became NaN/inf at or before iteration {iteration}{where}")
+        mean = total / self._count
+        self._sum, self._count = None, 0
+        return mean
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
