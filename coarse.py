@@ -16,15 +16,17 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
 
 The two states' models are independent but train in one loop: each iteration renders one random training view of each
 state against its image composited over a random background (--no-random_bg_color: black or --white_background), both in
-one gsplat call on CUDA (`gaussian_renderer.render_each`: one tile binning, so one host synchronisation, and one
-backward for both), then steps each state's Adam and densification. Each state draws its views and backgrounds from its
+one gsplat call on CUDA (`gaussian_renderer.render_stacked`: one tile binning, so one host synchronisation, and one
+backward for both; the image losses of both renders are one function of the stacked maps), then steps each state's Adam
+and densification. Each state draws its views and backgrounds from its
 own generator and restarts from its own latest checkpoint unless --overwrite (which removes these outputs first); a
 state whose checkpoint is ahead waits until the other catches up. A run whose final outputs exist exits at once. After
 densification ends, the surfels that the opacity binarisation drives below the pruning opacity (about two thirds of them
 by the end) keep being removed (`--no-prune_transparent`: only while densifying, as DESIGN.md says). Only the progress
-bar and NaN check (every PROGRESS_EVERY iterations), checkpoints and saves read values back from the device here
-(gsplat's densification statistics are gathered without a sync, scene.gaussian_model). The image losses replay as
-captured CUDA graphs (utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoints, which
+bar and NaN check (every PROGRESS_EVERY iterations: the bar shows each state's mean loss since the last one, summed on
+the device), checkpoints and saves read values back from the device here (gsplat's densification statistics are
+gathered without a sync, scene.gaussian_model). The image losses replay as one captured CUDA graph
+(utils/cuda_graphs.py). A NaN/inf loss stops the run (exit 3) and keeps the last checkpoints, which
 are only written after such a check.
 """
 from __future__ import annotations
