@@ -25,9 +25,11 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
                                         motion >= 0 (the axis direction carries the sign)
     urdf/<scene>.urdf                   static base + one link and joint per movable part (utils/urdf.py)
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
-                                        "canonical_state", "summary", "joints", "meshes", "images", "seconds"}:
-                                        summary..images from utils.metrics.summarise; joint and mesh metrics need
-                                        `gt/` (null without it), PSNR/SSIM the test views, overall and per state
+                                        "canonical_state", "summary", "joints", "meshes", "images", "part_labels",
+                                        "seconds"}: summary..part_labels from utils.metrics.summarise; joint, mesh
+                                        and part-label metrics need `gt/` (null without it; part labels: the share
+                                        of opaque canonical surfels labelled with the part of the nearest
+                                        ground-truth part surface), PSNR/SSIM the test views, overall and per state
                                         (null with --skip_test);
                                         seconds: wall time per phase (load, train views, test views, orbit,
                                         meshes, exports, metrics)
@@ -67,6 +69,7 @@ from utils.metrics import (
     evaluate_images,
     evaluate_joints,
     evaluate_meshes,
+    evaluate_part_labels,
     load_gt_joints,
     load_gt_meshes,
     mesh_part_pairs,
@@ -392,7 +395,7 @@ def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, joints: lis
     """utils.metrics.summarise of the joint and mesh errors (when `geometry` and gt/ exists) and PSNR/SSIM (of the
     `test_views` (render, ground truth, state name), overall and per state)."""
     gt_dir = folder / "gt"
-    joint_metrics = mesh_metrics = None
+    joint_metrics = mesh_metrics = part_metrics = None
     if geometry and gt_dir.is_dir():
         gt_meshes = load_gt_meshes(gt_dir)
         pairs = None
@@ -403,10 +406,14 @@ def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, joints: lis
             pairs = mesh_part_pairs(joint_metrics["matched"], joints)
         if meshes is not None and gt_meshes:
             mesh_metrics = evaluate_meshes(meshes, gt_meshes, pairs, n_samples=samples)
+        opaque = model.gaussians.get_opacity >= OPAQUE
+        part_metrics = evaluate_part_labels(model.gaussians.get_xyz[opaque].detach().cpu().numpy(),
+                                            model.part_ids[opaque].cpu().numpy(), gt_meshes,
+                                            STATES[model.canonical_state], pairs)
     elif geometry:
-        log.info("%s does not exist: joint and mesh metrics are null", gt_dir)
+        log.info("%s does not exist: joint, mesh and part-label metrics are null", gt_dir)
     images = evaluate_images(*zip(*test_views)) if test_views else None
-    return summarise(joint_metrics, mesh_metrics, images)
+    return summarise(joint_metrics, mesh_metrics, images, part_metrics)
 
 
 # ----------------------------------------------------------------------------------------------------------- run

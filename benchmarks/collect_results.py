@@ -34,6 +34,7 @@ COLUMNS = (
     ("CD-s", "cd_static", 3),
     ("CD-m", "cd_movable", 3),
     ("CD-w", "cd_whole", 3),
+    ("Part Acc", "part_accuracy", 3),
     ("PSNR", "psnr", 2),
 )
 

@@ -84,3 +84,4 @@ def test_joint_export_and_metrics(run: dict) -> None:
     assert summary["axis_pos"] < 0.1
     assert summary["motion_revolute_deg"] < 5.0
     assert summary["cd_whole"] is not None and summary["psnr"] > 15.0
+    assert summary["part_accuracy"] > 0.9  # 0.978 measured (465 opaque surfels, 0.85 of the door's)

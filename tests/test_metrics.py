@@ -298,3 +298,45 @@ def test_summarise_and_result_csv(tmp_path):
 def test_bad_joint_dicts_raise(joint, message):
     with pytest.raises(ValueError, match=message):
         metrics.evaluate_joints([joint], [DOOR])
+
+
+def _boxes() -> dict[str, trimesh.Trimesh]:
+    """A body (static) with two doors beside it, as ground-truth part meshes of the end state."""
+    body = trimesh.creation.box((0.4, 0.4, 0.6))
+    left = trimesh.creation.box((0.02, 0.3, 0.5))
+    left.apply_translation((-0.3, 0.0, 0.0))
+    right = trimesh.creation.box((0.02, 0.3, 0.5))
+    right.apply_translation((0.3, 0.0, 0.0))
+    return {"end_static": body, "end_part_1": left, "end_part_2": right, "end_whole": body + left + right,
+            "start_static": body}
+
+
+def test_part_labels_are_scored_against_the_nearest_ground_truth_part():
+    gt = _boxes()
+    rng = np.random.default_rng(0)
+    points = np.concatenate([trimesh.sample.sample_surface(gt[f"end_{name}"], n, seed=i)[0]
+                             for i, (name, n) in enumerate((("static", 600), ("part_1", 300), ("part_2", 100)))])
+    points += rng.normal(0.0, 0.002, points.shape)  # surfel centres a little off the surface
+    truth = np.repeat([0, 1, 2], [600, 300, 100])
+    perfect = metrics.evaluate_part_labels(points, truth, gt, "end")
+    assert perfect["accuracy"] == 1.0 and perfect["surfels"] == 1000 and perfect["state"] == "end"
+    assert {name: entry["surfels"] for name, entry in perfect["per_part"].items()} == \
+        {"static": 600, "part_1": 300, "part_2": 100}
+    wrong = truth.copy()
+    wrong[900:950] = 0  # half of the right door's surfels called static
+    scored = metrics.evaluate_part_labels(points, wrong, gt, "end")
+    assert scored["accuracy"] == pytest.approx(0.95) and scored["per_part"]["part_2"]["accuracy"] == pytest.approx(0.5)
+    assert scored["per_part"]["static"]["accuracy"] == 1.0
+    # predicted parts numbered the other way round: matched through the mesh pairs, unmatched parts count as wrong
+    swapped = np.repeat([0, 2, 1], [600, 300, 100])
+    assert metrics.evaluate_part_labels(points, swapped, gt, "end")["accuracy"] == pytest.approx(0.6)
+    pairs = {"part_1": "part_2", "part_2": "part_1"}
+    assert metrics.evaluate_part_labels(points, swapped, gt, "end", pairs)["accuracy"] == 1.0
+    assert metrics.evaluate_part_labels(points, swapped, gt, "end", {"part_1": "part_2"})["accuracy"] == \
+        pytest.approx(0.9)
+    assert metrics.evaluate_part_labels(points, truth, gt, "start") is None  # no part meshes in that state
+    assert metrics.evaluate_part_labels(points[:0], truth[:0], gt, "end") is None
+    with pytest.raises(ValueError, match="999 labels for 1000 points"):
+        metrics.evaluate_part_labels(points, truth[:999], gt, "end")
+    summary = metrics.summarise(part_labels=scored)["summary"]
+    assert summary["part_accuracy"] == pytest.approx(0.95)

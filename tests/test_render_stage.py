@@ -216,6 +216,9 @@ def test_oracle_metrics(cabinet: Path):
     summary = metrics["summary"]
     assert summary["axis_ang"] < 0.5 and summary["axis_pos"] < 0.01 and summary["motion_revolute_deg"] < 0.5
     assert summary["type_accuracy"] == 1.0 and summary["motion_prismatic_m"] is None
+    labels = metrics["part_labels"]  # the oracle's surfels lie on the ground-truth parts with their labels
+    assert summary["part_accuracy"] == labels["accuracy"] > 0.99 and labels["state"] == "start"
+    assert set(labels["per_part"]) == {"static", "part_1"} and labels["per_part"]["part_1"]["surfels"] > 0
     for key, bound in CD_BOUNDS.items():
         for state in ("start", "end"):
             assert 0.0 < summary[f"{key}_{state}"] < bound, (key, state, summary[f"{key}_{state}"])

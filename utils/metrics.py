@@ -6,6 +6,7 @@ This module is the only place metrics live:
   with predicted parts matched to ground-truth parts by the best assignment among same-type pairs;
 - meshes: Chamfer distance (area-weighted surface samples, mean squared nearest-neighbour distance both ways,
   summed, x1000) of static part, each movable part and whole object, per state and averaged;
+- part assignment: the share of opaque surfels whose part is that of the nearest ground-truth part surface;
 - images: PSNR and SSIM;
 - `summarise` / `write_result_csv`: the `metrics.json` dict and a one-row `result.csv`.
 
@@ -365,6 +366,49 @@ def evaluate_meshes(pred: Mapping[str, trimesh.Trimesh | None], gt: Mapping[str,
     return result
 
 
+PART_SAMPLE_SPACING = 0.003  # about how far apart the ground-truth part surfaces are sampled for part labels (scene units)
+MAX_PART_SAMPLES = 1_000_000  # per mesh
+
+
+def evaluate_part_labels(points: np.ndarray, labels: np.ndarray, gt: Mapping[str, trimesh.Trimesh], state: str,
+                         part_pairs: Mapping[str, str] | None = None, seed: int = 0) -> dict | None:
+    """Part-assignment accuracy: the share of `points` (N, 3) (the opaque surfels' centres in `state`) whose
+    predicted part `labels` (N,) (0 static, k movable part k) is the part of the nearest ground-truth part surface
+    (`{state}_static`, `{state}_part_i`; GT part i counts as the predicted part `part_pairs` matches it to, e.g. from
+    `mesh_part_pairs`; with `part_pairs` None as predicted part i, and unmatched as no part), and per ground-truth
+    part the share of the surfels nearest to it that carry its label. The surfaces are sampled area-weighted about
+    PART_SAMPLE_SPACING apart. None without points or without a static and a part mesh for `state`.
+    """
+    names = sorted(key.split("_", 1)[1] for key, mesh in gt.items()
+                   if key.startswith(f"{state}_") and key != f"{state}_whole" and len(mesh.faces) and mesh.area > 0)
+    if "static" not in names or len(names) < 2 or len(points) == 0:
+        return None
+    if len(labels) != len(points):
+        raise ValueError(f"part labels: {len(labels)} labels for {len(points)} points")
+    samples, owners = [], []
+    for index, name in enumerate(names):
+        mesh = gt[f"{state}_{name}"]
+        count = int(min(MAX_PART_SAMPLES, max(1, math.ceil(mesh.area / PART_SAMPLE_SPACING**2))))
+        samples.append(trimesh.sample.sample_surface(mesh, count, seed=seed + index)[0])
+        owners.append(np.full(count, index))
+    nearest = np.concatenate(owners)[cKDTree(np.concatenate(samples)).query(np.asarray(points, float), workers=-1)[1]]
+    expected = np.array([_predicted_part(name, part_pairs) for name in names])[nearest]
+    correct = np.asarray(labels) == expected
+    per_part = {}
+    for index, name in enumerate(names):
+        mine = nearest == index
+        per_part[name] = {"surfels": int(mine.sum()), "accuracy": float(correct[mine].mean()) if mine.any() else None}
+    return {"state": state, "surfels": len(points), "accuracy": float(correct.mean()), "per_part": per_part}
+
+
+def _predicted_part(gt_name: str, part_pairs: Mapping[str, str] | None) -> int:
+    """The predicted part index a ground-truth part name stands for (static 0; -1 for an unmatched part)."""
+    if gt_name == "static":
+        return 0
+    name = gt_name if part_pairs is None else part_pairs.get(gt_name)
+    return -1 if name is None else int(name.split("_")[1])
+
+
 def _check_images(img: torch.Tensor, gt: torch.Tensor) -> None:
     """Both images must be (3, H, W) of the same shape."""
     if img.shape != gt.shape or img.dim() != 3 or img.shape[0] != 3:
@@ -413,8 +457,10 @@ def _nested(tree: Mapping[str, Any] | None, *keys: str) -> Any:
     return tree
 
 
-def summarise(joints: dict | None = None, meshes: dict | None = None, images: dict | None = None) -> dict:
-    """The `metrics.json` dict: the full joint/mesh/image evaluations plus a flat `summary` of headline numbers.
+def summarise(joints: dict | None = None, meshes: dict | None = None, images: dict | None = None,
+              part_labels: dict | None = None) -> dict:
+    """The `metrics.json` dict: the full joint/mesh/image/part-label evaluations plus a flat `summary` of headline
+    numbers.
 
     Every summary key is always present (null where there is no ground truth), so result tables line up.
     Axis position is given in scene units (`axis_pos`) and in the papers' display scaling (`axis_pos_x10`).
@@ -432,11 +478,12 @@ def summarise(joints: dict | None = None, meshes: dict | None = None, images: di
         for state in (*STATES, "mean"):
             key = f"cd_{name}" if state == "mean" else f"cd_{name}_{state}"
             summary[key] = _nested(meshes, name, state)
+    summary["part_accuracy"] = _nested(part_labels, "accuracy")
     summary["psnr"] = _nested(images, "psnr")
     summary["ssim"] = _nested(images, "ssim")
     for state in STATES:
         summary[f"psnr_{state}"] = _nested(images, state, "psnr")
-    return {"summary": summary, "joints": joints, "meshes": meshes, "images": images}
+    return {"summary": summary, "joints": joints, "meshes": meshes, "images": images, "part_labels": part_labels}
 
 
 def write_result_csv(path: str | os.PathLike, metrics: dict, scene: str | None = None) -> None:
