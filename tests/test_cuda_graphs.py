@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import pytest
 import torch
@@ -88,14 +89,6 @@ def stacked_maps(seeds: tuple[int, ...], device: str, with_normals: bool = True)
     return maps
 
 
-def _stacked_values_and_grads(loss, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-    """(S, 4) terms and the gradients of a weighted sum of them for the rendered maps (None where unused)."""
-    terms = loss(maps)
-    leaves = [t for t in maps.values() if t.requires_grad]
-    weights = torch.arange(1.0, terms.numel() + 1, device=terms.device).view_as(terms)
-    return terms.detach(), list(torch.autograd.grad((terms * weights).sum(), leaves, allow_unused=True))
-
-
 def test_stacked_image_loss_terms_are_each_views_terms() -> None:
     """Stage 2's loss of both states at once: row i is view i's `image_loss_terms`, with its gradients."""
     maps = stacked_maps((5, 6), "cpu")
@@ -114,14 +107,8 @@ def test_graphed_stacked_loss_matches_eager_on_cuda() -> None:
     loss = GraphedFunction(lambda maps: stacked_image_loss_terms(maps, ARGS))
     for seeds, with_normals in (((0, 1), False), ((2, 3), True), ((4,), True), ((5, 6), True)):
         maps = stacked_maps(seeds, "cuda", with_normals)
-        terms, grads = _stacked_values_and_grads(loss, maps)
-        expected_terms, expected_grads = _stacked_values_and_grads(lambda m: stacked_image_loss_terms(m, ARGS), maps)
-        torch.testing.assert_close(terms, expected_terms, rtol=1e-5, atol=1e-6)
-        for grad, expected in zip(grads, expected_grads):
-            if expected is None:
-                assert grad is None or not grad.any()
-            else:
-                torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
+        _assert_close(_values_and_grads(loss, maps),
+                      _values_and_grads(lambda m: stacked_image_loss_terms(m, ARGS), maps))
     assert len(loss._graphs) == 3
 
 
@@ -137,12 +124,23 @@ def test_graphed_loss_runs_eagerly_on_the_cpu() -> None:
     assert calls == [sorted(maps)]
 
 
-def _values_and_grads(loss: GraphedFunction | None, maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
-    terms = image_loss_terms(maps, ARGS) if loss is None else loss(maps)
+def _values_and_grads(loss: Callable[[dict], torch.Tensor], maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list]:
+    """`loss(maps)` and the gradients of a weighted sum of its terms for the maps requiring grad (None where unused:
+    alpha is detached)."""
+    terms = loss(maps)
     leaves = [t for t in maps.values() if t.requires_grad]
-    weights = torch.arange(1.0, len(IMAGE_TERMS) + 1, device=terms.device)
-    grads = torch.autograd.grad((terms * weights).sum(), leaves, allow_unused=True)  # alpha: detached
-    return terms.detach(), list(grads)
+    weights = torch.arange(1.0, terms.numel() + 1, device=terms.device).view_as(terms)
+    return terms.detach(), list(torch.autograd.grad((terms * weights).sum(), leaves, allow_unused=True))
+
+
+def _assert_close(got: tuple[torch.Tensor, list], want: tuple[torch.Tensor, list]) -> None:
+    """Graphed against eager `_values_and_grads`: values to 1e-5, gradients to 1e-4 (an unused one zero or None)."""
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for grad, expected in zip(got[1], want[1]):
+        if expected is None:
+            assert grad is None or not grad.any()
+        else:
+            torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.cuda
@@ -151,15 +149,9 @@ def test_graphed_loss_matches_eager_values_and_gradients_on_cuda() -> None:
     kept = []
     for seed, with_normals in ((0, False), (1, True), (2, False), (3, True)):  # two signatures, each replayed
         maps = random_maps(seed, "cuda", with_normals)
-        terms, grads = _values_and_grads(loss, maps)
-        kept.append((terms, image_loss_terms(maps, ARGS).detach()))
-        expected_terms, expected_grads = _values_and_grads(None, maps)
-        torch.testing.assert_close(terms, expected_terms, rtol=1e-5, atol=1e-6)
-        for grad, expected in zip(grads, expected_grads):
-            if expected is None:
-                assert grad is None or not grad.any()
-            else:
-                torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-7)
+        graphed = _values_and_grads(loss, maps)
+        kept.append((graphed[0], image_loss_terms(maps, ARGS).detach()))
+        _assert_close(graphed, _values_and_grads(lambda m: image_loss_terms(m, ARGS), maps))
     assert len(loss._graphs) == 2
     for terms, expected in kept:  # returned values are copies: later replays do not overwrite them
         torch.testing.assert_close(terms, expected, rtol=1e-5, atol=1e-6)
