@@ -49,6 +49,7 @@ from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
 from utils.adam import FusedAdam
 from utils.io_utils import read_json, write_json
 from utils.cuda_graphs import GraphedFunction
+from utils.neighbours import query
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
 from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
     learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
@@ -142,7 +143,7 @@ def _nearest_voxel_labels(means: np.ndarray, cells: np.ndarray, labels: np.ndarr
         return labels
     centres = grid.centres(np.concatenate(voxels))
     classes = np.concatenate([np.full(len(part_voxels), k) for k, part_voxels in enumerate(voxels)])
-    distance, nearest = cKDTree(centres).query(means[loose], distance_upper_bound=reach * grid.voxel_size, workers=-1)
+    distance, nearest = query(cKDTree(centres), means[loose], distance_upper_bound=reach * grid.voxel_size)
     found = np.isfinite(distance)
     labels = labels.copy()
     labels[loose[found]] = classes[nearest[found]]

@@ -25,6 +25,7 @@ from torch import Tensor
 from gaussian_renderer.sh import MAX_SH_DEGREE, num_sh_bases, rgb_to_sh
 from utils.adam import FusedAdam
 from utils.io_utils import atomic_path
+from utils.neighbours import query
 
 THICKNESS = 1e-8  # third scale of every surfel: far below any scene feature, so splits stay in-plane
 LOG_THICKNESS = math.log(THICKNESS)
@@ -93,7 +94,7 @@ class GaussianModel:
         if not (np.isfinite(xyz).all() and np.isfinite(rgb).all()):
             raise ValueError("point cloud contains NaN or infinite values")
         n = len(xyz)
-        dist, _ = cKDTree(xyz).query(xyz, k=min(4, n), workers=-1)
+        dist, _ = query(cKDTree(xyz), xyz, k=min(4, n))
         scale = np.log(np.maximum(dist[:, 1:].mean(axis=1), 1e-7))
         generator = torch.Generator().manual_seed(seed)
         to = dict(dtype=torch.float32, device=device)

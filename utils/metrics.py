@@ -36,6 +36,7 @@ from utils.image_utils import psnr as image_psnr
 from utils.io_utils import atomic_path, read_json
 from utils.loss_utils import ssim as ssim_loss
 from utils.mesh_utils import load_mesh
+from utils.neighbours import query
 
 JOINT_TYPES = ("revolute", "prismatic")
 _GT_TYPES = {"rotate": "revolute", "translate": "prismatic"}
@@ -298,8 +299,8 @@ def chamfer_distance(mesh_a: trimesh.Trimesh, mesh_b: trimesh.Trimesh, n_samples
         return None
     pts_a = trimesh.sample.sample_surface(mesh_a, n_samples, seed=seed)[0]
     pts_b = trimesh.sample.sample_surface(mesh_b, n_samples, seed=seed + 1)[0]
-    d_ab = cKDTree(pts_b).query(pts_a, workers=-1)[0]
-    d_ba = cKDTree(pts_a).query(pts_b, workers=-1)[0]
+    d_ab = query(cKDTree(pts_b), pts_a)[0]
+    d_ba = query(cKDTree(pts_a), pts_b)[0]
     return float((np.mean(d_ab ** 2) + np.mean(d_ba ** 2)) * 1000.0)
 
 
@@ -366,7 +367,7 @@ def evaluate_meshes(pred: Mapping[str, trimesh.Trimesh | None], gt: Mapping[str,
     return result
 
 
-PART_SAMPLE_SPACING = 0.003  # about how far apart the ground-truth part surfaces are sampled for part labels (scene units)
+PART_SAMPLE_SPACING = 0.003  # about how far apart part labels sample the ground-truth part surfaces (scene units)
 MAX_PART_SAMPLES = 1_000_000  # per mesh
 
 
@@ -391,7 +392,7 @@ def evaluate_part_labels(points: np.ndarray, labels: np.ndarray, gt: Mapping[str
         count = int(min(MAX_PART_SAMPLES, max(1, math.ceil(mesh.area / PART_SAMPLE_SPACING**2))))
         samples.append(trimesh.sample.sample_surface(mesh, count, seed=seed + index)[0])
         owners.append(np.full(count, index))
-    nearest = np.concatenate(owners)[cKDTree(np.concatenate(samples)).query(np.asarray(points, float), workers=-1)[1]]
+    nearest = np.concatenate(owners)[query(cKDTree(np.concatenate(samples)), np.asarray(points, float))[1]]
     expected = np.array([_predicted_part(name, part_pairs) for name in names])[nearest]
     correct = np.asarray(labels) == expected
     per_part = {}

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from utils.neighbours import query
 from utils.voxel_grid import unique_rows
 
 DEFAULT_VOXEL_SIZE = 0.01
@@ -53,7 +54,7 @@ def remove_isolated(centres: np.ndarray, neighbours: int = ISOLATION_NEIGHBOURS,
     distance (all of them when there are too few to judge)."""
     if len(centres) <= neighbours:
         return centres
-    distances, _ = cKDTree(centres).query(centres, k=neighbours + 1, workers=-1)
+    distances, _ = query(cKDTree(centres), centres, k=neighbours + 1)
     kth = distances[:, -1]
     return centres[kth <= factor * np.median(kth)]
 
@@ -66,7 +67,7 @@ def motion_excesses(points_0: np.ndarray, points_1: np.ndarray, voxel_size: floa
         raise ValueError(f"voxel_size and cap_voxels must be positive, got {voxel_size} and {cap_voxels}")
     voxels = [remove_isolated(voxel_centres(points, voxel_size)) for points in (points_0, points_1)]
     cap = cap_voxels * voxel_size
-    excess = [float(np.minimum(cKDTree(other).query(own, k=1, workers=-1)[0], cap).sum())
+    excess = [float(np.minimum(query(cKDTree(other), own, k=1)[0], cap).sum())
               for own, other in ((voxels[0], voxels[1]), (voxels[1], voxels[0]))]
     return excess[0], excess[1]
 

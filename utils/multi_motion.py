@@ -31,6 +31,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from utils.motion_estimation import correlation_shifts
+from utils.neighbours import query
 from utils.part_matching import Match, PartMatcher
 from utils.rigid_fit import make_transform
 from utils.voxel_grid import adjacency, connected_components, spatial_chunks
@@ -72,8 +73,7 @@ class SceneCost:
         covers = np.zeros((self.chunks, len(self.targets)), dtype=bool)
         index = np.flatnonzero(landed)
         if len(index) and len(self.targets):
-            dist, nearest = cKDTree(moved[index]).query(self.targets, k=4, distance_upper_bound=m.tolerance,
-                                                        workers=-1)
+            dist, nearest = query(cKDTree(moved[index]), self.targets, k=4, distance_upper_bound=m.tolerance)
             hit = np.isfinite(dist)
             covers[self.chunk[index[nearest[hit]]], np.nonzero(hit)[0]] = True
         return MotionCost(cost, np.bincount(self.chunk, weights=cost, minlength=self.chunks), covers)

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from utils.motion_estimation import correlation_shifts, plane_motion
+from utils.neighbours import query
 from utils.rigid_fit import apply_transform, icp, make_transform
 from utils.voxel_grid import VoxelGrid, dilate, enclosed, unique_rows
 
@@ -104,7 +105,7 @@ class PartMatcher:
 
     def _distances(self, moved: np.ndarray, reach: float) -> np.ndarray:
         """(M,) distance of the centres `moved` (M, 3) to the other state's points (inf beyond `reach` voxels)."""
-        return self.o.tree.query(moved, distance_upper_bound=reach * self.grid.voxel_size, workers=-1)[0]
+        return query(self.o.tree, moved, distance_upper_bound=reach * self.grid.voxel_size)[0]
 
     def clear(self, dist: np.ndarray, margin: float = 1.0) -> np.ndarray:
         """(M,) bool: voxels whose best of the landing distances `dist` (K, M) (`landing` under K motions) lands and
@@ -126,8 +127,7 @@ class PartMatcher:
         local = self.o.dynamic_voxels[inside]
         if len(local) == 0:
             return local, np.zeros(0, dtype=bool)
-        reach = cKDTree(moved).query(self.grid.centres(local), distance_upper_bound=self.tolerance,
-                                      workers=-1)[0]
+        reach = query(cKDTree(moved), self.grid.centres(local), distance_upper_bound=self.tolerance)[0]
         return local, np.isfinite(reach)
 
     def overlap(self, T: np.ndarray, voxels: np.ndarray) -> float:
@@ -240,7 +240,7 @@ class PartMatcher:
     def truncated_residual(self, T: np.ndarray, points: np.ndarray) -> float:
         """Mean distance (capped at 3 voxels) from `points` (N, 3) moved by T to the other state's points."""
         cap = 3 * self.grid.voxel_size
-        return float(np.minimum(self.o.tree.query(apply_transform(T, points), workers=-1)[0], cap).mean())
+        return float(np.minimum(query(self.o.tree, apply_transform(T, points))[0], cap).mean())
 
 
 def pick_match(matches: list[Match], cluster: float, tie: float = 0.05) -> Match:

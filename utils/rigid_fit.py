@@ -8,6 +8,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from utils.neighbours import query
+
 
 def make_transform(R: np.ndarray | None = None, t: np.ndarray | None = None) -> np.ndarray:
     """(4, 4) transform of a rotation (3, 3) and a translation (3,) (identity for the missing ones)."""
@@ -61,7 +63,7 @@ def icp(source: np.ndarray, target_tree: cKDTree, init: np.ndarray, *, max_dista
     target = target_tree.data
     T = init.copy()
     for _ in range(iterations):
-        dist, nearest = target_tree.query(apply_transform(T, source), distance_upper_bound=max_distance, workers=-1)
+        dist, nearest = query(target_tree, apply_transform(T, source), distance_upper_bound=max_distance)
         quantile = float(np.quantile(np.minimum(dist, max_distance), keep_fraction))
         kept = dist <= min(max(quantile, min_distance), max_distance)
         if kept.sum() < 3:
