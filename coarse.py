@@ -47,7 +47,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, iteration_dir, scene_dir, scene_output_dir
-from gaussian_renderer import camera_tensors, render, render_stacked
+from gaussian_renderer import render, render_stacked
 from scene import Scene, point_cloud_path
 from scene.cameras import Camera
 from scene.dataset_readers import SPLITS, DatasetError, transforms_path
@@ -218,9 +218,8 @@ def image_maps(batch: dict, cameras: list[Camera], bgs: Tensor, args: argparse.N
         maps |= {"depth": batch["depth"], "gt_depth": torch.stack([
             torch.zeros_like(cam.alpha) if cam.depth is None else cam.depth for cam in cameras])}
     if args.lambda_normal > 0 and iteration > args.normal_from_iter:
-        viewmats, Ks, _, _ = camera_tensors(cameras, bgs.device, bgs.dtype)
         maps |= {"rend_normal": batch["rend_normal"], "alpha": batch["alpha"], "depth": batch["depth"],
-                 "viewmat": viewmats, "K": Ks}
+                 "viewmat": batch["viewmats"], "K": batch["Ks"]}
     if args.lambda_dist > 0 and iteration > args.dist_from_iter:
         maps["rend_dist"] = batch["rend_dist"]
     return maps

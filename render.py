@@ -389,11 +389,12 @@ def part_centres(model: TrainedModel, start_means: Tensor, gt_meshes: dict[str, 
     return np.stack(pred), np.stack(gt)
 
 
-def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, joints: list[dict],
+def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, opaque: Tensor, joints: list[dict],
              meshes: dict[str, trimesh.Trimesh] | None, test_views: list[tuple[Tensor, Tensor, str]],
              samples: int, geometry: bool) -> dict:
-    """utils.metrics.summarise of the joint and mesh errors (when `geometry` and gt/ exists) and PSNR/SSIM (of the
-    `test_views` (render, ground truth, state name), overall and per state)."""
+    """utils.metrics.summarise of the joint and mesh errors and the part labels of the `opaque` (N,) surfels (when
+    `geometry` and gt/ exists) and PSNR/SSIM (of the `test_views` (render, ground truth, state name), overall and per
+    state)."""
     gt_dir = folder / "gt"
     joint_metrics = mesh_metrics = part_metrics = None
     if geometry and gt_dir.is_dir():
@@ -406,7 +407,6 @@ def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, joints: lis
             pairs = mesh_part_pairs(joint_metrics["matched"], joints)
         if meshes is not None and gt_meshes:
             mesh_metrics = evaluate_meshes(meshes, gt_meshes, pairs, n_samples=samples)
-        opaque = model.gaussians.get_opacity >= OPAQUE
         part_metrics = evaluate_part_labels(model.gaussians.get_xyz[opaque].detach().cpu().numpy(),
                                             model.part_ids[opaque].cpu().numpy(), gt_meshes,
                                             STATES[model.canonical_state], pairs)
@@ -459,8 +459,8 @@ def run(args: argparse.Namespace) -> dict:
     timer.mark("exports")
     summary = {}
     if args.mode == "eval" or args.eval_app:
-        metrics = evaluate(folder, model, renderer.surfels[0][0], joints, meshes, test_views, args.chamfer_samples,
-                           geometry=args.mode == "eval")
+        metrics = evaluate(folder, model, renderer.surfels[0][0], opaque, joints, meshes, test_views,
+                           args.chamfer_samples, geometry=args.mode == "eval")
         timer.mark("metrics")
         metrics = {"scene": args.scene_name, "dataset": args.dataset, "subset": args.subset,
                    "model_path": str(args.model_path), "iteration": model.iteration,

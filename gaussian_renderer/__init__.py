@@ -143,7 +143,8 @@ def render_each(
     if not _drawn_together(models, backend):
         return [render(camera, model, bg, means=xyz, rotations=quats, with_features=feats, **options)
                 for camera, model, bg, xyz, quats, feats in zip(cameras, models, bgs, means, rotations, wanted)]
-    batch, info, ranges = _render_joint(cameras, models, bgs, means, rotations, wanted, **options)
+    views = camera_tensors(cameras, models[0].device, models[0].get_xyz.dtype)
+    batch, info, ranges = _render_joint(views, models, bgs, means, rotations, wanted, **options)
     results = []
     for camera, (start, stop) in enumerate(ranges):
         view = _view(batch, camera, slice(start, stop))
@@ -165,20 +166,23 @@ def render_stacked(
     far_plane: float = 1e10,
 ) -> tuple[dict[str, Tensor | None], list[dict]]:
     """`render_each(cameras, models, bgs)` without features, its image maps stacked over the cameras: (C, X, H, W)
-    for every image key of the module docstring (None where absent), and each model's `info`. With gsplat's joint
-    call the stack is the call's own output (no copy), so a loss over all C images needs one graph and one input
-    copy per map, not C."""
+    for every image key of the module docstring (None where absent), with the cameras' "viewmats" (C, 4, 4) and "Ks"
+    (C, 3, 3) it drew with; and each model's `info`. With gsplat's joint call the stack is the call's own output (no
+    copy), so a loss over all C images needs one graph and one input copy per map, not C."""
     options = dict(with_surf_normal=with_surf_normal, backend=backend, depth_ratio=depth_ratio,
                    near_plane=near_plane, far_plane=far_plane)
     count = len(models)
+    views = camera_tensors(cameras, models[0].device, models[0].get_xyz.dtype)
     if not _drawn_together(models, backend):
         outs = render_each(cameras, models, bgs, **options)
-        return ({key: None if outs[0][key] is None else torch.stack([out[key] for out in outs]) for key in IMAGE_KEYS},
-                [out["info"] for out in outs])
-    batch, info, ranges = _render_joint(cameras, models, bgs, [None] * count, [None] * count, [False] * count,
-                                        **options)
-    return ({key: batch[key] for key in IMAGE_KEYS},
-            [_model_info(info, camera, start, stop) for camera, (start, stop) in enumerate(ranges)])
+        images = {key: None if outs[0][key] is None else torch.stack([out[key] for out in outs]) for key in IMAGE_KEYS}
+        infos = [out["info"] for out in outs]
+    else:
+        batch, info, ranges = _render_joint(views, models, bgs, [None] * count, [None] * count, [False] * count,
+                                            **options)
+        images = {key: batch[key] for key in IMAGE_KEYS}
+        infos = [_model_info(info, camera, start, stop) for camera, (start, stop) in enumerate(ranges)]
+    return {**images, "viewmats": views[0], "Ks": views[1]}, infos
 
 
 def _drawn_together(models: list[GaussianModel], backend: str | None) -> bool:
@@ -187,14 +191,16 @@ def _drawn_together(models: list[GaussianModel], backend: str | None) -> bool:
     return backend == "gsplat" and len(models) > 1 and len({m.active_sh_degree for m in models}) == 1
 
 
-def _render_joint(cameras: list[Camera], models: list[GaussianModel], bgs: Tensor, means: list[Tensor | None],
-                  rotations: list[Tensor | None], wanted: list[bool], **options) -> tuple[dict, dict, list[tuple]]:
-    """One gsplat call drawing model i's surfels (or `means[i]` / `rotations[i]`) in camera i only: the `_finish`ed
-    batch, gsplat's info and each model's surfel range [start, stop) in the concatenation."""
+def _render_joint(views: tuple[Tensor, Tensor, int, int], models: list[GaussianModel], bgs: Tensor,
+                  means: list[Tensor | None], rotations: list[Tensor | None], wanted: list[bool],
+                  **options) -> tuple[dict, dict, list[tuple]]:
+    """One gsplat call drawing model i's surfels (or `means[i]` / `rotations[i]`) in camera i only (`views`: the
+    cameras' `camera_tensors`): the `_finish`ed batch, gsplat's info and each model's surfel range [start, stop) in
+    the concatenation."""
     counts = [model.num_points for model in models]
     ends = itertools.accumulate(counts)
     ranges = [(end - n, end) for end, n in zip(ends, counts)]
-    viewmats, Ks, width, height = camera_tensors(cameras, models[0].device, models[0].get_xyz.dtype)
+    viewmats, Ks, width, height = views
     out = render_gsplat(
         torch.cat([m.get_xyz if xyz is None else xyz for m, xyz in zip(models, means)]),
         torch.cat([m.params["quats"] if quats is None else quats for m, quats in zip(models, rotations)]),
