@@ -66,6 +66,7 @@ from utils.graphics_utils import look_at_w2c
 from utils.io_utils import atomic_path, write_json
 from utils.mesh_utils import save_mesh
 from utils.metrics import (
+    HEADLINE_KEYS,
     evaluate_images,
     evaluate_joints,
     evaluate_meshes,
@@ -469,9 +470,7 @@ def run(args: argparse.Namespace) -> dict:
         write_result_csv(out / "result.csv", metrics, scene=args.scene_name)
         summary = metrics["summary"]
     num_train = sum(len(views) for views in cached.values())
-    numbers = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if v is not None and k in
-                        ("axis_ang", "axis_pos", "motion_revolute_deg", "motion_prismatic_m", "cd_static",
-                         "cd_movable", "cd_whole", "psnr"))
+    numbers = ", ".join(f"{k} {summary[k]:.4g}" for k in HEADLINE_KEYS if summary.get(k) is not None)
     print(f"[render] {args.scene_name}: iteration {model.iteration}, {num_train} train + {len(test_views)} test "
           f"views, {0 if meshes is None else len(meshes)} meshes, {len(joints)} joints"
           f"{'; ' + numbers if numbers else ''}; {time.perf_counter() - start:.1f} s ({timer.summary()}) -> {out}")

@@ -42,6 +42,8 @@ JOINT_TYPES = ("revolute", "prismatic")
 _GT_TYPES = {"rotate": "revolute", "translate": "prismatic"}
 STATES = ("start", "end")
 AXIS_POS_DISPLAY_SCALE = 10.0  # the papers print axis position error x10
+HEADLINE_KEYS = ("axis_ang", "axis_pos", "motion_revolute_deg", "motion_prismatic_m", "cd_static", "cd_movable",
+                 "cd_whole", "part_accuracy", "psnr")  # the summary numbers the logs print
 
 
 @dataclass(frozen=True)
