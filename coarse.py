@@ -2,7 +2,8 @@
 
     python coarse.py --dataset gear --subset synthetic --scene_name cabinet [--iterations 30000] [--resolution 400]
 
-Reads `<source_path>/<dataset>/<subset>/<scene_name>/` (point clouds are made from depth when missing) and writes
+Reads `<source_path>/<dataset>/<subset>/<scene_name>/` (point clouds are made from depth when missing; without depth
+from the silhouettes; --no-init_from_pcd starts from random points instead) and writes
 under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coarse_gs`):
 
     cfg_args                      JSON of every argument of the last invocation
@@ -57,7 +58,8 @@ from utils.io_utils import read_json, write_json, write_text
 from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
-from utils.point_cloud import backproject_depth, read_point_ply, voxel_downsample, write_point_ply
+from utils.point_cloud import (backproject_depth, random_points_in_views, read_point_ply, voxel_downsample,
+                               write_point_ply)
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -133,14 +135,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="after densification ends, keep removing surfels whose opacity fell below 0.005 every "
                             "--densification_interval iterations (the opacity binarisation drives most surfels there; "
                             "they render nothing); --no-prune_transparent prunes only while densifying")
+    stage.add_argument("--init_from_pcd", action=argparse.BooleanOptionalAction, default=True,
+                       help="start each state from its point cloud (point_cloud_<state>.ply, made from depth, or from "
+                            "the silhouettes without depth, when missing); --no-init_from_pcd starts from "
+                            "--random_init_points random points where at least half of the training views look, "
+                            "with random colours (3DGS's random initialisation)")
+    stage.add_argument("--random_init_points", type=int, default=100_000,
+                       help="how many random points --no-init_from_pcd starts from")
     stage.add_argument("--overwrite", action="store_true",
                        help="remove this model's outputs and checkpoints first instead of resuming")
     parser.set_defaults(random_bg_color=True)
     args = parser.parse_args(argv)
     if not args.scene_name:
         parser.error("--scene_name is required")
-    if args.iterations < 1 or args.checkpoint_interval < 1:
-        parser.error("--iterations and --checkpoint_interval must be positive")
+    if args.iterations < 1 or args.checkpoint_interval < 1 or args.random_init_points < 2:
+        parser.error("--iterations and --checkpoint_interval must be positive, --random_init_points at least 2")
     if not args.model_path:
         args.model_path = str(scene_output_dir(args) / COARSE_NAME)
     return args
@@ -177,7 +186,14 @@ def available_splits(folder: Path) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------- construction
 
 def initial_model(scene: Scene, state: int, args: argparse.Namespace, device: torch.device) -> GaussianModel:
-    """Surfels at the state's point cloud (opacity 0.1, scale from the 3 nearest neighbours); errors name the file."""
+    """Surfels (opacity 0.1, scale from the 3 nearest neighbours) at the state's point cloud, or with
+    --no-init_from_pcd at --random_init_points random points where the state's cameras look; errors name the file."""
+    if not args.init_from_pcd:
+        points, colours = random_points_in_views(scene.train_cameras(state), args.random_init_points,
+                                                 seed=args.seed + state)
+        log.info("state %d: %d random initial points where the training views look", state, len(points))
+        return GaussianModel.from_point_cloud(points, colours, sh_degree=args.sh_degree, init_opacity=INIT_OPACITY,
+                                              device=device, seed=args.seed + state)
     points, colours = scene.point_cloud(state)
     path = point_cloud_path(scene.scene_dir, state)
     if len(points) < 2:
@@ -467,7 +483,7 @@ def train(args: argparse.Namespace) -> dict | None:
 
 
 def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Path, device: torch.device) -> StateRun:
-    """One state's run: from its latest checkpoint, else from the point cloud."""
+    """One state's run: from its latest checkpoint, else from its initial surfels (`initial_model`)."""
     checkpoint = latest_checkpoint(model_path, checkpoint_prefix(state))
     if checkpoint is None:
         return make_run(state, initial_model(scene, state, args, device), scene, args)

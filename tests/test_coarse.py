@@ -340,6 +340,19 @@ def test_scene_without_depth_trains_without_the_depth_term(tiny_scene: Path) -> 
     assert (tiny_scene / "point_cloud_start.ply").is_file() and summary["num_gaussians"][0] > 100
 
 
+def test_random_initialisation_starts_from_the_requested_points(tiny_scene: Path) -> None:
+    """--no-init_from_pcd: each state starts from --random_init_points random surfels (no densification in 10
+    iterations), not from its point cloud."""
+    model_path = tiny_scene.parent / "out"
+    args = ["--data_device", "cpu", "--no-init_from_pcd", "--random_init_points", "300"]
+    assert coarse.main(scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + args) == 0
+    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    assert summary["num_gaussians"] == [300, 300]
+    assert coarse.parse_args(["--scene_name", "x"]).init_from_pcd is True
+    with pytest.raises(SystemExit):
+        coarse.parse_args(["--scene_name", "x", "--no-init_from_pcd", "--random_init_points", "1"])
+
+
 def test_unreadable_checkpoint(tiny_scene: Path, capsys: pytest.CaptureFixture) -> None:
     checkpoint = tiny_scene.parent / "out" / "chkpnt_state0_5.pth"
     checkpoint.parent.mkdir(parents=True)

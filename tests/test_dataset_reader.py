@@ -12,7 +12,7 @@ import torch
 
 from scene import Scene, ensure_point_cloud, point_cloud_path
 from scene.dataset_readers import DatasetError, load_cameras, target_size
-from utils.point_cloud import read_point_ply, voxel_downsample
+from utils.point_cloud import random_points_in_views, read_point_ply, voxel_downsample
 
 FOV = math.radians(40.0)
 
@@ -116,6 +116,28 @@ def test_point_cloud_without_depth_uses_the_visual_hull(tmp_path: Path) -> None:
     pts, _ = read_point_ply(ensure_point_cloud(root, 0, cams, voxel_size=0.02))
     radius = np.linalg.norm(pts, axis=1)
     assert len(pts) > 100 and np.quantile(radius, 0.95) < 0.75  # inside the 12-view hull of the sphere
+
+
+def test_random_points_lie_where_half_of_the_views_look(tmp_path: Path) -> None:
+    """--no-init_from_pcd's sampler: the requested count, each point in front of and inside at least half of the
+    frames, spread through the look-at box (not only on the object), random colours, the same for the same seed."""
+    cams = load_cameras(write_disc_scene(tmp_path / "scene", num_views=12), 0, "train")
+    pts, cols = random_points_in_views(cams, 3000, seed=3)
+    assert pts.shape == (3000, 3) and cols.shape == (3000, 3) and 0.0 <= cols.min() and cols.max() <= 1.0
+    seen = np.zeros(len(pts))
+    for cam in cams:
+        w2c = cam.world_to_cam.numpy()
+        local = pts @ w2c[:3, :3].T + w2c[:3, 3]
+        u = local[:, 0] / local[:, 2] * cam.fx + cam.cx
+        v = local[:, 1] / local[:, 2] * cam.fy + cam.cy
+        seen += (local[:, 2] > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    assert (seen >= 6).all()
+    radius = np.linalg.norm(pts, axis=1)
+    assert np.quantile(radius, 0.9) > 0.8 and radius.max() < 1.5 * np.sqrt(3)  # the cube of half-side 1.5 at the origin
+    again, _ = random_points_in_views(cams, 3000, seed=3)
+    assert np.array_equal(pts, again) and not np.array_equal(pts, random_points_in_views(cams, 3000, seed=4)[0])
+    with pytest.raises(ValueError, match="positive"):
+        random_points_in_views(cams, 0)
 
 
 def test_scene_container(disc_scene: Path) -> None:

@@ -1,4 +1,5 @@
-"""Coloured point clouds for initialisation: back-projected depth, visual-hull sampling, voxel downsampling, PLY I/O."""
+"""Coloured point clouds for initialisation: back-projected depth, visual-hull and random sampling, voxel downsampling,
+PLY I/O."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,15 +51,36 @@ def voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel_size: float)
 
 
 def look_at_centre(cameras: list[Camera]) -> torch.Tensor:
-    """(3,) least-squares point closest to every camera's optical axis (what an object-centric capture looks at)."""
+    """(3,) least-squares point closest to every camera's optical axis (what an object-centric capture looks at), on
+    the CPU whatever the cameras' device."""
     eye = torch.eye(3)
     lhs, rhs = torch.zeros(3, 3), torch.zeros(3)
     for cam in cameras:
-        axis = cam.cam_to_world[:3, 2]
+        axis = cam.cam_to_world[:3, 2].cpu()
         proj = eye - torch.outer(axis, axis)
         lhs += proj
-        rhs += proj @ cam.camera_center
+        rhs += proj @ cam.camera_center.cpu()
     return torch.linalg.lstsq(lhs, rhs).solution
+
+
+def _look_at_box_samples(cameras: list[Camera], num_samples: int, rng: np.random.Generator) -> torch.Tensor:
+    """(num_samples, 3) uniform points in the cube around the cameras' look-at centre whose half-side is half the
+    nearest camera's distance to it (CPU)."""
+    centre = look_at_centre(cameras)
+    radius = 0.5 * float(min((cam.camera_center.cpu() - centre).norm() for cam in cameras))
+    return torch.from_numpy(rng.uniform(-radius, radius, size=(num_samples, 3)).astype(np.float32)) + centre
+
+
+def _pixels(cam: Camera, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel columns u (M,), rows v (M,) (clamped into the image) and whether each of `points` (M, 3, CPU) lies in
+    front of `cam` and inside its frame (M,) bool."""
+    world_to_cam = cam.world_to_cam.cpu()
+    cam_pts = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    z = cam_pts[:, 2].clamp(min=1e-6)
+    u = (cam_pts[:, 0] / z * cam.fx + cam.cx).floor().long()
+    v = (cam_pts[:, 1] / z * cam.fy + cam.cy).floor().long()
+    in_frame = (cam_pts[:, 2] > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
+    return u.clamp(0, cam.width - 1), v.clamp(0, cam.height - 1), in_frame
 
 
 def visual_hull_points(
@@ -67,29 +89,40 @@ def visual_hull_points(
     """Random points inside the silhouettes of the views (for datasets without depth), coloured by their mean projection.
 
     Samples uniformly in a box around the cameras' look-at region and keeps points that project inside the alpha mask of
-    every view that sees them, among points seen by at least half of the views.
+    every view that sees them, among points seen by at least half of the views. Cameras on the CPU.
     """
-    rng = np.random.default_rng(seed)
-    centre = look_at_centre(cameras)
-    radius = 0.5 * float(min((c.camera_center - centre).norm() for c in cameras))
-    pts = torch.from_numpy(rng.uniform(-radius, radius, size=(num_samples, 3)).astype(np.float32)) + centre
+    pts = _look_at_box_samples(cameras, num_samples, np.random.default_rng(seed))
     inside = torch.ones(num_samples, dtype=torch.bool)
     colour_sum = torch.zeros(num_samples, 3)
     seen = torch.zeros(num_samples)
     for cam in cameras:
-        cam_pts = pts @ cam.world_to_cam[:3, :3].T + cam.world_to_cam[:3, 3]
-        z = cam_pts[:, 2].clamp(min=1e-6)
-        u = (cam_pts[:, 0] / z * cam.fx + cam.cx).floor().long()
-        v = (cam_pts[:, 1] / z * cam.fy + cam.cy).floor().long()
-        in_frame = (cam_pts[:, 2] > 0) & (u >= 0) & (u < cam.width) & (v >= 0) & (v < cam.height)
-        uc, vc = u.clamp(0, cam.width - 1), v.clamp(0, cam.height - 1)
-        fg = cam.alpha[0, vc, uc] > alpha_threshold
-        inside &= ~in_frame | fg
-        colour_sum += cam.image[:, vc, uc].T * in_frame[:, None]
+        u, v, in_frame = _pixels(cam, pts)
+        inside &= ~in_frame | (cam.alpha[0, v, u] > alpha_threshold)
+        colour_sum += cam.image[:, v, u].T * in_frame[:, None]
         seen += in_frame.float()
     keep = inside & (seen >= max(1.0, 0.5 * len(cameras)))
     colours = colour_sum[keep] / seen[keep, None]
     return pts[keep].numpy(), colours.numpy()
+
+
+def random_points_in_views(cameras: list[Camera], num_points: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """3DGS's random initialisation bounded by the cameras: `num_points` points (M, 3) uniform in the look-at box
+    where at least half of the views see them, with uniform random colours (M, 3). Uses only the cameras' geometry."""
+    if num_points < 1:
+        raise ValueError(f"num_points must be positive, got {num_points}")
+    rng = np.random.default_rng(seed)
+    kept, total = [], 0
+    for _ in range(16):  # the look-at box is mostly in view for object-centric captures: one or two rounds
+        pts = _look_at_box_samples(cameras, 2 * num_points, rng)
+        seen = torch.stack([_pixels(cam, pts)[2] for cam in cameras]).float().sum(dim=0)
+        kept.append(pts[seen >= max(1.0, 0.5 * len(cameras))])
+        total += len(kept[-1])
+        if total >= num_points:
+            break
+    points = torch.cat(kept)[:num_points].numpy()
+    if len(points) == 0:
+        raise ValueError("no point of the cameras' look-at box is seen by half of the views; check the camera poses")
+    return points, rng.uniform(0.0, 1.0, size=points.shape).astype(np.float32)
 
 
 def write_point_ply(path: str | Path, points: np.ndarray, colours: np.ndarray) -> None:
