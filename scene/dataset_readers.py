@@ -61,15 +61,14 @@ def read_rgba(path: Path) -> tuple[np.ndarray, np.ndarray]:
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"cannot read image {path}")
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    img = img.astype(np.float32) / scale
+    scale = np.float32(65535.0 if img.dtype == np.uint16 else 255.0)
     if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    if img.shape[2] == 4:
-        rgb, alpha = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB), img[..., 3]
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     else:
-        rgb, alpha = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB), np.ones(img.shape[:2], np.float32)
-    return rgb, alpha
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    data = np.divide(img, scale, dtype=np.float32)  # channel order converted on the integers: half the time
+    alpha = data[..., 3] if data.shape[2] == 4 else np.ones(data.shape[:2], np.float32)
+    return np.ascontiguousarray(data[..., :3]), alpha
 
 
 def read_depth_png(path: Path) -> np.ndarray:

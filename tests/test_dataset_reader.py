@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scene import Scene, ensure_point_cloud, point_cloud_path
-from scene.dataset_readers import DatasetError, load_cameras, target_size
+from scene.dataset_readers import DatasetError, load_cameras, read_rgba, target_size
 from utils.point_cloud import random_points_in_views, read_point_ply, voxel_downsample
 
 FOV = math.radians(40.0)
@@ -138,6 +138,20 @@ def test_random_points_lie_where_half_of_the_views_look(tmp_path: Path) -> None:
     assert np.array_equal(pts, again) and not np.array_equal(pts, random_points_in_views(cams, 3000, seed=4)[0])
     with pytest.raises(ValueError, match="positive"):
         random_points_in_views(cams, 0)
+
+
+@pytest.mark.parametrize("shape, dtype", [((5, 7, 4), np.uint8), ((5, 7, 3), np.uint8), ((5, 7), np.uint16),
+                                          ((5, 7, 4), np.uint16)])
+def test_read_rgba_scales_and_orders_channels(tmp_path: Path, shape: tuple, dtype: type) -> None:
+    """RGB in [0, 1] from OpenCV's BGR(A) order, 8 or 16 bits; alpha from the fourth channel, else 1."""
+    raw = np.random.default_rng(0).integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
+    cv2.imwrite(str(tmp_path / "image.png"), raw)
+    rgb, alpha = read_rgba(tmp_path / "image.png")
+    scaled = raw.astype(np.float32) / np.float32(np.iinfo(dtype).max)
+    expected = np.repeat(scaled[..., None], 3, axis=2) if raw.ndim == 2 else scaled[..., 2::-1]
+    assert rgb.dtype == alpha.dtype == np.float32 and rgb.flags.c_contiguous
+    assert np.array_equal(rgb, expected)
+    assert np.array_equal(alpha, scaled[..., 3] if shape[-1] == 4 and raw.ndim == 3 else np.ones(shape[:2]))
 
 
 def test_scene_container(disc_scene: Path) -> None:
