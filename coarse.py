@@ -188,20 +188,25 @@ def available_splits(folder: Path) -> tuple[str, ...]:
 def initial_model(scene: Scene, state: int, args: argparse.Namespace, device: torch.device) -> GaussianModel:
     """Surfels (opacity 0.1, scale from the 3 nearest neighbours) at the state's point cloud, or with
     --no-init_from_pcd at --random_init_points random points where the state's cameras look; errors name the file."""
-    if not args.init_from_pcd:
+    if args.init_from_pcd:
+        points, colours = checked_point_cloud(scene, state)
+    else:
         points, colours = random_points_in_views(scene.train_cameras(state), args.random_init_points,
                                                  seed=args.seed + state)
         log.info("state %d: %d random initial points where the training views look", state, len(points))
-        return GaussianModel.from_point_cloud(points, colours, sh_degree=args.sh_degree, init_opacity=INIT_OPACITY,
-                                              device=device, seed=args.seed + state)
+    return GaussianModel.from_point_cloud(points, colours, sh_degree=args.sh_degree, init_opacity=INIT_OPACITY,
+                                          device=device, seed=args.seed + state)
+
+
+def checked_point_cloud(scene: Scene, state: int) -> tuple[np.ndarray, np.ndarray]:
+    """The state's point cloud (M, 3) and colours (M, 3): at least 2 finite points, else an error naming the file."""
     points, colours = scene.point_cloud(state)
     path = point_cloud_path(scene.scene_dir, state)
     if len(points) < 2:
         raise DatasetError(f"point cloud {path} has {len(points)} point(s); at least 2 are needed")
     if not (np.isfinite(points).all() and np.isfinite(colours).all()):
         raise DatasetError(f"point cloud {path} contains NaN or infinite values")
-    return GaussianModel.from_point_cloud(points, colours, sh_degree=args.sh_degree, init_opacity=INIT_OPACITY,
-                                          device=device, seed=args.seed + state)
+    return points, colours
 
 
 def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Namespace, start: int = 0) -> StateRun:
