@@ -13,7 +13,9 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
                                   back-projected; stage 3's input and the larger-motion test's), and
                                   larger_motion_state.txt (0 or 1), at every --save_iterations value reached and at
                                   the final iteration
-    coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s
+    coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s, seconds
+                                  per phase (load, initialisation, iterations, checkpoints and saves, larger-motion
+                                  test, evaluation)
 
 The two states' models are independent but train in one loop: each iteration renders one random training view of each
 state against its image composited over a random background (--no-random_bg_color: black or --white_background), both in
@@ -60,6 +62,7 @@ from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
 from utils.point_cloud import (backproject_depth, random_points_in_views, read_point_ply, voxel_downsample,
                                write_point_ply)
+from utils.timing import PhaseTimer
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -448,7 +451,9 @@ def train(args: argparse.Namespace) -> dict | None:
         raise DatasetError(f"scene folder {folder} does not exist (from --source_path/--dataset/--subset/--scene_name)")
     write_json(model_path / "cfg_args", vars(args))
     device = pick_device(args.data_device)
+    timer = PhaseTimer(device)
     scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
+    timer.mark("load")
     seed_everything(args.seed)
     runs = [start_run(scene, state, args, model_path, device) for state in STATES]
     for run in runs:
@@ -456,10 +461,12 @@ def train(args: argparse.Namespace) -> dict | None:
         log.info("state %d: %d training views at %dx%d on %s, depth loss %s, %d Gaussians, from iteration %d",
                  run.state, len(run.cameras), run.cameras[0].width, run.cameras[0].height, device,
                  "on" if uses_depth else "off (no depth)", run.model.num_points, run.start)
-    train_seconds = optimise(runs, args, model_path)
+    timer.mark("initialisation")
+    train_seconds = optimise(runs, args, model_path, timer)
     for run in runs:
         if not state_iteration_saved(model_path, run.state, args.iterations):
             save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))
+    timer.mark("checkpoints and saves")
     first_new = min(run.start for run in runs)  # saves after this were (re)written by this run;
     # earlier ones keep their decision, the final one is decided again for the summary
     motion = {}
@@ -468,6 +475,7 @@ def train(args: argparse.Namespace) -> dict | None:
         undecided = iteration == args.iterations or iteration > first_new or not (saved / MOTION_NAME).is_file()
         if undecided and all(state_iteration_saved(model_path, state, iteration) for state in STATES):
             motion = decide_motion_state(saved, args.motion_voxel_size, device)
+    timer.mark("larger-motion test")
     done = args.iterations - first_new
     summary = {
         "scene": str(folder),
@@ -481,9 +489,11 @@ def train(args: argparse.Namespace) -> dict | None:
     }
     for split in available_splits(folder):
         summary[split] = [evaluate(run.model, scene.cameras[(run.state, split)], args) for run in runs]
+    timer.mark("evaluation")
+    summary["seconds"] = timer.seconds
     summary["wall_seconds"] = time.perf_counter() - wall_start
     write_json(model_path / SUMMARY_NAME, summary)
-    log_summary(args.scene_name, summary)
+    log_summary(args.scene_name, summary, timer.summary())
     return summary
 
 
@@ -505,9 +515,9 @@ def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Pa
     return restore_run(payload, state, scene, args, device, checkpoint)
 
 
-def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -> float:
+def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path, timer: PhaseTimer) -> float:
     """Iterations up to args.iterations of every run (each from after its own start) with saving and checkpoints;
-    returns the seconds taken."""
+    returns the seconds taken (also charged to `timer`'s "iterations" and "checkpoints and saves")."""
     first = min(run.start for run in runs)
     save_at = {it for it in args.save_iterations if first < it <= args.iterations} | {args.iterations}
     image_loss, guard = image_loss_function(args), FiniteGuard(every=PROGRESS_EVERY, entries="states")
@@ -526,7 +536,7 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -
                                         gaussians="/".join(str(run.model.num_points) for run in runs))
                     bar.update(iteration - bar.n)
                 for run in active:
-                    checkpoint_and_save(run, iteration, args, model_path, save_at, guard)
+                    checkpoint_and_save(run, iteration, args, model_path, save_at, guard, timer)
     except RuntimeError as err:  # NaNs can also break the renderer or densifier before the periodic check sees them
         cause = err if isinstance(err, TrainingDiverged) else non_finite(runs, guard, iteration)
         if cause is None:
@@ -536,23 +546,24 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path) -
         raise TrainingDiverged(f"{cause}; the last good checkpoints are kept: {kept_names}") from err
     finally:
         bar.close()
-    if runs[0].model.device.type == "cuda":
-        torch.cuda.synchronize()
+    timer.mark("iterations")
     return time.perf_counter() - begin
 
 
 def checkpoint_and_save(run: StateRun, iteration: int, args: argparse.Namespace, model_path: Path,
-                        save_at: set[int], guard: FiniteGuard) -> None:
+                        save_at: set[int], guard: FiniteGuard, timer: PhaseTimer) -> None:
     """When due, check for NaNs (losses of every state in `guard`), write the checkpoint and/or this state's outputs
-    of the iteration."""
+    of the iteration; the time goes to `timer`'s "checkpoints and saves"."""
     due_checkpoint = iteration % args.checkpoint_interval == 0 or iteration == args.iterations
     if not due_checkpoint and iteration not in save_at:
         return
+    timer.mark("iterations")
     check_finite([run], guard, iteration)
     if due_checkpoint:
         write_checkpoint(model_path, run, iteration)
     if iteration in save_at:
         save_state_iteration(model_path, run, iteration, args.motion_voxel_size, backend_name(args))
+    timer.mark("checkpoints and saves")
 
 
 def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> TrainingDiverged | None:
@@ -564,8 +575,8 @@ def non_finite(runs: list[StateRun], guard: FiniteGuard, iteration: int) -> Trai
     return None
 
 
-def log_summary(scene: str, summary: dict) -> None:
-    """One line per state with PSNR / depth error per split, then counts and speed."""
+def log_summary(scene: str, summary: dict, phases: str) -> None:
+    """One line per state with PSNR / depth error per split, then counts, speed and the seconds per phase `phases`."""
     for state in STATES:
         parts = []
         for split in SPLITS:
@@ -575,9 +586,9 @@ def log_summary(scene: str, summary: dict) -> None:
                 parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
         log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
     speed = summary["iterations_per_second"]
-    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states)", scene,
+    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states; %s)", scene,
              summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
-             "-" if speed is None else f"{speed:.1f}")
+             "-" if speed is None else f"{speed:.1f}", phases)
 
 
 def main(argv: list[str] | None = None) -> int:

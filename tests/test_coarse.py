@@ -178,6 +178,17 @@ def test_short_run_writes_the_stage_outputs(trained: dict) -> None:
     assert summary["resumed_from"] == [None, None] and summary["iterations_per_second"] > 0
 
 
+def test_summary_splits_the_wall_time_into_phases(trained: dict) -> None:
+    """Where the stage's time goes: the phases cover the run, and the training loop's two add up to its time."""
+    seconds, summary = trained["summary"]["seconds"], trained["summary"]
+    assert list(seconds) == ["load", "initialisation", "iterations", "checkpoints and saves", "larger-motion test",
+                             "evaluation"]
+    assert all(value >= 0.0 for value in seconds.values())
+    assert 0.9 * summary["wall_seconds"] <= sum(seconds.values()) <= summary["wall_seconds"]
+    loop = seconds["iterations"] + seconds["checkpoints and saves"]
+    assert summary["train_seconds"] <= loop <= summary["train_seconds"] + 0.5
+
+
 def test_short_run_fits_images_and_depth(trained: dict) -> None:
     summary = trained["summary"]
     for state in (0, 1):
