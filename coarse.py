@@ -454,7 +454,7 @@ def train(args: argparse.Namespace) -> dict | None:
     timer = PhaseTimer(device)
     scene = Scene(folder, args.resolution, device, splits=available_splits(folder), load_masks=False)
     timer.mark("load")
-    seed_everything(args.seed)
+    seed_everything(args.seed, device)
     runs = [start_run(scene, state, args, model_path, device) for state in STATES]
     for run in runs:
         uses_depth = any(cam.depth is not None for cam in run.cameras) and args.lambda_depth > 0

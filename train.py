@@ -483,8 +483,8 @@ def train(args: argparse.Namespace) -> dict:
         log.info("%s already has iteration %d; nothing to do (pass --overwrite to retrain)", model_path,
                  args.iterations)
         return read_json(model_path / "train_summary.json", "stage-4 summary")
-    generator = seed_everything(args.seed)
     device = pick_device(args.data_device)
+    generator = seed_everything(args.seed, device)
     gaussians, articulation, canonical, type_given = load_model(args, device)
     scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=True)
     check_masks(scene, canonical, args)

@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print("step_profile needs CUDA", file=sys.stderr)
         return 2
     build = stage2 if opts.stage == 2 else stage4
-    measure(build(opts, torch.device("cuda"), seed_everything(0)), opts)
+    measure(build(opts, torch.device("cuda"), seed_everything(0, torch.device("cuda"))), opts)
     return 0
 
 

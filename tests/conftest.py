@@ -13,3 +13,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def nondeterministic_algorithms_after_each_test():
+    """A CPU stage run turns on torch's deterministic algorithms for its process (`seed_everything`); tests share one
+    process, so each test ends with them off again, as a CUDA run has them (CUDA graphs capture their kernels)."""
+    yield
+    torch.use_deterministic_algorithms(False)

@@ -189,6 +189,23 @@ def test_summary_splits_the_wall_time_into_phases(trained: dict) -> None:
     assert summary["train_seconds"] <= loop <= summary["train_seconds"] + 0.5
 
 
+def test_cpu_runs_repeat_to_the_bit_with_several_threads(data_root: Path, tmp_path: Path) -> None:
+    """The same seed gives the same surfels on the CPU with two threads (torch's deterministic algorithms; without
+    them the renderer's backward sums in a thread-dependent order and 120 iterations differ by about 1e-5)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        models = []
+        for run in ("a", "b"):
+            assert coarse.main(scene_args(data_root, "laptop", tmp_path / run, 120) + SHORT) == 0
+            models.append(GaussianModel.load_ply(tmp_path / run / "point_cloud" / "iteration_120" / "point_cloud_0.ply"))
+    finally:
+        torch.set_num_threads(threads)
+    first, second = models
+    for name, value in first.params.items():
+        assert torch.equal(value, second.params[name]), name
+
+
 def test_short_run_fits_images_and_depth(trained: dict) -> None:
     summary = trained["summary"]
     for state in (0, 1):
