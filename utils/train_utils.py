@@ -27,7 +27,7 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
 
     On the CPU torch also runs its deterministic algorithms, so that a seed gives the same run with any number of
     threads (the renderer's backward otherwise accumulates per-surfel gradients in a thread-dependent order: 1e-10
-    differences that grow over a run; about 10 % slower). On CUDA they stay off: gsplat's kernels sum with atomics.
+    differences that grow over a run). On CUDA they stay off: gsplat's kernels sum with atomics.
     """
     random.seed(seed)
     np.random.seed(seed)
