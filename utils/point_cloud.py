@@ -63,11 +63,16 @@ def look_at_centre(cameras: list[Camera]) -> torch.Tensor:
     return torch.linalg.lstsq(lhs, rhs).solution
 
 
-def _look_at_box_samples(cameras: list[Camera], num_samples: int, rng: np.random.Generator) -> torch.Tensor:
-    """(num_samples, 3) uniform points in the cube around the cameras' look-at centre whose half-side is half the
-    nearest camera's distance to it (CPU)."""
+def _look_at_box(cameras: list[Camera]) -> tuple[torch.Tensor, float]:
+    """Centre (3,) and half-side of the cube the cameras look at: around their look-at centre, half the nearest
+    camera's distance to it (CPU)."""
     centre = look_at_centre(cameras)
-    radius = 0.5 * float(min((cam.camera_center.cpu() - centre).norm() for cam in cameras))
+    return centre, 0.5 * float(min((cam.camera_center.cpu() - centre).norm() for cam in cameras))
+
+
+def _box_samples(box: tuple[torch.Tensor, float], num_samples: int, rng: np.random.Generator) -> torch.Tensor:
+    """(num_samples, 3) uniform points in the cube `box` (`_look_at_box`)."""
+    centre, radius = box
     return torch.from_numpy(rng.uniform(-radius, radius, size=(num_samples, 3)).astype(np.float32)) + centre
 
 
@@ -83,6 +88,11 @@ def _pixels(cam: Camera, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return u.clamp(0, cam.width - 1), v.clamp(0, cam.height - 1), in_frame
 
 
+def _seen_by_half(seen: torch.Tensor, cameras: list[Camera]) -> torch.Tensor:
+    """(M,) bool: the view counts `seen` (M,) reach half of `cameras` (and at least one)."""
+    return seen >= max(1.0, 0.5 * len(cameras))
+
+
 def visual_hull_points(
     cameras: list[Camera], num_samples: int = 200_000, alpha_threshold: float = 0.5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +101,7 @@ def visual_hull_points(
     Samples uniformly in a box around the cameras' look-at region and keeps points that project inside the alpha mask of
     every view that sees them, among points seen by at least half of the views. Cameras on the CPU.
     """
-    pts = _look_at_box_samples(cameras, num_samples, np.random.default_rng(seed))
+    pts = _box_samples(_look_at_box(cameras), num_samples, np.random.default_rng(seed))
     inside = torch.ones(num_samples, dtype=torch.bool)
     colour_sum = torch.zeros(num_samples, 3)
     seen = torch.zeros(num_samples)
@@ -100,7 +110,7 @@ def visual_hull_points(
         inside &= ~in_frame | (cam.alpha[0, v, u] > alpha_threshold)
         colour_sum += cam.image[:, v, u].T * in_frame[:, None]
         seen += in_frame.float()
-    keep = inside & (seen >= max(1.0, 0.5 * len(cameras)))
+    keep = inside & _seen_by_half(seen, cameras)
     colours = colour_sum[keep] / seen[keep, None]
     return pts[keep].numpy(), colours.numpy()
 
@@ -110,12 +120,12 @@ def random_points_in_views(cameras: list[Camera], num_points: int, seed: int = 0
     where at least half of the views see them, with uniform random colours (M, 3). Uses only the cameras' geometry."""
     if num_points < 1:
         raise ValueError(f"num_points must be positive, got {num_points}")
-    rng = np.random.default_rng(seed)
+    rng, box = np.random.default_rng(seed), _look_at_box(cameras)
     kept, total = [], 0
     for _ in range(16):  # the look-at box is mostly in view for object-centric captures: one or two rounds
-        pts = _look_at_box_samples(cameras, 2 * num_points, rng)
-        seen = torch.stack([_pixels(cam, pts)[2] for cam in cameras]).float().sum(dim=0)
-        kept.append(pts[seen >= max(1.0, 0.5 * len(cameras))])
+        pts = _box_samples(box, 2 * num_points, rng)
+        seen = sum(_pixels(cam, pts)[2].float() for cam in cameras)
+        kept.append(pts[_seen_by_half(seen, cameras)])
         total += len(kept[-1])
         if total >= num_points:
             break
