@@ -462,7 +462,8 @@ def train(args: argparse.Namespace) -> dict | None:
                  run.state, len(run.cameras), run.cameras[0].width, run.cameras[0].height, device,
                  "on" if uses_depth else "off (no depth)", run.model.num_points, run.start)
     timer.mark("initialisation")
-    train_seconds = optimise(runs, args, model_path, timer)
+    optimise(runs, args, model_path, timer)
+    train_seconds = timer.seconds["iterations"] + timer.seconds["checkpoints and saves"]
     for run in runs:
         if not state_iteration_saved(model_path, run.state, args.iterations):
             save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))
@@ -515,14 +516,13 @@ def start_run(scene: Scene, state: int, args: argparse.Namespace, model_path: Pa
     return restore_run(payload, state, scene, args, device, checkpoint)
 
 
-def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path, timer: PhaseTimer) -> float:
+def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path, timer: PhaseTimer) -> None:
     """Iterations up to args.iterations of every run (each from after its own start) with saving and checkpoints;
-    returns the seconds taken (also charged to `timer`'s "iterations" and "checkpoints and saves")."""
+    their time goes to `timer`'s "iterations" and "checkpoints and saves"."""
     first = min(run.start for run in runs)
     save_at = {it for it in args.save_iterations if first < it <= args.iterations} | {args.iterations}
     image_loss, guard = image_loss_function(args), FiniteGuard(every=PROGRESS_EVERY, entries="states")
     iteration = first
-    begin = time.perf_counter()
     bar = tqdm(total=args.iterations, initial=first, desc=f"coarse {args.scene_name}", dynamic_ncols=True)
     try:
         with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
@@ -547,7 +547,6 @@ def optimise(runs: list[StateRun], args: argparse.Namespace, model_path: Path, t
     finally:
         bar.close()
     timer.mark("iterations")
-    return time.perf_counter() - begin
 
 
 def checkpoint_and_save(run: StateRun, iteration: int, args: argparse.Namespace, model_path: Path,
