@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("step_profile needs CUDA", file=sys.stderr)
         return 2
-    build = stage2 if opts.stage == 2 else stage4
-    measure(build(opts, torch.device("cuda"), seed_everything(0, torch.device("cuda"))), opts)
+    build, device = stage2 if opts.stage == 2 else stage4, torch.device("cuda")
+    measure(build(opts, device, seed_everything(0, device)), opts)
     return 0
 
 
