@@ -294,7 +294,7 @@ class Refinement:
                 self._neighbours = None  # the surfels may have been split, cloned or pruned
         g.step_optimizers()
         if not e_step:
-            self.joint_optimizer.update()
+            self.joint_optimizer.step()
         self.joint_optimizer.zero_grad(set_to_none=True)
         terms["total"] = loss
         return {name: value.detach() for name, value in terms.items()}

@@ -202,7 +202,7 @@ class GaussianModel:
         """One Adam step for every parameter that is not frozen, then clear all gradients."""
         for name, optimizer in self.optimizers.items():
             if name not in self.frozen:
-                optimizer.update()
+                optimizer.step()
         for param in self.params.values():
             param.grad = None
 

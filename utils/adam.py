@@ -7,37 +7,44 @@ the learning rate and epsilon (exactly Adam's update):
 
     lr · m̂ / (√v̂ + ε) = lr_t · m / (√v + ε_t),   lr_t = lr · √(1 - β₂ᵗ) / (1 - β₁ᵗ),   ε_t = ε · √(1 - β₂ᵗ)
 
-The state keeps torch's layout ("step" a CPU scalar tensor, "exp_avg", "exp_avg_sq" shaped like the parameter), so
-gsplat's densification strategy grows and prunes it and `state_dict` checkpoints load into either optimiser.
+The optimiser keeps torch.optim's interface and layout (`param_groups`, `state[param]` with "step" a CPU scalar
+tensor, "exp_avg" and "exp_avg_sq" shaped like the parameter, `state_dict` / `load_state_dict`), so gsplat's
+densification strategy grows and prunes its state and checkpoints load into either this or `torch.optim.Adam`. It does
+not derive from `torch.optim.Optimizer`: that class's first `add_param_group` imports torch._dynamo (1 s, about 5 s
+where Python has no bytecode caches), a cost paid by every stage that trains surfels.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections import defaultdict
+from typing import Any, Iterable
 
 import torch
 from gsplat.cuda._wrapper import adam as gsplat_adam
 from torch import Tensor
 
 
-class FusedAdam(torch.optim.Adam):
+class FusedAdam:
     """Adam (no weight decay, no amsgrad) whose update runs as one gsplat kernel per CUDA parameter and as the same
-    formula in PyTorch ops elsewhere. `params` and `lr`, `betas`, `eps` as for `torch.optim.Adam`."""
+    formula in PyTorch ops elsewhere. `params` (tensors, or param-group dicts whose other keys override the
+    defaults) and `lr`, `betas`, `eps` as for `torch.optim.Adam`."""
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
-        super().__init__(params, lr=lr, betas=betas, eps=eps)
-
-    def step(self, closure: None = None) -> None:
-        """One Adam update of every parameter that has a gradient (torch.optim's entry point, with its hooks)."""
-        if closure is not None:
-            raise ValueError("FusedAdam.step takes no closure")
-        self.update()
+        params = list(params)
+        if not params:
+            raise ValueError("FusedAdam got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": 0.0}
+        self.param_groups: list[dict[str, Any]] = [{**defaults, **group, "params": list(group["params"])}
+                                                   for group in groups]
+        self.state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)
 
     @torch.no_grad()
-    def update(self) -> None:
-        """`step` without torch.optim's per-call wrapper (profiler record and hook dispatch: about 80 µs of host time a
-        call, 1 ms of a stage-2 iteration that steps 12 optimisers); hooks registered on the optimiser do not run."""
+    def step(self, closure: None = None) -> None:
+        """One Adam update of every parameter that has a gradient."""
+        if closure is not None:
+            raise ValueError("FusedAdam.step takes no closure")
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for param in group["params"]:
@@ -55,13 +62,44 @@ class FusedAdam(torch.optim.Adam):
                 else:
                     _adam_update(param, grad, state["exp_avg"], state["exp_avg_sq"], lr, beta1, beta2, eps)
 
-    def __setstate__(self, state: dict) -> None:
-        """Load-time (`load_state_dict`) conversion: a torch fused Adam's checkpoint keeps "step" on the device, where
-        reading it each step would synchronise; here it lives on the CPU."""
-        super().__setstate__(state)
-        for param_state in self.state.values():
-            if "step" in param_state:
-                param_state["step"] = param_state["step"].cpu()
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients of every parameter (set them to None, or zero them in place)."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if set_to_none:
+                    param.grad = None
+                else:
+                    param.grad.zero_()
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's layout: per-parameter state by index, and the groups with their parameters' indices."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            ids = [index.setdefault(id(param), len(index)) for param in group["params"]]
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        params = [param for group in self.param_groups for param in group["params"]]
+        state = {index[id(param)]: self.state[param] for param in params if param in self.state}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the groups' settings and the moments of a `state_dict` (this class's or `torch.optim.Adam`'s) for
+        the same parameters in the same order; the moments move to each parameter's device and dtype, "step" stays
+        a CPU tensor (a torch fused Adam keeps it on the device, where reading it each step would synchronise)."""
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("the saved optimiser state has other parameter groups than this optimiser")
+        by_index = {}
+        for group, saved_group in zip(self.param_groups, saved):
+            by_index |= dict(zip(saved_group["params"], group["params"]))
+            group.update({k: v for k, v in saved_group.items() if k != "params"})
+        self.state = defaultdict(dict)
+        for key, values in state_dict["state"].items():
+            param = by_index[key]
+            self.state[param] = {name: value.detach().to("cpu", torch.float32) if name == "step"
+                                 else value.detach().to(param.device, param.dtype) for name, value in values.items()}
 
     def _state(self, param: Tensor) -> dict:
         """The parameter's Adam state, created as torch's Adam creates it."""
