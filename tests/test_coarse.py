@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -387,3 +388,12 @@ def test_unreadable_checkpoint(tiny_scene: Path, capsys: pytest.CaptureFixture) 
     checkpoint.write_bytes(b"not a checkpoint")
     err = run_failing(tiny_scene, capsys)
     assert str(checkpoint) in err and "--overwrite" in err
+
+
+def test_stage2_imports_stay_light():
+    """Stage 2 needs neither SciPy's image and graph modules nor torch._dynamo at import (each costs up to seconds
+    on a machine without bytecode caches, as the GPU machine is)."""
+    code = "import sys, coarse; print(sorted(m for m in ('scipy.ndimage', 'scipy.sparse.csgraph', 'torch._dynamo') " \
+           "if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

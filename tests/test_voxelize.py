@@ -33,7 +33,8 @@ from utils.part_selection import (PartEstimate, VoxelizeConfig, _Selection, buil
                                   finalise_part, place_axis, select_parts)
 from utils.point_cloud import backproject_depth, write_point_ply
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
-from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic, unique_rows
+from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
+from utils.voxel_keys import unique_rows
 
 CANONICAL = 1  # the generator opens the parts in the end state: the larger-motion state
 # Seeds whose scenes the tests use (see the report for how other seeds fare). Storage units are a known failure:

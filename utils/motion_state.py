@@ -34,7 +34,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from utils.neighbours import query
-from utils.voxel_grid import unique_rows
+from utils.voxel_keys import unique_rows
 
 DEFAULT_VOXEL_SIZE = 0.01
 DEFAULT_CAP_VOXELS = 30.0

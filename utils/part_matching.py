@@ -16,7 +16,8 @@ from scipy.spatial import cKDTree
 from utils.motion_estimation import correlation_shifts, plane_motion
 from utils.neighbours import query
 from utils.rigid_fit import apply_transform, icp, make_transform
-from utils.voxel_grid import VoxelGrid, dilate, enclosed, unique_rows
+from utils.voxel_grid import VoxelGrid, dilate, enclosed
+from utils.voxel_keys import unique_rows
 
 MIN_DYNAMIC_SUPPORT = 0.1  # least fraction of a part's landing voxels that must land on the other state's change
 

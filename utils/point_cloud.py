@@ -10,7 +10,7 @@ from plyfile import PlyData, PlyElement
 
 from scene.cameras import Camera
 from utils.io_utils import atomic_path
-from utils.voxel_grid import unique_rows
+from utils.voxel_keys import unique_rows
 
 
 def backproject_depth(

@@ -14,6 +14,8 @@ from scipy.cluster.vq import kmeans2
 from scipy.sparse import coo_array, csr_array
 from scipy.sparse.csgraph import dijkstra
 
+from utils.voxel_keys import unique_rows
+
 # A grid larger than this many cells (bool, plus int32 labels) would need gigabytes: ask for a larger voxel instead.
 MAX_CELLS = 400_000_000
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connected neighbourhood
@@ -81,22 +83,6 @@ class VoxelGrid:
     def occupancy(self, points: np.ndarray) -> np.ndarray:
         """Dense bool grid of the voxels that hold at least one of `points` (N, 3)."""
         return self.mask(self.indices(points))
-
-
-def unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`np.unique(keys, axis=0, return_inverse=True, return_counts=True)` of integer voxel indices (M, 3): the distinct
-    rows (G, 3) in lexicographic order, each row's group (M,) and each group's size (G,). Sorting one int64 key per
-    row is several times faster than sorting rows; rows spread too far for such a key fall back to the latter."""
-    if len(keys) == 0 or np.prod(np.ptp(keys.astype(np.float64), axis=0) + 1.0) >= 2.0**62:
-        rows, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        return rows, inverse.ravel(), counts
-    low = keys.min(axis=0)
-    span = keys.max(axis=0) - low + 1
-    shifted = keys - low
-    linear, inverse, counts = np.unique((shifted[:, 0] * span[1] + shifted[:, 1]) * span[2] + shifted[:, 2],
-                                        return_inverse=True, return_counts=True)
-    rows = np.stack([linear // (span[1] * span[2]), linear // span[2] % span[1], linear % span[2]], axis=1) + low
-    return rows, inverse.ravel(), counts
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
