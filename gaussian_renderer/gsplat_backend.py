@@ -8,11 +8,6 @@ makes the host wait for the device. The rasterizer here is gsplat's autograd fun
 synchronise (`_Rasterize2DGS`; a private gsplat class, hence the pinned gsplat version). One synchronisation
 remains: `isect_tiles` reads how many tile intersections to allocate. SH colours are evaluated with gsplat's fused
 kernel, feature channels are appended, and the centre depth goes last ("RGB+ED").
-
-Tiles are binned with radii cut to where each surfel's alpha can reach 1/255 (`_tile_radii`). gsplat's radius is
-3.33 projected sigmas, the reach of a surfel of opacity 1; a fainter surfel reaches less far, and the rasterizer skips
-every pixel where its alpha is below 1/255, so the tiles this drops drew nothing of it: the images and gradients are
-gsplat's, with fewer (surfel, tile) pairs to visit. Densification keeps reading gsplat's own radii.
 """
 from __future__ import annotations
 
@@ -23,7 +18,7 @@ from gsplat import fully_fused_projection_2dgs, isect_offset_encode, isect_tiles
 from gsplat.cuda._wrapper import _make_lazy_cuda_func, _RasterizeToPixels2DGS
 from torch import Tensor
 
-from gaussian_renderer.reference import ALPHA_MIN, camera_centers, mix_depth, reach_rects
+from gaussian_renderer.reference import camera_centers, mix_depth
 
 TILE_SIZE = 16
 EPS_2D = 0.3  # gsplat's default low-pass filter of the projected surfel
@@ -65,8 +60,7 @@ def render_gsplat(
     if ranges is not None:
         radii = radii * _range_mask(ranges, N, means.device)[..., None]
     tiles_wide, tiles_high = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
-    _, isect_ids, flatten_ids = isect_tiles(means2d, _tile_radii(radii, means2d, ray_transforms, opacities), depths,
-                                            TILE_SIZE, tiles_wide, tiles_high, n_images=C)
+    _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tiles_wide, tiles_high, n_images=C)
     offsets = isect_offset_encode(isect_ids, C, tiles_wide, tiles_high).view(C, tiles_high, tiles_wide)
     colors, backgrounds, num_features = _channels(means, sh, sh_degree, features, depths, viewmats, backgrounds)
     densify, gradient_2dgs = _densify_input(means2d, ranges)
@@ -94,20 +88,6 @@ def render_gsplat(
         "info": {"radii": radii, "means2d": means2d, "depths": depths, "gradient_2dgs": gradient_2dgs,
                  "gaussian_ids": None, "width": width, "height": height, "n_cameras": C},
     }
-
-
-@torch.no_grad()
-def _tile_radii(radii: Tensor, means2d: Tensor, ray_transforms: Tensor, opacities: Tensor) -> Tensor:
-    """Radii (C, N, 2) for tile binning: gsplat's `radii` (C, N, 2), at most the half size of the pixel rectangle
-    around `means2d` (C, N, 2) outside which the surfel's alpha stays below 1/255 (`reach_rects` of its
-    `ray_transforms` (C, N, 3, 3) and `opacities` (N,)), and 0 for a surfel fainter than 1/255 everywhere.
-
-    A radius r bins the tiles floor((μ - r) / 16) .. ceil((μ + r) / 16) - 1, which hold every pixel index in
-    [μ - r, μ + r); with r >= max(hi - μ, μ - lo) that covers the rectangle's pixels [lo, hi).
-    """
-    lo, hi = reach_rects(ray_transforms, means2d, opacities.clamp_min(ALPHA_MIN))
-    reach = torch.maximum(hi - means2d, means2d - lo).ceil().clamp_max(2**30).to(radii.dtype)
-    return torch.where((opacities >= ALPHA_MIN)[..., None], torch.minimum(radii, reach), 0)
 
 
 def _range_mask(ranges: list[tuple[int, int]], n: int, device: torch.device) -> Tensor:

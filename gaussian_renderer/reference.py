@@ -146,10 +146,8 @@ def _tile_rects(means2d: Tensor, radii: Tensor, width: int, height: int) -> tupl
     return (lo * TILE_SIZE).long(), torch.minimum(hi * TILE_SIZE, size).long()
 
 
-def reach_rects(M: Tensor, means2d: Tensor, opacities: Tensor) -> tuple[Tensor, Tensor]:
-    """Pixel rectangles [lo, hi) (..., 2) outside which a surfel's alpha is below ALPHA_MIN (±1 pixel of margin), for
-    ray transforms M (..., 3, 3), centres `means2d` (..., 2) and opacities (...) at least ALPHA_MIN (the leading
-    dimensions broadcast, e.g. M (C, N, 3, 3) with opacities (N,)).
+def _reach_rects(M: Tensor, means2d: Tensor, opacities: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel rectangles [lo, hi) (N, 2) outside which a surfel's alpha is below ALPHA_MIN (±1 pixel of margin).
 
     alpha >= 1/255 needs min(ρ_ray, ρ_filter) <= τ = 2 ln(255 o): either the ray meets the surfel plane within
     radius √τ, whose projection (an ellipse when that disk lies in front of the camera) has the exact bounding box
@@ -157,14 +155,14 @@ def reach_rects(M: Tensor, means2d: Tensor, opacities: Tensor) -> tuple[Tensor, 
     camera plane get an unbounded rectangle.
     """
     tau = 2.0 * torch.log(255.0 * opacities)
-    scale = torch.stack([tau, tau, -torch.ones_like(tau)], dim=-1)[..., None, :]
-    dual = (M * scale) @ M.transpose(-1, -2)
-    ellipse = dual[..., 2, 2] < 0
-    denom = torch.where(ellipse, dual[..., 2, 2], -1.0)[..., None]
-    centre = dual[..., :2, 2] / denom
-    half = (centre * centre - torch.diagonal(dual[..., :2, :2], dim1=-2, dim2=-1) / denom).clamp_min(0).sqrt()
-    unbounded = torch.where(ellipse, 0.0, math.inf)[..., None]
-    filter_half = (0.5 * tau).clamp_min(0).sqrt()[..., None]
+    scale = torch.stack([tau, tau, -torch.ones_like(tau)], dim=-1)[:, None, :]
+    dual = (M * scale) @ M.transpose(1, 2)
+    ellipse = dual[:, 2, 2] < 0
+    denom = torch.where(ellipse, dual[:, 2, 2], -torch.ones_like(tau))[:, None]
+    centre = dual[:, :2, 2] / denom
+    half = (centre * centre - torch.diagonal(dual[:, :2, :2], dim1=1, dim2=2) / denom).clamp_min(0).sqrt()
+    unbounded = torch.full_like(tau, math.inf).masked_fill(ellipse, 0.0)[:, None]
+    filter_half = (0.5 * tau).clamp_min(0).sqrt()[:, None]
     lo = torch.minimum(centre - half - unbounded, means2d - filter_half)
     hi = torch.maximum(centre + half + unbounded, means2d + filter_half)
     # Pixel centres j + 0.5 inside [lo, hi], widened by one pixel each side against rounding.
@@ -190,7 +188,7 @@ def _alpha_pairs(proj: Projection, opacities: Tensor, width: int, height: int) -
     ids = ((proj.radii > 0).all(-1) & (opacities >= ALPHA_MIN)).nonzero().squeeze(1)
     M, means2d, opac = proj.ray_transforms[ids], proj.means2d[ids], opacities[ids]
     tile_lo, tile_hi = _tile_rects(means2d, proj.radii[ids], width, height)
-    reach_lo, reach_hi = reach_rects(M, means2d, opac)
+    reach_lo, reach_hi = _reach_rects(M, means2d, opac)
     lo, hi = torch.maximum(tile_lo, reach_lo), torch.minimum(tile_hi, reach_hi)
     size = (hi - lo).clamp_min(0)
     count = size[:, 0] * size[:, 1]

@@ -11,8 +11,8 @@ from gsplat.cuda._torch_impl_2dgs import _fully_fused_projection_2dgs
 
 from data_tools.cameras import look_at
 from gaussian_renderer import _joint_features, render, render_batch
-from gaussian_renderer.gsplat_backend import TILE_SIZE, _densify_input, _range_mask, _tile_radii
-from gaussian_renderer.reference import ALPHA_MIN, depth_to_normal, project_surfels, rasterize_surfels, splat_alpha
+from gaussian_renderer.gsplat_backend import _densify_input, _range_mask
+from gaussian_renderer.reference import depth_to_normal, project_surfels, rasterize_surfels
 from gaussian_renderer.sh import eval_sh, rgb_to_sh, sh_to_rgb
 from scene.cameras import Camera
 from scene.gaussian_model import LOG_THICKNESS, GaussianModel
@@ -101,44 +101,6 @@ def test_projection_matches_gsplat_torch_reference():
     torch.testing.assert_close(proj.means2d, means2d[0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(proj.ray_transforms, M[0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(proj.depths, depths[0])
-
-
-def binned_pixels(means2d: torch.Tensor, radii: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(N, H, W) whether each pixel lies in a tile gsplat bins the surfel into (IntersectTile.cu's rule)."""
-    tiles = torch.tensor([math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)])
-    centre, extent = means2d / TILE_SIZE, radii.float() / TILE_SIZE
-    lo = torch.minimum(torch.floor(centre - extent).clamp_min(0), tiles)
-    hi = torch.minimum(torch.ceil(centre + extent).clamp_min(0), tiles)
-    tx, ty = torch.arange(width) // TILE_SIZE, torch.arange(height) // TILE_SIZE
-    in_x = (tx >= lo[:, None, 0]) & (tx < hi[:, None, 0])
-    in_y = (ty >= lo[:, None, 1]) & (ty < hi[:, None, 1])
-    return in_y[:, :, None] & in_x[:, None, :] & (radii > 0).all(-1)[:, None, None]
-
-
-def test_tile_radii_drop_only_tiles_where_the_surfel_draws_nothing():
-    """The gsplat backend bins tiles with radii cut to each surfel's reach at its opacity: every pixel where a surfel
-    has alpha >= 1/255 in one of gsplat's tiles stays in one of the cut tiles, and faint surfels lose most tiles."""
-    g = torch.Generator().manual_seed(3)
-    n, width, height = 300, 96, 80
-    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([2.0, 1.6, 0.5]) + torch.tensor([0.0, 0.0, 3.0])
-    quats = torch.randn(n, 4, generator=g)
-    scales = torch.exp(math.log(0.004) + 3.0 * torch.rand(n, 1, generator=g) + 0.3 * torch.randn(n, 3, generator=g))
-    opacities = torch.exp(torch.empty(n).uniform_(math.log(1e-3), 0.0, generator=g))  # 0.001 .. 1, log-uniform
-    K = camera(focal=90.0).K
-    radii, means2d, _, M, _ = _fully_fused_projection_2dgs(means, quats, scales, IDENTITY[None], K[None], width,
-                                                           height)
-    tight = _tile_radii(radii, means2d, M, opacities)
-    assert tight.shape == radii.shape and tight.dtype == radii.dtype
-    assert (tight <= radii).all() and (tight[0][opacities < ALPHA_MIN] == 0).all()
-    assert torch.equal(tight > 0, (radii > 0) & (opacities >= ALPHA_MIN)[None, :, None])
-
-    px, py = torch.arange(width) + 0.5, torch.arange(height) + 0.5
-    alpha = splat_alpha(M[0][:, None, None], means2d[0][:, None, None], opacities[:, None, None], px[None, None, :],
-                        py[None, :, None])
-    drawn = alpha.nan_to_num(0.0) >= ALPHA_MIN
-    wide, cut = binned_pixels(means2d[0], radii[0], width, height), binned_pixels(means2d[0], tight[0], width, height)
-    assert torch.equal(drawn & wide, drawn & cut)
-    assert int(cut.sum()) < 0.8 * int(wide.sum()) and int((drawn & wide).sum()) > 1000
 
 
 def test_tilted_surfel_normal_and_centre_depth():
