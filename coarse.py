@@ -67,6 +67,7 @@ from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
     background,
+    image_loss_terms,
     latest_checkpoint,
     learning_rates,
     load_checkpoint,
@@ -74,7 +75,6 @@ from utils.train_utils import (
     restore_surfel_training,
     save_checkpoint,
     seed_everything,
-    stacked_image_loss_terms,
     surfel_checkpoint,
 )
 
@@ -227,13 +227,14 @@ def make_run(state: int, model: GaussianModel, scene: Scene, args: argparse.Name
 # ------------------------------------------------------------------------------------------------------- training
 
 def image_loss_function(args: argparse.Namespace) -> GraphedFunction:
-    """The image terms of all states' renders at once (`stacked_image_loss_terms`), replayed from CUDA graphs."""
-    return GraphedFunction(partial(stacked_image_loss_terms, args=args), enabled=args.cuda_graphs)
+    """The image terms of all states' renders at once (`image_loss_terms` of stacked maps), replayed from CUDA
+    graphs."""
+    return GraphedFunction(partial(image_loss_terms, args=args), enabled=args.cuda_graphs)
 
 
 def image_maps(batch: dict, cameras: list[Camera], bgs: Tensor, args: argparse.Namespace,
                iteration: int) -> dict[str, Tensor]:
-    """The maps (S, ...) of `stacked_image_loss_terms` for the stage-2 terms active at `iteration`: the renders
+    """The maps (S, ...) of `image_loss_terms` for the stage-2 terms active at `iteration`: the renders
     `batch` of `cameras` (`render_stacked`) over backgrounds `bgs` (S, 3) and their targets. A view without depth
     gets zero target depth, which the depth term skips."""
     maps = {"render": batch["render"], "image": torch.stack([cam.image for cam in cameras]),

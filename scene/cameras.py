@@ -78,5 +78,6 @@ class Camera:
 
 
 def composite(image: Tensor, alpha: Tensor, bg: Tensor) -> Tensor:
-    """(3, H, W) `image` (3, H, W) with opacity `alpha` (1, H, W) over the background colour `bg` (3,)."""
-    return image * alpha + bg.view(3, 1, 1) * (1.0 - alpha)
+    """(..., 3, H, W) `image` (..., 3, H, W) with opacity `alpha` (..., 1, H, W) over the background colour `bg`
+    (..., 3): one image, or a batch with a colour each."""
+    return image * alpha + bg[..., None, None] * (1.0 - alpha)

@@ -16,7 +16,7 @@ from scene.gaussian_model import GaussianModel
 from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss
 from utils.part_losses import part_prior_loss
-from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss, stacked_image_loss_terms
+from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss
 
 ARGS = argparse.Namespace(lambda_dssim=0.2, lambda_depth=1.0, lambda_normal=0.05, lambda_dist=0.1)
 H, W = 40, 56
@@ -90,9 +90,10 @@ def stacked_maps(seeds: tuple[int, ...], device: str, with_normals: bool = True)
 
 
 def test_stacked_image_loss_terms_are_each_views_terms() -> None:
-    """Stage 2's loss of both states at once: row i is view i's `image_loss_terms`, with its gradients."""
+    """Stage 2's loss of both states at once (maps stacked): row i is view i's `image_loss_terms`, with its
+    gradients."""
     maps = stacked_maps((5, 6), "cpu")
-    terms = stacked_image_loss_terms(maps, ARGS)
+    terms = image_loss_terms(maps, ARGS)
     assert terms.shape == (2, len(IMAGE_TERMS))
     for i in range(2):
         view = {name: value[i] for name, value in maps.items()}
@@ -104,11 +105,11 @@ def test_stacked_image_loss_terms_are_each_views_terms() -> None:
 @pytest.mark.cuda
 def test_graphed_stacked_loss_matches_eager_on_cuda() -> None:
     """The stacked loss replayed from a graph: values and gradients as eager, for one and for two views."""
-    loss = GraphedFunction(lambda maps: stacked_image_loss_terms(maps, ARGS))
+    loss = GraphedFunction(lambda maps: image_loss_terms(maps, ARGS))
     for seeds, with_normals in (((0, 1), False), ((2, 3), True), ((4,), True), ((5, 6), True)):
         maps = stacked_maps(seeds, "cuda", with_normals)
         _assert_close(_values_and_grads(loss, maps),
-                      _values_and_grads(lambda m: stacked_image_loss_terms(m, ARGS), maps))
+                      _values_and_grads(lambda m: image_loss_terms(m, ARGS), maps))
     assert len(loss._graphs) == 3
 
 

@@ -55,8 +55,8 @@ def test_ssim_matches_a_direct_implementation():
     b = (a + 0.2 * torch.rand(3, 20, 24, generator=g, dtype=torch.float64)).clamp(0, 1)
     assert ssim(a, b).item() == pytest.approx(naive_ssim(a.numpy(), b.numpy()), abs=1e-10)
     assert ssim(a, a).item() == pytest.approx(1.0, abs=1e-12)
-    batch = ssim(torch.stack([a, b]), torch.stack([b, b]))
-    assert batch.item() == pytest.approx((ssim(a, b).item() + 1.0) / 2, abs=1e-10)
+    batch = ssim(torch.stack([a, b]), torch.stack([b, b]))  # one value per image of a batch
+    assert batch.shape == (2,) and batch.tolist() == pytest.approx([ssim(a, b).item(), 1.0], abs=1e-10)
     a32 = a.float().requires_grad_()
     ssim(a32, b.float()).backward()
     assert a32.grad.abs().sum() > 0
@@ -65,8 +65,8 @@ def test_ssim_matches_a_direct_implementation():
 
 
 def test_depth_log_l1_uses_valid_pixels_only():
-    pred = torch.tensor([[1.0, 2.0, 3.0, 4.0]], requires_grad=True)
-    gt = torch.tensor([[1.0, 0.0, 5.0, 2.0]])
+    pred = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]], requires_grad=True)
+    gt = torch.tensor([[[1.0, 0.0, 5.0, 2.0]]])
     assert depth_log_l1(pred, gt).item() == pytest.approx(2 * math.log(3.0) / 3)
     empty = depth_log_l1(pred, torch.zeros_like(gt))
     empty.backward()
@@ -84,6 +84,22 @@ def test_normal_consistency_and_distortion():
     # d/dα mean(1 - α·α_detached) = -α/30: the gradient flows through the rendered normal only.
     torch.testing.assert_close(alpha.grad, torch.full_like(alpha, -0.5 / 30))
     assert distortion_loss(torch.tensor([[[0.0, 2.0], [4.0, 6.0]]])).item() == pytest.approx(3.0)
+
+
+def test_batched_losses_give_each_images_value():
+    """A batch (B, C, H, W) gives each image's loss (B,): per-image means, also where images have different numbers of
+    valid depth pixels."""
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.rand(2, 3, 6, 7, generator=g), torch.rand(2, 3, 6, 7, generator=g)
+    depth, gt = torch.rand(2, 1, 6, 7, generator=g), torch.rand(2, 1, 6, 7, generator=g)
+    gt[0, :, :4] = 0.0  # image 0 has fewer valid pixels than image 1
+    normals = torch.nn.functional.normalize(torch.randn(2, 3, 6, 7, generator=g), dim=1)
+    for loss, args in ((l1_loss, (pred, target)), (ssim, (pred, target)), (depth_log_l1, (depth, gt)),
+                       (normal_consistency_loss, (normals, normals.flip(0))), (distortion_loss, (depth,))):
+        batch = loss(*args)
+        assert batch.shape == (2,), loss.__name__
+        for i in range(2):
+            torch.testing.assert_close(batch[i], loss(*(a[i] for a in args)), msg=loss.__name__)
 
 
 def test_opacity_binarisation_is_bce_to_the_nearer_end():

@@ -56,7 +56,7 @@ def background(random_bg: bool, white: bool, device: torch.device, generator: to
 
 
 def photometric_loss(pred: Tensor, target: Tensor, lambda_dssim: float) -> Tensor:
-    """(1 - λ)·L1 + λ·(1 - SSIM) between (3, H, W) images."""
+    """(1 - λ)·L1 + λ·(1 - SSIM) between (3, H, W) images, or per image of (B, 3, H, W) batches."""
     return (1.0 - lambda_dssim) * l1_loss(pred, target) + lambda_dssim * (1.0 - ssim(pred, target))
 
 
@@ -64,7 +64,9 @@ IMAGE_TERMS = ("photo", "depth", "normal", "dist")  # the entries of `image_loss
 
 
 def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tensor:
-    """(4,) weighted image-space loss terms of one render, `IMAGE_TERMS` in order, 0 for a term whose maps are absent.
+    """(4,) weighted image-space loss terms of one render, `IMAGE_TERMS` in order, 0 for a term whose maps are absent;
+    (S, 4) for S renders whose maps are all stacked on a leading axis (stage 2's two states: one set of batched
+    kernels, so one captured graph half the size, and one input copy per map).
 
     `maps` holds the rendered "render" (3, H, W) and its target: "target" (3, H, W), or the ground truth "image"
     (3, H, W) with "image_alpha" (1, H, W) and the background "bg" (3,) to composite it over. Optional: "depth" with
@@ -73,24 +75,19 @@ def image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tenso
     of the depth map, `args.lambda_normal`); "rend_dist" (1, H, W) (distortion, `args.lambda_dist`). A pure function
     of tensors, so `utils.cuda_graphs.GraphedFunction` can capture it, depth normals included.
     """
+    if maps["render"].dim() == 3:
+        return image_loss_terms({name: value[None] for name, value in maps.items()}, args)[0]
     target = maps["target"] if "target" in maps else composite(maps["image"], maps["image_alpha"], maps["bg"])
-    zero = maps["render"].new_zeros(())
+    zero = maps["render"].new_zeros(len(maps["render"]))
     terms = [photometric_loss(maps["render"], target, args.lambda_dssim)]
     terms.append(args.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]) if "gt_depth" in maps else zero)
     if "rend_normal" in maps:
-        surf_normal = depth_to_normal(maps["depth"][None], maps["viewmat"][None], maps["K"][None])[0]
+        surf_normal = depth_to_normal(maps["depth"], maps["viewmat"], maps["K"])
         terms.append(args.lambda_normal * normal_consistency_loss(maps["rend_normal"], surf_normal, maps["alpha"]))
     else:
         terms.append(zero)
     terms.append(args.lambda_dist * distortion_loss(maps["rend_dist"]) if "rend_dist" in maps else zero)
-    return torch.stack(terms)
-
-
-def stacked_image_loss_terms(maps: dict[str, Tensor], args: argparse.Namespace) -> Tensor:
-    """(S, 4) `image_loss_terms` of S renders whose maps are stacked on a leading axis (every entry (S, ...)): one
-    function, so one captured graph and one input copy per map for all S renders (`GraphedFunction`)."""
-    count = len(maps["render"])
-    return torch.stack([image_loss_terms({name: value[i] for name, value in maps.items()}, args) for i in range(count)])
+    return torch.stack(terms, dim=-1)
 
 
 class FiniteGuard:
