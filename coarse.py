@@ -15,7 +15,7 @@ under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene_name>/coa
                                   the final iteration
     coarse_summary.json           PSNR and depth error per state and split, Gaussian counts, wall time, it/s, seconds
                                   per phase (load, initialisation, iterations, checkpoints and saves, larger-motion
-                                  test, evaluation)
+                                  test, evaluation), peak GPU memory (GiB; null on the CPU)
 
 The two states' models are independent but train in one loop: each iteration renders one random training view of each
 state against its image composited over a random background (--no-random_bg_color: black or --white_background), both in
@@ -62,7 +62,7 @@ from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
 from utils.point_cloud import (backproject_depth, random_points_in_views, read_point_ply, voxel_downsample,
                                write_point_ply)
-from utils.timing import PhaseTimer
+from utils.timing import PhaseTimer, peak_gpu_memory_gib
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -494,6 +494,7 @@ def train(args: argparse.Namespace) -> dict | None:
     timer.mark("evaluation")
     summary["seconds"] = timer.seconds
     summary["wall_seconds"] = time.perf_counter() - wall_start
+    summary["peak_gpu_memory_gib"] = peak_gpu_memory_gib(device)
     write_json(model_path / SUMMARY_NAME, summary)
     log_summary(args.scene_name, summary, timer.summary())
     return summary
@@ -585,10 +586,11 @@ def log_summary(scene: str, summary: dict, phases: str) -> None:
                 depth = "" if result["depth_mae"] is None else f", depth error {result['depth_mae']:.4f}"
                 parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
         log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
-    speed = summary["iterations_per_second"]
-    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states; %s)", scene,
+    speed, memory = summary["iterations_per_second"], summary["peak_gpu_memory_gib"]
+    log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states; %s)%s", scene,
              summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
-             "-" if speed is None else f"{speed:.1f}", phases)
+             "-" if speed is None else f"{speed:.1f}", phases,
+             "" if memory is None else f", peak GPU memory {memory:.2f} GiB")
 
 
 def main(argv: list[str] | None = None) -> int:

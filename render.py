@@ -26,7 +26,8 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
     urdf/<scene>.urdf                   static base + one link and joint per movable part (utils/urdf.py)
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
                                         "canonical_state", "summary", "joints", "meshes", "images", "part_labels",
-                                        "seconds"}: summary..part_labels from utils.metrics.summarise; joint, mesh
+                                        "seconds", "peak_gpu_memory_gib"}: summary..part_labels from
+                                        utils.metrics.summarise (peak GPU memory: null on the CPU); joint, mesh
                                         and part-label metrics need `gt/` (null without it; part labels: the share
                                         of opaque canonical surfels labelled with the part of the nearest
                                         ground-truth part surface), PSNR/SSIM the test views, overall and per state
@@ -77,7 +78,7 @@ from utils.metrics import (
     summarise,
     write_result_csv,
 )
-from utils.timing import PhaseTimer
+from utils.timing import PhaseTimer, peak_gpu_memory_gib
 from utils.train_utils import pick_device
 from utils.tsdf import TSDFVolume, default_bounds, keep_large_components
 from utils.urdf import write_urdf
@@ -465,7 +466,8 @@ def run(args: argparse.Namespace) -> dict:
         timer.mark("metrics")
         metrics = {"scene": args.scene_name, "dataset": args.dataset, "subset": args.subset,
                    "model_path": str(args.model_path), "iteration": model.iteration,
-                   "canonical_state": model.canonical_state, **metrics, "seconds": timer.seconds}
+                   "canonical_state": model.canonical_state, **metrics, "seconds": timer.seconds,
+                   "peak_gpu_memory_gib": peak_gpu_memory_gib(device)}
         write_json(out / "metrics.json", metrics)
         write_result_csv(out / "result.csv", metrics, scene=args.scene_name)
         summary = metrics["summary"]

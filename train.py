@@ -11,7 +11,7 @@ Writes under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene>/g
 `scene/trained_model.py` (`point_cloud/iteration_<N>/point_cloud.ply` with the part logits as features and
 `articulation.json`) at `--checkpoint_iterations` and the last iteration, a resume checkpoint `chkpnt<N>.pth` next to
 each, `train_log.jsonl` (loss terms, phase, part counts and joints every `--log_interval` iterations),
-`train_summary.json` and `cfg_args`.
+`train_summary.json` (iterations, seconds, it/s, part counts, joints, peak GPU memory) and `cfg_args`.
 
 Each iteration renders the deformed model in a random training view of the other state o (photometric + depth
 loss) and the undeformed model in a random training view of c (anchor; in E-steps also the part prior on the
@@ -54,6 +54,7 @@ from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
 from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
     learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
     surfel_checkpoint
+from utils.timing import peak_gpu_memory_gib
 from utils.voxel_grid import VoxelGrid
 
 log = logging.getLogger("train")
@@ -520,7 +521,7 @@ def train(args: argparse.Namespace) -> dict:
     done = args.iterations - start
     summary = {"iterations": args.iterations, "resumed_from": start, "seconds": seconds,
                "iterations_per_second": done / seconds if seconds > 0 else None, "canonical_state": canonical,
-               **refinement.status()}
+               "peak_gpu_memory_gib": peak_gpu_memory_gib(device), **refinement.status()}
     write_json(model_path / "train_summary.json", summary)
     return summary
 
@@ -537,8 +538,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[train] {err}; the last good checkpoint in {args.model_path} is kept", file=sys.stderr)
         return 3
     joints = ", ".join(f"part {k}: {j['type']} {j['motion']:.3f}" for k, j in enumerate(summary["joints"], 1))
+    memory = summary.get("peak_gpu_memory_gib")
+    memory_text = "" if memory is None else f", peak GPU memory {memory:.2f} GiB"
     print(f"[train] {args.scene_name}: {summary['gaussians']} surfels, parts {summary['part_counts']}, {joints} "
-          f"(canonical -> other), {summary['seconds']:.0f} s -> {args.model_path}")
+          f"(canonical -> other), {summary['seconds']:.0f} s{memory_text} -> {args.model_path}")
     return 0
 
 

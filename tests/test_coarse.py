@@ -177,6 +177,7 @@ def test_short_run_writes_the_stage_outputs(trained: dict) -> None:
         assert payload["iteration"] == MAIN_ITERATIONS and payload["state"] == state
         assert payload["params"]["means"].shape[0] == summary["num_gaussians"][state]
     assert summary["resumed_from"] == [None, None] and summary["iterations_per_second"] > 0
+    assert summary["peak_gpu_memory_gib"] is None  # a CPU run
 
 
 def test_summary_splits_the_wall_time_into_phases(trained: dict) -> None:

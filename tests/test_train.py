@@ -128,6 +128,7 @@ def test_refinement_reduces_a_perturbed_joint_error(workspace: dict, tmp_path: P
         assert (model_path / f"chkpnt{iteration}.pth").is_file()
     summary = json.loads((model_path / "train_summary.json").read_text())
     assert summary["canonical_state"] == 1 and len(summary["part_counts"]) == 2
+    assert summary["peak_gpu_memory_gib"] is None  # a CPU run
 
 
 def test_resume_continues_from_the_latest_checkpoint(workspace: dict, tmp_path: Path) -> None:

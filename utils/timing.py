@@ -1,4 +1,5 @@
-"""Wall time per named phase of a stage, for the 'where does the time go' lines of logs and summaries."""
+"""Wall time per named phase of a stage and its peak GPU memory, for the 'where does the time go' lines of logs and
+summaries."""
 from __future__ import annotations
 
 import time
@@ -25,3 +26,11 @@ class PhaseTimer:
     def summary(self) -> str:
         """'load 1.2 s, meshes 3.4 s, ...' in the order the phases were first marked."""
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+
+
+def peak_gpu_memory_gib(device: torch.device) -> float | None:
+    """GiB of GPU memory that torch's allocator held at its peak in this process so far (what a stage needs of the
+    GPU); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**30
