@@ -464,7 +464,7 @@ def train(args: argparse.Namespace) -> dict | None:
                  "on" if uses_depth else "off (no depth)", run.model.num_points, run.start)
     timer.mark("initialisation")
     optimise(runs, args, model_path, timer)
-    train_seconds = timer.seconds["iterations"] + timer.seconds["checkpoints and saves"]
+    train_seconds = timer.total("iterations", "checkpoints and saves")
     for run in runs:
         if not state_iteration_saved(model_path, run.state, args.iterations):
             save_state_iteration(model_path, run, args.iterations, args.motion_voxel_size, backend_name(args))

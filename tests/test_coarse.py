@@ -271,6 +271,20 @@ def test_interrupted_run_resumes_to_the_same_result(data_root: Path, tmp_path: P
     assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == [None, None]
 
 
+def test_run_stopped_during_its_final_save_finishes_it(tiny_scene: Path) -> None:
+    """Both states' final checkpoints exist but the final outputs do not (stopped while saving): the rerun trains no
+    iteration and writes them."""
+    model_path = tiny_scene.parent / "out"
+    args = scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]
+    assert coarse.main(args) == 0
+    (model_path / coarse.SUMMARY_NAME).unlink()
+    (model_path / "point_cloud" / "iteration_10" / coarse.MOTION_NAME).unlink()
+    assert coarse.main(args) == 0
+    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    assert summary["resumed_from"] == [10, 10] and summary["iterations_per_second"] is None
+    assert (model_path / "point_cloud" / "iteration_10" / coarse.MOTION_NAME).is_file()
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_path: Path, monkeypatch,
                                                            capsys: pytest.CaptureFixture) -> None:
     original = coarse.state_losses

@@ -19,6 +19,7 @@ def test_phase_timer_charges_each_phase_the_time_since_the_previous_mark() -> No
     assert list(timer.seconds) == ["load", "iterations"]
     assert 0.07 <= timer.seconds["load"] < 0.5 and timer.seconds["iterations"] < 0.02
     assert timer.summary().startswith("load 0.")
+    assert timer.total("load", "iterations", "never marked") == timer.seconds["load"] + timer.seconds["iterations"]
 
 
 def test_peak_gpu_memory_is_none_on_the_cpu() -> None:

@@ -23,6 +23,10 @@ class PhaseTimer:
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
         self._last = now
 
+    def total(self, *names: str) -> float:
+        """Seconds charged to the phases `names` so far (0 for a phase never marked)."""
+        return sum(self.seconds.get(name, 0.0) for name in names)
+
     def summary(self) -> str:
         """'load 1.2 s, meshes 3.4 s, ...' in the order the phases were first marked."""
         return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
