@@ -75,14 +75,11 @@ class FusedAdam:
 
     def state_dict(self) -> dict[str, Any]:
         """torch.optim's layout: per-parameter state by index, and the groups with their parameters' indices."""
-        index = {}
-        groups = []
-        for group in self.param_groups:
-            ids = [index.setdefault(id(param), len(index)) for param in group["params"]]
-            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
-        params = [param for group in self.param_groups for param in group["params"]]
-        state = {index[id(param)]: self.state[param] for param in params if param in self.state}
-        return {"state": state, "param_groups": groups}
+        index: dict[int, int] = {}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [index.setdefault(id(param), len(index)) for param in group["params"]]}
+                  for group in self.param_groups]
+        return {"state": {index[id(param)]: state for param, state in self.state.items()}, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Take the groups' settings and the moments of a `state_dict` (this class's or `torch.optim.Adam`'s) for
