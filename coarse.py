@@ -62,7 +62,7 @@ from utils.loss_utils import opacity_binarisation_loss
 from utils.motion_state import DEFAULT_VOXEL_SIZE, motion_excesses
 from utils.point_cloud import (backproject_depth, random_points_in_views, read_point_ply, voxel_downsample,
                                write_point_ply)
-from utils.timing import PhaseTimer, peak_gpu_memory_gib
+from utils.timing import PhaseTimer, memory_note, peak_gpu_memory_gib
 from utils.train_utils import (
     FiniteGuard,
     TrainingDiverged,
@@ -586,11 +586,10 @@ def log_summary(scene: str, summary: dict, phases: str) -> None:
                 depth = "" if result["depth_mae"] is None else f", depth error {result['depth_mae']:.4f}"
                 parts.append(f"{split} PSNR {result['psnr']:.2f} dB{depth}")
         log.info("%s state %d: %s, %d Gaussians", scene, state, "; ".join(parts), summary["num_gaussians"][state])
-    speed, memory = summary["iterations_per_second"], summary["peak_gpu_memory_gib"]
+    speed = summary["iterations_per_second"]
     log.info("%s: larger motion state %d, %.1f s in all (%.1f s training, %s it/s of both states; %s)%s", scene,
              summary["larger_motion_state"], summary["wall_seconds"], summary["train_seconds"],
-             "-" if speed is None else f"{speed:.1f}", phases,
-             "" if memory is None else f", peak GPU memory {memory:.2f} GiB")
+             "-" if speed is None else f"{speed:.1f}", phases, memory_note(summary["peak_gpu_memory_gib"]))
 
 
 def main(argv: list[str] | None = None) -> int:

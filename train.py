@@ -54,7 +54,7 @@ from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
 from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
     learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
     surfel_checkpoint
-from utils.timing import peak_gpu_memory_gib
+from utils.timing import memory_note, peak_gpu_memory_gib
 from utils.voxel_grid import VoxelGrid
 
 log = logging.getLogger("train")
@@ -538,10 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[train] {err}; the last good checkpoint in {args.model_path} is kept", file=sys.stderr)
         return 3
     joints = ", ".join(f"part {k}: {j['type']} {j['motion']:.3f}" for k, j in enumerate(summary["joints"], 1))
-    memory = summary.get("peak_gpu_memory_gib")
-    memory_text = "" if memory is None else f", peak GPU memory {memory:.2f} GiB"
     print(f"[train] {args.scene_name}: {summary['gaussians']} surfels, parts {summary['part_counts']}, {joints} "
-          f"(canonical -> other), {summary['seconds']:.0f} s{memory_text} -> {args.model_path}")
+          f"(canonical -> other), {summary['seconds']:.0f} s{memory_note(summary.get('peak_gpu_memory_gib'))} "
+          f"-> {args.model_path}")
     return 0
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from utils.timing import PhaseTimer, peak_gpu_memory_gib
+from utils.timing import PhaseTimer, memory_note, peak_gpu_memory_gib
 
 
 def test_phase_timer_charges_each_phase_the_time_since_the_previous_mark() -> None:
@@ -24,6 +24,7 @@ def test_phase_timer_charges_each_phase_the_time_since_the_previous_mark() -> No
 
 def test_peak_gpu_memory_is_none_on_the_cpu() -> None:
     assert peak_gpu_memory_gib(torch.device("cpu")) is None
+    assert memory_note(None) == "" and memory_note(1.234) == ", peak GPU memory 1.23 GiB"
 
 
 @pytest.mark.cuda

@@ -38,3 +38,8 @@ def peak_gpu_memory_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def memory_note(gib: float | None) -> str:
+    """', peak GPU memory 1.23 GiB' for a log line, or '' without a figure (a CPU run)."""
+    return "" if gib is None else f", peak GPU memory {gib:.2f} GiB"
