@@ -19,7 +19,8 @@ from scene.dataset_readers import companion_path, read_rgba
 from tiny_sam import make_dark_region_sam, tiny_sam
 from utils import get_mask
 from utils.label_maps import clip_masks, label_map, paint_labels
-from utils.segmenters import CheckpointError, Frame, SamSegmenter, depth_normals, load_sam, masks_from_records
+from utils.sam_segmenter import SamSegmenter, load_sam, masks_from_records
+from utils.segmenters import CheckpointError, Frame, depth_normals
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("cabinet", "drawers", "fridge", "storage", "laptop", "oven")
@@ -215,3 +216,46 @@ def test_classic_segmenter_respects_part_boundaries(data_root: Path, category: s
             good, labelled, on_parts = good + g, labelled + n, on_parts + int((parts > 0).sum())
     assert labelled > 0.8 * on_parts                                  # the regions cover the object
     assert good / labelled >= 0.9
+
+
+def test_classic_workers_write_the_same_masks_as_one_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    scene = tmp_path / "data" / "gear" / "synthetic" / "storage"
+    generate_scene("storage", scene, res=64, views=3, test_views=1, seed=2, progress=False)
+    args = ["--dataset_path", "gear/synthetic/storage", "--data_root", str(tmp_path / "data"), "--segmenter",
+            "classic", "--overwrite"]
+    assert get_mask.main([*args, "--workers", "1"]) == 0
+    serial = [np.load(m, allow_pickle=False) for state in ("start", "end") for _, m in scene_images(scene, state)]
+    assert "1 process)" in capsys.readouterr().out
+    assert get_mask.main([*args, "--workers", "2"]) == 0
+    assert "2 processes" in capsys.readouterr().out
+    pooled = [np.load(m, allow_pickle=False) for state in ("start", "end") for _, m in scene_images(scene, state)]
+    assert len(pooled) == 6 and all(np.array_equal(a, b) for a, b in zip(serial, pooled))
+    assert all(a.max() > 1 for a in pooled)
+
+
+def test_a_worker_error_names_the_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    scene = tmp_path / "data" / "gear" / "synthetic" / "oven"
+    generate_scene("oven", scene, res=48, views=3, test_views=1, seed=0, progress=False)
+    image_path, mask_path = scene_images(scene, "end")[1]
+    cv2.imwrite(str(image_path), np.zeros((48, 48, 4), np.uint8))
+    args = ["--dataset_path", "gear/synthetic/oven", "--data_root", str(tmp_path / "data"), "--segmenter", "classic",
+            "--states", "end", "--workers", "2"]
+    assert get_mask.main(args) == 1
+    assert f"{image_path.name} has no foreground" in capsys.readouterr().err
+    assert not mask_path.exists()
+
+
+def test_workers_are_checked() -> None:
+    with pytest.raises(SystemExit):
+        get_mask.parse_args(["--dataset_path", "a/b/c", "--segmenter", "classic", "--workers", "0"])
+    with pytest.raises(SystemExit):
+        get_mask.parse_args(["--dataset_path", "a/b/c", "--workers", "2"])  # SAM: one image at a time
+    assert get_mask.parse_args(["--dataset_path", "a/b/c", "--segmenter", "classic", "--workers", "3"]).workers == 3
+
+
+def test_classic_stage1_imports_no_segment_anything() -> None:
+    """The classic path needs neither segment_anything nor torchvision (seconds of imports without bytecode caches)."""
+    code = "import sys; from utils import get_mask; " \
+           "print(sorted(m for m in ('segment_anything', 'torchvision') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -10,8 +10,11 @@ label map `<scene>/<state>/train/mask/XXXX.npy` (0 = no region). Images already 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,9 +35,10 @@ from utils.graphics_utils import fov_to_focal
 from utils.io_utils import atomic_path
 from utils.label_maps import label_map, overlay
 from utils.segmenters import (
-    FOREGROUND_ALPHA, SAM_CHECKPOINT, SAM_SETTINGS, CheckpointError, ClassicSegmenter, Frame, SamSegmenter, Segmenter,
-    load_sam, sam_model_registry,
+    FOREGROUND_ALPHA, SAM_CHECKPOINT, SAM_SETTINGS, CheckpointError, ClassicSegmenter, Frame, Segmenter,
 )
+
+MAX_WORKERS = 8
 
 
 class ImageJob(NamedTuple):
@@ -56,9 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--segmenter", choices=("sam", "classic"), default="sam",
                         help="sam (default) or classic: a classical over-segmentation, a weaker prior")
     parser.add_argument("--sam_checkpoint", type=Path, default=SAM_CHECKPOINT)
-    parser.add_argument("--model_type", choices=sorted(sam_model_registry), default="vit_h",
-                        help="segment_anything.sam_model_registry key matching --sam_checkpoint")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model_type", default="vit_h",
+                        help="segment_anything.sam_model_registry key matching --sam_checkpoint (vit_h, vit_l, vit_b)")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="SAM's device (default: cuda when available)")
+    parser.add_argument("--workers", type=int,
+                        help=f"processes for the classic segmenter (default: the available cores, at most "
+                             f"{MAX_WORKERS}); SAM segments one image at a time on --device")
     parser.add_argument("--points_per_side", type=int, default=SAM_SETTINGS["points_per_side"],
                         help="SAM prompt grid (the paper: 32); lower only for quick tests")
     parser.add_argument("--points_per_batch", type=int, default=64, help="SAM prompts per forward pass (memory)")
@@ -69,8 +76,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if Path(args.dataset_path).is_absolute():
         parser.error(f"--dataset_path must be <dataset>/<subset>/<scene> relative to --data_root, "
                      f"got {args.dataset_path}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.segmenter == "sam":
+        if args.workers not in (None, 1):
+            parser.error("--workers applies to --segmenter classic; SAM segments one image at a time on --device")
+        args.workers = 1
+        if args.device is None:
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif args.device == "cuda" and not torch.cuda.is_available():
+            parser.error("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    elif args.workers is None:
+        args.workers = min(MAX_WORKERS, len(os.sched_getaffinity(0)))
     return args
 
 
@@ -110,6 +127,8 @@ def build_segmenter(args: argparse.Namespace) -> Segmenter:
         print("stage 1: --segmenter classic: Felzenszwalb over-segmentation on colour, depth and normals stands in "
               "for SAM; it is a WEAKER part prior than SAM's masks.", flush=True)
         return ClassicSegmenter()
+    from utils.sam_segmenter import SamSegmenter, load_sam  # segment_anything loads torchvision: only for SAM
+
     sam = load_sam(args.sam_checkpoint, args.model_type, args.device)
     return SamSegmenter(sam, args.points_per_side, args.points_per_batch)
 
@@ -141,6 +160,27 @@ def segment_image(segmenter: Segmenter, job: ImageJob) -> tuple[Frame, np.ndarra
     return frame, label_map(segmenter(frame), frame.foreground)
 
 
+def segment_and_save(segmenter: Segmenter, vis_dir: Path | None, job: ImageJob) -> int:
+    """Segment the image of `job`, write its label map (and its overlay under `vis_dir`); its number of regions."""
+    frame, labels = segment_image(segmenter, job)
+    save_mask(job.mask, labels)
+    if vis_dir is not None:
+        save_overlay(overlay_path(vis_dir, job), frame, labels)
+    return int(labels.max())
+
+
+def segment_all(segmenter: Segmenter, jobs: list[ImageJob], vis_dir: Path | None, workers: int,
+                desc: str) -> list[int]:
+    """`segment_and_save` every job, in `workers` forked processes when more than one (the classic segmenter is
+    per-image CPU work; forked workers start without importing anything again); region counts in job order."""
+    work = partial(segment_and_save, segmenter, vis_dir)
+    bar = partial(tqdm, total=len(jobs), desc=desc, unit="image")
+    if workers == 1 or len(jobs) == 1:
+        return list(bar(map(work, jobs)))
+    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+        return list(bar(pool.imap(work, jobs)))
+
+
 def run(args: argparse.Namespace) -> None:
     """Segment every training image of the scene that has no mask yet (all of them with `--overwrite`)."""
     scene_dir = Path(args.data_root) / args.dataset_path
@@ -159,18 +199,15 @@ def run(args: argparse.Namespace) -> None:
     if not todo:
         return
     segmenter = build_segmenter(args)
-    counts = []
     start = time.perf_counter()
-    for job in tqdm(todo, desc=f"stage 1 masks ({args.segmenter})", unit="image"):
-        frame, labels = segment_image(segmenter, job)
-        save_mask(job.mask, labels)
-        if args.save_visualization:
-            save_overlay(overlay_path(vis_dir, job), frame, labels)
-        counts.append(int(labels.max()))
-    seconds = (time.perf_counter() - start) / len(todo)
+    counts = segment_all(segmenter, todo, vis_dir if args.save_visualization else None, args.workers,
+                         f"stage 1 masks ({args.segmenter})")
+    seconds = time.perf_counter() - start
     prior = f"sam {args.model_type}" if args.segmenter == "sam" else "classic, weaker prior"
     print(f"stage 1 ({prior}): {len(todo)} images, {np.mean(counts):.1f} masks per image "
-          f"(min {min(counts)}, max {max(counts)}), {seconds:.2f} s per image -> {scene_dir}/<state>/train/mask/")
+          f"(min {min(counts)}, max {max(counts)}), {seconds / len(todo):.2f} s per image "
+          f"({seconds:.1f} s, {args.workers} process{'es' if args.workers > 1 else ''}) "
+          f"-> {scene_dir}/<state>/train/mask/")
 
 
 def main(argv: list[str] | None = None) -> int:
