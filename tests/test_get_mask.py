@@ -187,6 +187,8 @@ def test_unloadable_checkpoint_names_the_file(tmp_path: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.pth"):
         load_sam(junk, "vit_b", "cpu")
+    with pytest.raises(CheckpointError, match="unknown SAM model type 'vit_x'"):
+        load_sam(junk, "vit_x", "cpu")
 
 
 def test_image_without_foreground_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
