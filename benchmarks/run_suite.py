@@ -106,9 +106,17 @@ def stage_commands(args: argparse.Namespace, scene: str) -> dict[str, list[str]]
                   *schedule["train"]],
         "render": [py, "render.py", *common],
     }
+    if args.segmenter == "classic" and args.jobs > 1:
+        commands["masks"] += ["--workers", str(mask_workers(args.jobs))]
     for stage, extra in stage_extras(getattr(args, "extra", None) or []).items():
         commands[stage] += extra
     return commands
+
+
+def mask_workers(jobs: int) -> int:
+    """Stage 1's classic-segmenter processes per object when `jobs` objects run at once: a share of the cores, so
+    that one object's stage 1 does not starve the others' training loops of host time."""
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
 
 
 def stage_extras(items: list[str]) -> dict[str, list[str]]:

@@ -43,7 +43,7 @@ def test_stages_option_runs_only_those_stages(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(run_suite, "given_joint_types", lambda scene_dir: "s,r")
     args = argparse.Namespace(
         data_root=str(tmp_path / "data"), output_root=str(tmp_path / "out"), subset="suite", schedule="short",
-        segmenter="classic", stages=["train", "render"], extra=["train=--one_render_call --init_reach 0"])
+        segmenter="classic", stages=["train", "render"], extra=["train=--one_render_call --init_reach 0"], jobs=1)
     result = run_suite.run_scene(args, "cabinet", None)
     assert ran == ["train.py", "render.py"]
     assert result["status"] == "ok"
@@ -51,3 +51,15 @@ def test_stages_option_runs_only_those_stages(tmp_path: Path, monkeypatch) -> No
     assert commands[0][-3:] == ["--one_render_call", "--init_reach", "0"] and "--init_reach" not in commands[1]
     with pytest.raises(SystemExit, match="STAGE=ARGS"):
         run_suite.stage_extras(["training=--x"])
+
+
+def test_classic_stage1_gets_a_share_of_the_cores(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(run_suite, "given_joint_types", lambda scene_dir: "s,r")
+    monkeypatch.setattr(run_suite.os, "sched_getaffinity", lambda pid: set(range(16)))
+    args = argparse.Namespace(data_root=str(tmp_path), output_root=str(tmp_path), subset="suite", schedule="short",
+                              segmenter="classic", jobs=3)
+    assert run_suite.stage_commands(args, "cabinet")["masks"][-2:] == ["--workers", "5"]
+    args.jobs = 1                                              # alone: stage 1's own default
+    assert "--workers" not in run_suite.stage_commands(args, "cabinet")["masks"]
+    args.segmenter, args.jobs = "sam", 3                       # SAM runs one image at a time
+    assert "--workers" not in run_suite.stage_commands(args, "cabinet")["masks"]
