@@ -175,9 +175,9 @@ def segment_all(segmenter: Segmenter, jobs: list[ImageJob], vis_dir: Path | None
     per-image CPU work; forked workers start without importing anything again); region counts in job order."""
     work = partial(segment_and_save, segmenter, vis_dir)
     bar = partial(tqdm, total=len(jobs), desc=desc, unit="image")
-    if workers == 1 or len(jobs) == 1:
+    if workers == 1:
         return list(bar(map(work, jobs)))
-    with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
         return list(bar(pool.imap(work, jobs)))
 
 
@@ -199,14 +199,15 @@ def run(args: argparse.Namespace) -> None:
     if not todo:
         return
     segmenter = build_segmenter(args)
+    workers = min(args.workers, len(todo))
     start = time.perf_counter()
-    counts = segment_all(segmenter, todo, vis_dir if args.save_visualization else None, args.workers,
+    counts = segment_all(segmenter, todo, vis_dir if args.save_visualization else None, workers,
                          f"stage 1 masks ({args.segmenter})")
     seconds = time.perf_counter() - start
     prior = f"sam {args.model_type}" if args.segmenter == "sam" else "classic, weaker prior"
     print(f"stage 1 ({prior}): {len(todo)} images, {np.mean(counts):.1f} masks per image "
           f"(min {min(counts)}, max {max(counts)}), {seconds / len(todo):.2f} s per image "
-          f"({seconds:.1f} s, {args.workers} process{'es' if args.workers > 1 else ''}) "
+          f"({seconds:.1f} s, {workers} process{'es' if workers > 1 else ''}) "
           f"-> {scene_dir}/<state>/train/mask/")
 
 
