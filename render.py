@@ -23,18 +23,18 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
     joint_info.json                     {"joints": [{"part", "type", "axis_origin", "axis_direction", "motion"}],
                                         "larger_motion_state"}: start -> end, world frame, degrees or scene units,
                                         motion >= 0 (the axis direction carries the sign)
-    urdf/<scene>.urdf                   static base + one link and joint per movable part (utils/urdf.py)
+    urdf/<scene>.urdf                   static base + one link and joint per movable part (evaluation/urdf.py)
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
                                         "canonical_state", "summary", "joints", "meshes", "images", "part_labels",
                                         "seconds", "peak_gpu_memory_gib"}: summary..part_labels from
-                                        utils.metrics.summarise (peak GPU memory: null on the CPU); joint, mesh
+                                        evaluation.metrics.summarise (peak GPU memory: null on the CPU); joint, mesh
                                         and part-label metrics need `gt/` (null without it; part labels: the share
                                         of opaque canonical surfels labelled with the part of the nearest
                                         ground-truth part surface), PSNR/SSIM the test views, overall and per state
                                         (null with --skip_test);
                                         seconds: wall time per phase (load, train views, test views, orbit,
                                         meshes, exports, metrics)
-    result.csv                          (eval mode) the flat summary as one CSV row (utils.metrics.write_result_csv)
+    result.csv                          (eval mode) the flat summary as one CSV row (evaluation.metrics)
 
 <state> is start|end, <split> train|test, <name> the dataset image's name. `--mode render` skips the metrics
 (`--eval_app` then still writes PSNR/SSIM). One result row per scene lives in its own `eval/result.csv`;
@@ -58,15 +58,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from arguments import ModelParams, PipelineParams, scene_dir
-from gaussian_renderer import render
-from scene.cameras import STATES, Camera
-from scene.dataset_readers import DatasetError, load_cameras, transforms_path
-from scene.gaussian_model import GaussianModel
-from scene.trained_model import ModelNotFoundError, TrainedModel
-from utils.graphics_utils import look_at_w2c
-from utils.io_utils import atomic_path, write_json
-from utils.mesh_utils import save_mesh
-from utils.metrics import (
+from evaluation.meshes import save_mesh
+from evaluation.metrics import (
     HEADLINE_KEYS,
     evaluate_images,
     evaluate_joints,
@@ -78,10 +71,18 @@ from utils.metrics import (
     summarise,
     write_result_csv,
 )
+from evaluation.tsdf import TSDFVolume, default_bounds, keep_large_components
+from evaluation.urdf import write_urdf
+from gaussian_renderer import render
+from scene.cameras import STATES, Camera
+from scene.dataset_readers import DatasetError, load_cameras, transforms_path
+from scene.gaussian_model import GaussianModel
+from scene.trained_model import ModelNotFoundError, TrainedModel
+from utils.graphics_utils import look_at_w2c
+from utils.io_utils import atomic_path, write_json
 from utils.timing import PhaseTimer, peak_gpu_memory_gib
 from utils.train_utils import pick_device
-from utils.tsdf import TSDFVolume, default_bounds, keep_large_components
-from utils.urdf import write_urdf
+
 
 log = logging.getLogger("render")
 
@@ -394,7 +395,7 @@ def part_centres(model: TrainedModel, start_means: Tensor, gt_meshes: dict[str, 
 def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, opaque: Tensor, joints: list[dict],
              meshes: dict[str, trimesh.Trimesh] | None, test_views: list[tuple[Tensor, Tensor, str]],
              samples: int, geometry: bool) -> dict:
-    """utils.metrics.summarise of the joint and mesh errors and the part labels of the `opaque` (N,) surfels (when
+    """evaluation.metrics.summarise of the joint and mesh errors and the part labels of the `opaque` (N,) surfels (when
     `geometry` and gt/ exists) and PSNR/SSIM (of the `test_views` (render, ground truth, state name), overall and per
     state)."""
     gt_dir = folder / "gt"

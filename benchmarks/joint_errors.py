@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.metrics import evaluate_joints, load_gt_joints  # noqa: E402
 from scene.articulation import joint_start_to_end  # noqa: E402
 from utils.io_utils import read_json  # noqa: E402
-from utils.metrics import evaluate_joints, load_gt_joints  # noqa: E402
 
 
 def latest(folder: Path, name: str) -> Path | None:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.collect_results import column_means, find_metrics, load_rows, markdown_table  # noqa: E402
-from utils.metrics import load_gt_joints  # noqa: E402
+from evaluation.metrics import load_gt_joints  # noqa: E402
 
 DATASET, SUBSET = "gear", "suite"
 SUITE = {"cabinet": "end", "drawers": "end", "fridge": "start", "storage": "end", "laptop": "start", "oven": "end"}

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arguments import parse_joint_types  # noqa: E402
 from benchmarks.joint_errors import HEADER, table_row  # noqa: E402
 from benchmarks.run_suite import DATASET, SUITE, given_joint_types, suite_subset  # noqa: E402
+from evaluation.metrics import load_gt_joints  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
 from scene.dataset_readers import load_cameras  # noqa: E402
-from utils.metrics import load_gt_joints  # noqa: E402
 from utils.motion_state import DEFAULT_VOXEL_SIZE  # noqa: E402
 from utils.part_selection import VoxelizeConfig, discover_parts  # noqa: E402
 from utils.point_cloud import backproject_depth, voxel_downsample  # noqa: E402

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 import trimesh
 
+from evaluation.meshes import load_mesh
+from evaluation.metrics import load_gt_joints
 from gaussian_renderer.sh import rgb_to_sh
 from scene.articulation import ArticulationModel, joint_start_to_end
 from scene.cameras import STATES, Camera
 from scene.dataset_readers import load_cameras
 from scene.gaussian_model import LOG_THICKNESS, GaussianModel
 from scene.trained_model import save
-from utils.mesh_utils import load_mesh
-from utils.metrics import load_gt_joints
 from utils.rotations import matrix_to_quat
 
 LOGIT = 10.0  # one-hot part logits: +LOGIT for the surfel's part, -LOGIT elsewhere

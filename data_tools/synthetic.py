@@ -25,8 +25,8 @@ from data_tools.articulated import STATE_NAMES, ObjectSpec
 from data_tools.cameras import FOV_DEG, sample_poses, square_intrinsics
 from data_tools.objects import build_object, categories
 from data_tools.raycast import RenderedView, StateScene, check_supersample, render_view
+from evaluation.meshes import save_mesh
 from utils.io_utils import atomic_path, write_json
-from utils.mesh_utils import save_mesh
 
 SPLITS = ("train", "test")
 # What a generated scene holds, plus what the pipeline derives from it (stale once the scene is regenerated).

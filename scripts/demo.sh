@@ -56,7 +56,7 @@ EVAL="$OUTPUT_ROOT/gear/demo/$CATEGORY/gear/eval"
 echo "[demo] results in $EVAL: joint_info.json, metrics.json, meshes/, urdf/, renders and orbit video"
 python - "$EVAL/metrics.json" <<'PY'
 import json, sys
-from utils.metrics import HEADLINE_KEYS
+from evaluation.metrics import HEADLINE_KEYS
 summary = json.load(open(sys.argv[1]))["summary"]
 print("[demo] metrics:", ", ".join(f"{k} {summary[k]:.4g}" for k in HEADLINE_KEYS if summary.get(k) is not None))
 PY

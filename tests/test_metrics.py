@@ -12,8 +12,8 @@ import trimesh
 from scipy.spatial.transform import Rotation
 from skimage.metrics import structural_similarity
 
-from utils import metrics
-from utils.mesh_utils import save_mesh
+from evaluation import metrics
+from evaluation.meshes import save_mesh
 
 DOOR = {"type": "revolute", "axis_origin": [0.3, -0.2, 0.1], "axis_direction": [0.0, 0.0, 1.0], "motion": 60.0}
 LID = {"type": "revolute", "axis_origin": [0.0, 0.25, 0.4], "axis_direction": [1.0, 0.0, 0.0], "motion": -35.0}

@@ -22,9 +22,9 @@ import render
 from benchmarks import collect_results
 from data_tools.oracle_model import build_oracle_model
 from data_tools.synthetic import generate_scene
+from evaluation.metrics import chamfer_distance, load_gt_joints, load_gt_meshes
 from scene.dataset_readers import load_cameras
 from scene.trained_model import ARTICULATION_NAME, ModelNotFoundError, TrainedModel, iteration_dir, save
-from utils.metrics import chamfer_distance, load_gt_joints, load_gt_meshes
 
 RES, VIEWS, TEST_VIEWS, SURFELS, ORBIT = 64, 8, 2, 5000, 6
 # Chamfer x1000 of the oracle's fused meshes at 64 px (measured: static 4.2/3.9, movable 2.0/2.0, whole 8.1/3.9

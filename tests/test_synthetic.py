@@ -14,7 +14,7 @@ import trimesh
 
 from data_tools.objects import build_object, categories
 from data_tools.synthetic import generate_scene, main
-from utils.mesh_utils import load_mesh
+from evaluation.meshes import load_mesh
 
 RES, VIEWS, TEST_VIEWS, SEED = 48, 6, 2, 3
 STATES, SPLITS = ("start", "end"), ("train", "test")

@@ -16,13 +16,13 @@ import torch
 import train
 import voxelize
 from data_tools.synthetic import generate_scene
+from evaluation.metrics import evaluate_joints, load_gt_joints
 from scene import Scene
 from scene.articulation import joint_to_matrix, matrix_to_joint
 from scene.gaussian_model import GaussianModel
 from scene.trained_model import TrainedModel
 from utils.get_mask import main as get_mask_main
 from utils.io_utils import write_text
-from utils.metrics import evaluate_joints, load_gt_joints
 from utils.point_cloud import voxel_downsample
 from utils.voxel_grid import VoxelGrid
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 import trimesh
 
+from evaluation.metrics import chamfer_distance
+from evaluation.tsdf import TSDFVolume, default_bounds, keep_large_components
 from utils.graphics_utils import look_at_w2c
-from utils.metrics import chamfer_distance
-from utils.tsdf import TSDFVolume, default_bounds, keep_large_components
 
 SIZE = 128
 FOCAL = SIZE / (2.0 * np.tan(np.radians(25.0)))

@@ -10,8 +10,8 @@ import trimesh
 import yourdfpy
 from scipy.spatial.transform import Rotation
 
-from utils.mesh_utils import save_mesh
-from utils.urdf import write_urdf
+from evaluation.meshes import save_mesh
+from evaluation.urdf import write_urdf
 
 DOOR = {"part": 1, "type": "revolute", "axis_origin": [0.31, -0.25, 0.05],
         "axis_direction": (np.array([0.05, 0.1, 1.0]) / np.linalg.norm([0.05, 0.1, 1.0])).tolist(), "motion": -72.5}

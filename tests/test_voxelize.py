@@ -23,9 +23,9 @@ import arguments
 import voxelize
 from benchmarks.part_chamfer import part_chamfers
 from data_tools.synthetic import generate_scene
+from evaluation.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from scene.articulation import joint_start_to_end, joint_to_matrix, matrix_to_joint
 from scene.dataset_readers import load_cameras
-from utils.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
 from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher

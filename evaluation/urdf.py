@@ -13,8 +13,8 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Any, Iterable, Mapping, Sequence
 
+from evaluation.metrics import as_joint
 from utils.io_utils import atomic_path
-from utils.metrics import as_joint
 
 BASE_LINK = "base"
 # URDF requires effort and velocity on a limit; the twin has no dynamics, so these are nominal.

@@ -32,10 +32,10 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from evaluation.meshes import load_mesh
 from utils.image_utils import psnr as image_psnr
 from utils.io_utils import atomic_path, read_json
 from utils.loss_utils import ssim as ssim_loss
-from utils.mesh_utils import load_mesh
 from utils.neighbours import query
 
 JOINT_TYPES = ("revolute", "prismatic")
