@@ -19,11 +19,15 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
                                         part whole (all surfels) | static (part 0) | part_<k> (movable part k, rendered
                                         alone); marching cubes; --keep_largest: a part's largest connected component,
                                         the whole object's components of >= WHOLE_MIN_AREA of the largest's area
-                                        (parts that open apart stay, floaters go)
+                                        (parts that open apart stay, floaters go); decimated to --max_faces faces;
+                                        the metrics measure these meshes
+    meshes/start_<part>.obj             the start-state static and part meshes as plain OBJ, for the simulators
     joint_info.json                     {"joints": [{"part", "type", "axis_origin", "axis_direction", "motion"}],
                                         "larger_motion_state"}: start -> end, world frame, degrees or scene units,
                                         motion >= 0 (the axis direction carries the sign)
-    urdf/<scene>.urdf                   static base + one link and joint per movable part (evaluation/urdf.py)
+    urdf/<scene>.urdf, mjcf/<scene>.xml static base + one link and joint per movable part, inertia from the mesh
+                                        volume at --density, limits spanning both states (evaluation/export.py)
+    export.json                         face counts before/after decimation, masses and which volume they used
     metrics.json                        (eval mode) {"scene", "dataset", "subset", "model_path", "iteration",
                                         "canonical_state", "summary", "joints", "meshes", "images", "part_labels",
                                         "seconds", "peak_gpu_memory_gib"}: summary..part_labels from
@@ -58,7 +62,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from arguments import ModelParams, PipelineParams, scene_dir
-from evaluation.meshes import save_mesh
+from evaluation.export import ExportConfig, export_twin
 from evaluation.metrics import (
     HEADLINE_KEYS,
     evaluate_images,
@@ -72,7 +76,6 @@ from evaluation.metrics import (
     write_result_csv,
 )
 from evaluation.tsdf import TSDFVolume, default_bounds, keep_large_components
-from evaluation.urdf import write_urdf
 from gaussian_renderer import render
 from scene.cameras import STATES, Camera
 from scene.dataset_readers import DatasetError, load_cameras, transforms_path
@@ -136,6 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group.add_argument("--orbit_frames", type=int, default=60, help="frames of orbit.gif (0 = no video)")
     group.add_argument("--orbit_elevation", type=float, default=25.0, help="orbit elevation in degrees")
     group.add_argument("--chamfer_samples", type=int, default=10_000, help="surface samples per mesh for Chamfer")
+    ExportConfig.add_args(group)
     args = parser.parse_args(argv)
     if not args.model_path:
         args.model_path = str(Path(args.output_root) / args.dataset / args.subset / args.scene_name / MODEL_NAME)
@@ -326,8 +330,8 @@ def render_part(renderer: Renderer, cameras: list[Camera], state: int, part: int
 
 
 def build_meshes(renderer: Renderer, cameras: dict[int, list[Camera]], cached: dict[int, list[View]],
-                 args: argparse.Namespace, out: Path) -> dict[str, trimesh.Trimesh]:
-    """Fuse and write `meshes/<state>_<part>.ply` for both states and every part; returns them by name."""
+                 args: argparse.Namespace) -> dict[str, trimesh.Trimesh]:
+    """Fuse the meshes `<state>_<part>` of both states and every part; returns them by name."""
     model = renderer.model
     opaque = model.gaussians.get_opacity >= OPAQUE
     voxel = args.tsdf_voxel_size
@@ -352,21 +356,18 @@ def build_meshes(renderer: Renderer, cameras: dict[int, list[Camera]], cached: d
                     render_part(renderer, cameras[state], state, part, key)
                 min_area = (WHOLE_MIN_AREA if part == -1 else 1.0) if args.keep_largest else None
                 meshes[key] = fuse(views, bounds, voxel, trunc, args.alpha_threshold, min_area)
-            save_mesh(out / "meshes" / f"{key}.ply", meshes[key])
     log.info("meshes: voxel %.4g, %s", voxel, ", ".join(f"{k} {len(m.faces)} faces" for k, m in meshes.items()))
     return meshes
 
 
 # ------------------------------------------------------------------------------------------------ exports/metrics
-def write_exports(model: TrainedModel, scene: str, out: Path, with_urdf: bool) -> list[dict]:
-    """joint_info.json and (`with_urdf`) urdf/<scene>.urdf of the start-state meshes; returns the start -> end
-    joints."""
+def write_exports(model: TrainedModel, scene: str, out: Path, meshes: dict[str, trimesh.Trimesh] | None,
+                  config: ExportConfig) -> tuple[list[dict], dict[str, trimesh.Trimesh] | None]:
+    """joint_info.json and, with `meshes`, the meshes and simulator exports (evaluation/export.py); returns the
+    start -> end joints and the meshes as written (decimated)."""
     joints = model.joints_start_to_end()
     write_json(out / "joint_info.json", {"joints": joints, "larger_motion_state": model.canonical_state})
-    if with_urdf:
-        parts = [{"mesh_relpath": f"../meshes/start_part_{j['part']}.ply", "joint": j} for j in joints]
-        write_urdf(out / "urdf" / f"{scene}.urdf", scene, "../meshes/start_static.ply", parts)
-    return joints
+    return joints, None if meshes is None else export_twin(out, scene, joints, meshes, config)
 
 
 def area_centroid(mesh: trimesh.Trimesh) -> np.ndarray:
@@ -456,9 +457,9 @@ def run(args: argparse.Namespace) -> dict:
     meshes = None
     if not args.skip_mesh:
         mesh_cams = {s: {"train": train[s], "orbit": orbit, "both": train[s] + orbit}[args.mesh_views] for s in (0, 1)}
-        meshes = build_meshes(renderer, mesh_cams, cached if args.mesh_views == "train" else {}, args, out)
+        meshes = build_meshes(renderer, mesh_cams, cached if args.mesh_views == "train" else {}, args)
         timer.mark("meshes")
-    joints = write_exports(model, args.scene_name, out, with_urdf=not args.skip_mesh)
+    joints, meshes = write_exports(model, args.scene_name, out, meshes, ExportConfig.from_args(args))
     timer.mark("exports")
     summary = {}
     if args.mode == "eval" or args.eval_app:
