@@ -1,6 +1,6 @@
 """Simulator-ready exports of stage 5: decimated meshes, URDF, MJCF and a summary, all under `<model_path>/eval/`.
 
-    meshes/<state>_<part>.ply   every fused mesh, decimated to at most `max_faces` faces, with vertex colours
+    meshes/<state>_<part>.ply   every fused mesh, decimated to about `max_faces` faces, with vertex colours
     meshes/start_<part>.obj     the start-state static and movable part meshes (plain OBJ) the simulators load
     urdf/<scene>.urdf           static base + one link and joint per movable part, `<inertial>` per link
                                 (evaluation/urdf.py; PyBullet, MuJoCo, Gazebo, SAPIEN, Isaac)
@@ -63,7 +63,7 @@ class ExportConfig:
     def add_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         """Add --max_faces and --density, with this class's defaults (bad values are parser errors)."""
         parser.add_argument("--max_faces", type=_number(int, 0), default=ExportConfig.max_faces,
-                            help="decimate every exported mesh to at most this many faces (0 = keep the fused mesh)")
+                            help="decimate every exported mesh to about this many faces (0 = keep the fused mesh)")
         parser.add_argument("--density", type=_number(float, None), default=ExportConfig.density,
                             help="assumed uniform density of the parts for the exported masses and inertias, in kg "
                                  "per cubic scene unit")

@@ -71,12 +71,11 @@ def mass_properties(mesh: trimesh.Trimesh, density: float) -> MassProperties:
     tiny = (MIN_THICKNESS * largest) ** 3  # below this the volume is that of a flat sheet or a line
     if mesh.is_watertight and mesh.is_winding_consistent and mesh.volume > tiny:
         return _from_volume(mesh, density, "mesh")
-    try:
-        hull = mesh.convex_hull
-    except Exception:  # qhull fails on coplanar or collinear points
-        hull = None
-    with np.errstate(invalid="ignore", divide="ignore"):  # a flat hull's centre of mass divides by volume 0
-        enclosed = hull is not None and len(hull.faces) > 0 and hull.volume > tiny
-    if enclosed:
-        return _from_volume(hull, density, "convex hull")
-    return _box_fallback(mesh, density)
+    with np.errstate(invalid="ignore", divide="ignore"):  # trimesh divides by a flat hull's volume 0
+        try:
+            hull = mesh.convex_hull
+        except Exception:  # qhull fails on coplanar or collinear points
+            hull = None
+        if hull is not None and len(hull.faces) > 0 and hull.volume > tiny:
+            return _from_volume(hull, density, "convex hull")
+        return _box_fallback(mesh, density)

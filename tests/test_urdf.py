@@ -1,4 +1,5 @@
-"""URDF export: parses with yourdfpy and moves each start-state part mesh onto its end-state pose."""
+"""URDF and MJCF export: the files parse (yourdfpy) and load in the simulators (MuJoCo; PyBullet where installed),
+and each simulator moves every start-state part mesh exactly onto its end-state pose."""
 from __future__ import annotations
 
 import math
@@ -8,9 +9,12 @@ import numpy as np
 import pytest
 import trimesh
 import yourdfpy
+from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from evaluation.meshes import save_mesh
+from evaluation.mass import mass_properties
+from evaluation.meshes import save_mesh, save_obj
+from evaluation.mjcf import write_mjcf
 from evaluation.urdf import write_urdf
 
 DOOR = {"part": 1, "type": "revolute", "axis_origin": [0.31, -0.25, 0.05],
@@ -97,3 +101,105 @@ def test_urdf_bad_input(tmp_path):
         write_urdf(tmp_path / "a.urdf", "x", "s.ply",
                    [{"mesh_relpath": "p.ply", "joint": DOOR}, {"mesh_relpath": "q.ply", "joint": DOOR}])
     assert not (tmp_path / "a.urdf").exists()  # nothing half-written
+
+
+# ------------------------------------------------------------------------------------------- inertia and simulators
+SIM_TOLERANCE = 1e-5  # float32 vertices in the simulators
+
+
+@pytest.fixture()
+def sim_export(tmp_path):
+    """The cabinet of `exported` as OBJ meshes with mass properties, written as URDF and MJCF; returns
+    (urdf path, mjcf path, meshes, masses)."""
+    meshes = {
+        "static": trimesh.creation.box(extents=(0.6, 0.5, 0.7)),
+        "part_1": trimesh.creation.box(extents=(0.02, 0.5, 0.3)).apply_translation([0.31, 0.0, 0.15]),
+        "part_2": trimesh.creation.box(extents=(0.55, 0.45, 0.15)).apply_translation([0.0, 0.0, -0.2]),
+    }
+    masses = {name: mass_properties(mesh, 500.0) for name, mesh in meshes.items()}
+    for name, mesh in meshes.items():
+        save_obj(tmp_path / "meshes" / f"start_{name}.obj", mesh)
+    parts = [{"mesh_relpath": f"../meshes/start_{name}.obj", "joint": joint, "inertial": masses[name]}
+             for name, joint in (("part_1", DOOR), ("part_2", DRAWER))]
+    paths = tmp_path / "urdf" / "cabinet.urdf", tmp_path / "mjcf" / "cabinet.xml"
+    write_urdf(paths[0], "cabinet", "../meshes/start_static.obj", parts, masses["static"])
+    write_mjcf(paths[1], "cabinet", "../meshes/start_static.obj", parts, masses["static"])
+    return *paths, meshes, masses
+
+
+def joint_value(joint: dict) -> float:
+    return math.radians(joint["motion"]) if joint["type"] == "revolute" else joint["motion"]
+
+
+def assert_same_points(a: np.ndarray, b: np.ndarray) -> None:
+    """The two point sets coincide (each point of either has one of the other within SIM_TOLERANCE)."""
+    assert cKDTree(b).query(a)[0].max() < SIM_TOLERANCE and cKDTree(a).query(b)[0].max() < SIM_TOLERANCE
+
+
+def test_urdf_inertial_is_in_the_link_frame(sim_export):
+    path, _, _, masses = sim_export
+    root = ET.parse(path).getroot()
+    inertial = root.find("link[@name='part_1']/inertial")
+    xyz = [float(v) for v in inertial.find("origin").get("xyz").split()]
+    np.testing.assert_allclose(xyz, masses["part_1"].center - DOOR["axis_origin"], atol=1e-12)
+    assert float(inertial.find("mass").get("value")) == pytest.approx(500.0 * 0.02 * 0.5 * 0.3)
+    tensor = inertial.find("inertia")
+    assert float(tensor.get("ixx")) == pytest.approx(masses["part_1"].inertia[0, 0])
+    assert float(tensor.get("iyz")) == pytest.approx(masses["part_1"].inertia[1, 2], abs=1e-12)
+    assert root.find("link[@name='base']/inertial/mass") is not None
+    assert yourdfpy.URDF.load(str(path)).joint_names == ["joint_1", "joint_2"]  # the <mujoco> element is ignored
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["urdf", "mjcf"])
+def test_mujoco_moves_parts_exactly(sim_export, which):
+    mujoco = pytest.importorskip("mujoco")
+    meshes, masses = sim_export[2], sim_export[3]
+    model = mujoco.MjModel.from_xml_path(str(sim_export[which]))
+    data = mujoco.MjData(model)
+    for number, (name, joint) in enumerate((("part_1", DOOR), ("part_2", DRAWER)), start=1):
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+        joint_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"joint_{number}")
+        assert model.body_mass[body] == pytest.approx(masses[name].mass)
+        assert sorted(model.jnt_range[joint_id]) == pytest.approx(sorted((0.0, joint_value(joint))))
+        (geom,) = [g for g in range(model.ngeom) if model.geom_bodyid[g] == body]
+        mesh = model.geom_dataid[geom]
+        vertices = model.mesh_vert[model.mesh_vertadr[mesh]:model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]]
+        for value, expected in ((0.0, meshes[name].vertices),
+                                (joint_value(joint), moved_by_joint(meshes[name].vertices, joint))):
+            data.qpos[:] = 0.0
+            data.qpos[model.jnt_qposadr[joint_id]] = value
+            mujoco.mj_forward(model, data)
+            assert_same_points(vertices @ data.geom_xmat[geom].reshape(3, 3).T + data.geom_xpos[geom], expected)
+            np.testing.assert_allclose(data.xipos[body], moved_by_joint(masses[name].center[None], joint)[0]
+                                       if value else masses[name].center, atol=SIM_TOLERANCE)
+
+
+def test_pybullet_moves_parts_exactly(sim_export):
+    pybullet = pytest.importorskip("pybullet", reason="pybullet has wheels only up to Python 3.11")
+    meshes, masses = sim_export[2], sim_export[3]
+    client = pybullet.connect(pybullet.DIRECT)
+    try:
+        body = pybullet.loadURDF(str(sim_export[0]), useFixedBase=True, physicsClientId=client)
+        visuals = {shape[1]: shape for shape in pybullet.getVisualShapeData(body, physicsClientId=client)}
+        for index, (name, joint) in enumerate((("part_1", DOOR), ("part_2", DRAWER))):
+            assert pybullet.getDynamicsInfo(body, index, physicsClientId=client)[0] == pytest.approx(masses[name].mass)
+            pybullet.resetJointState(body, index, joint_value(joint), physicsClientId=client)
+            link = pybullet.getLinkState(body, index, computeForwardKinematics=True, physicsClientId=client)
+            np.testing.assert_allclose(link[0], moved_by_joint(masses[name].center[None], joint)[0],
+                                       atol=SIM_TOLERANCE)  # the centre of mass moves with the part
+            position, orientation = pybullet.multiplyTransforms(link[4], link[5], visuals[index][5],
+                                                                visuals[index][6])
+            rotation = np.array(pybullet.getMatrixFromQuaternion(orientation)).reshape(3, 3)
+            assert_same_points(meshes[name].vertices @ rotation.T + position,
+                               moved_by_joint(meshes[name].vertices, joint))
+    finally:
+        pybullet.disconnect(client)
+
+
+def test_mjcf_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="model name"):
+        write_mjcf(tmp_path / "a.xml", "", "s.obj", [])
+    with pytest.raises(ValueError, match="appears twice"):
+        write_mjcf(tmp_path / "a.xml", "x", "s.obj",
+                   [{"mesh_relpath": "p.obj", "joint": DOOR}, {"mesh_relpath": "q.obj", "joint": DOOR}])
+    assert not (tmp_path / "a.xml").exists()
