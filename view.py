@@ -38,7 +38,7 @@ SURFEL_MODES = ("splats", "points", "none")
 POINT_SIZE_SCALE = 2.0  # points are drawn this many median surfel radii wide
 SPLAT_THICKNESS = 0.05  # splats' normal extent relative to their smaller tangent one (0 would be degenerate)
 SLIDER_STEPS = 200  # steps of a joint slider between its two observed states
-VIEW_AZIMUTH_DEG, VIEW_ELEVATION_DEG, VIEW_DISTANCE = 35.0, 25.0, 2.5  # initial camera (radii of the object away)
+VIEW_AZIMUTH_DEG, VIEW_ELEVATION_DEG, VIEW_DISTANCE = 50.0, 30.0, 2.5  # initial camera (radii of the object away)
 UP_DIRECTIONS = {f"{sign}{axis}": (1.0 if sign == "+" else -1.0) * np.eye(3)[i]
                  for i, axis in enumerate("xyz") for sign in "+-"}
 

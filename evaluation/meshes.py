@@ -6,6 +6,7 @@ original vertex.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -55,11 +56,7 @@ def save_obj(path: str | os.PathLike, mesh: trimesh.Trimesh) -> None:
 
 def decimator_available() -> bool:
     """Whether the decimator package (fast-simplification) is installed."""
-    try:
-        import fast_simplification  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("fast_simplification") is not None
 
 
 def decimate(mesh: trimesh.Trimesh, max_faces: int) -> trimesh.Trimesh:
