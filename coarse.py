@@ -51,7 +51,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from arguments import VOXEL_SIZE, ModelOptions, OptimizationOptions, PipelineOptions, SceneOptions, add_options, \
     build, default_model_path, new_parser, option
 from gaussian_renderer import render, render_stacked
-from scene import Scene, initial_point_cloud
+from scene import InitialPoints, Scene, initial_point_cloud
 from scene.camera_points import backproject_depth, random_points_in_views
 from scene.cameras import Camera
 from scene.contract import (COARSE_NAME, COARSE_STAGE, COARSE_SUMMARY_NAME, CONFIG_NAME, LARGER_MOTION_NAME,
@@ -169,33 +169,21 @@ def available_splits(folder: Path) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------------- construction
 
-@dataclass
-class InitialPoints:
-    """The points (M, 3) and colours (M, 3) a state starts from, where they come from, and whether they were derived
-    here (then they are saved to the model folder's init/)."""
-
-    points: np.ndarray
-    colours: np.ndarray
-    source: str
-    derived: bool
-
-
 def initial_points(scene: Scene, state: int, config: CoarseConfig) -> InitialPoints:
     """A state's initial points: its point cloud (shipped, else derived from depth or silhouettes; checked, errors
     name the file) or with --no-init_from_pcd --random_init_points random points where the state's cameras look."""
     if config.init_from_pcd:
-        points, colours, source = initial_point_cloud(scene, state, config.init_voxel_size)
-        return InitialPoints(points, colours, source, derived=not source.endswith(".ply"))
+        return initial_point_cloud(scene, state, config.init_voxel_size)
     points, colours = random_points_in_views(scene.train_cameras(state), config.random_init_points,
                                              seed=config.seed + state)
-    return InitialPoints(points, colours, "random points where the training views look", derived=False)
+    return InitialPoints(points, colours, "random points where the training views look", shipped=False)
 
 
 def initial_model(start: InitialPoints, state: int, config: CoarseConfig, device: torch.device,
                   model_path: Path | None = None) -> GaussianModel:
-    """Surfels (opacity 0.1, scale from the 3 nearest neighbours) at a state's initial points; a derived point cloud
-    is saved to `<model_path>/init/` first."""
-    if start.derived and model_path is not None:
+    """Surfels (opacity 0.1, scale from the 3 nearest neighbours) at a state's initial points; points the dataset
+    did not ship are saved to `<model_path>/init/` first."""
+    if not start.shipped and model_path is not None:
         path = initial_point_cloud_path(model_path, state)
         write_point_ply(path, start.points, start.colours)
         log.info("state %d: %d initial points from %s -> %s", state, len(start.points), start.source, path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -29,10 +30,20 @@ def derived_point_cloud(cameras: list[Camera], voxel_size: float) -> tuple[np.nd
     return points, colours, source
 
 
-def initial_point_cloud(scene: Scene, state: int, voxel_size: float) -> tuple[np.ndarray, np.ndarray, str]:
-    """Points (M, 3), colours (M, 3) and source of a state's initial point cloud: the dataset's own
-    `point_cloud_<state>.ply` when it ships one, else `derived_point_cloud` of the state's training views. At
-    least 2 finite points, else a DatasetError naming the file or the views."""
+class InitialPoints(NamedTuple):
+    """The points (M, 3) and colours (M, 3) a state starts from, where they come from (a shipped file's path, or
+    how they were made) and whether the dataset shipped them."""
+
+    points: np.ndarray
+    colours: np.ndarray
+    source: str
+    shipped: bool
+
+
+def initial_point_cloud(scene: Scene, state: int, voxel_size: float) -> InitialPoints:
+    """A state's initial point cloud: the dataset's own `point_cloud_<state>.ply` when it ships one, else
+    `derived_point_cloud` of the state's training views. At least 2 finite points, else a DatasetError naming the
+    file or the views."""
     shipped = shipped_point_cloud_path(scene.scene_dir, state)
     if shipped.is_file():
         try:
@@ -47,7 +58,7 @@ def initial_point_cloud(scene: Scene, state: int, voxel_size: float) -> tuple[np
         raise DatasetError(f"point cloud from {where} has {len(points)} point(s); at least 2 are needed")
     if not (np.isfinite(points).all() and np.isfinite(colours).all()):
         raise DatasetError(f"point cloud {where} contains NaN or infinite values")
-    return points, colours, source
+    return InitialPoints(points, colours, source, shipped.is_file())
 
 
 class Scene:

@@ -29,7 +29,7 @@ from scene.dataset_readers import load_cameras
 from scene.gaussian_model import GaussianModel
 from training.checkpoints import load_checkpoint
 from utils.motion_state import larger_motion_state, motion_excesses, remove_isolated, voxel_centres
-from utils.point_cloud import voxel_downsample, write_point_ply
+from utils.point_cloud import read_point_ply, voxel_downsample, write_point_ply
 
 REPO = Path(__file__).resolve().parents[1]
 INIT_VOXEL = 0.06  # initial point-cloud density of the test scenes (the stage's default is 0.01)
@@ -404,6 +404,7 @@ def test_random_initialisation_starts_from_the_requested_points(tiny_scene: Path
     assert coarse.main(scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + args) == 0
     summary = json.loads((model_path / COARSE_SUMMARY_NAME).read_text())
     assert summary["num_gaussians"] == [300, 300]
+    assert len(read_point_ply(initial_point_cloud_path(model_path, 1))[0]) == 300  # what the state started from
     assert coarse.parse_args(["--scene_name", "x"]).init_from_pcd is True
     with pytest.raises(SystemExit):
         coarse.parse_args(["--scene_name", "x", "--no-init_from_pcd", "--random_init_points", "1"])

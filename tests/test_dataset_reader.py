@@ -185,8 +185,8 @@ def test_scene_container_writes_nothing(disc_scene: Path) -> None:
     scene = Scene(disc_scene)
     assert len(scene.train_cameras(0)) == 4 and len(scene.test_cameras(1)) == 4
     assert scene.extent > 3.0
-    points, _, source = initial_point_cloud(scene, 0, voxel_size=0.02)
-    assert source == "depth" and len(points) > 50
+    start = initial_point_cloud(scene, 0, voxel_size=0.02)
+    assert start.source == "depth" and not start.shipped and len(start.points) > 50
     assert sorted(disc_scene.rglob("*")) == before                 # the data folder is input only
 
 
@@ -194,8 +194,8 @@ def test_a_shipped_point_cloud_is_read_and_checked(disc_scene: Path) -> None:
     scene = Scene(disc_scene)
     path = shipped_point_cloud_path(disc_scene, 1)
     write_point_ply(path, np.array([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]], np.float32), np.zeros((2, 3), np.float32))
-    points, _, source = initial_point_cloud(scene, 1, voxel_size=0.02)
-    assert source == str(path) and len(points) == 2
+    start = initial_point_cloud(scene, 1, voxel_size=0.02)
+    assert start.source == str(path) and start.shipped and len(start.points) == 2
     write_point_ply(path, np.array([[0.0, np.nan, 0.0], [0.1, 0.0, 0.0]], np.float32), np.zeros((2, 3), np.float32))
     with pytest.raises(DatasetError, match=f"point cloud {path} contains NaN"):
         initial_point_cloud(scene, 1, voxel_size=0.02)
