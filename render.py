@@ -1,7 +1,7 @@
 """Stage 5: renders, part-segmentation images, orbit video, per-part meshes, metrics, joint export and URDF.
 
     python render.py --dataset gear --subset synthetic --scene_name cabinet [--source_path data]
-        [--output_root outputs] [--model_path <output_root>/<dataset>/<subset>/<scene>/gear] [--iteration N|final]
+        [--output_root outputs] [--model_name gear | --model_path PATH] [--iteration N|final]
         [--skip_train] [--skip_test] [--skip_mesh] [--eval_app] [--mode eval|render]
 
 Reads the stage-4 model (`scene/trained_model.py`: canonical surfels with part logits, part motions, canonical
