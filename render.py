@@ -1,12 +1,14 @@
 """Stage 5: renders, part-segmentation images, orbit video, per-part meshes, metrics, joint export and URDF.
 
     python render.py --dataset gear --subset synthetic --scene_name cabinet [--source_path data]
-        [--output_root outputs] [--model_path <output_root>/<dataset>/<subset>/<scene>/gear] [--iteration N|final]
+        [--output_root outputs] [--model_name gear | --model_path PATH] [--iteration N|final]
         [--skip_train] [--skip_test] [--skip_mesh] [--eval_app] [--mode eval|render]
 
 Reads the stage-4 model (`scene/trained_model.py`: canonical surfels with part logits, part motions, canonical
 state) and the scene's cameras; the canonical state is rendered as stored, the other state with the surfels deformed
-by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, rewritten atomically on every run:
+by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`; a run writes into a fresh folder
+(`.eval.new`) and swaps it in as `eval/` only when it is complete, so `eval/` always holds one run's outputs (files
+there that stage 5 does not write are carried over):
 
     renders/<state>/<split>/<name>.png  RGB over the background (black, or white with --white_background)
     parts/<state>/<split>/<name>.png    part colours (PART_PALETTE: static grey, then one colour per movable part) of
@@ -46,11 +48,11 @@ by hard (one-hot argmax) part weights. Everything goes to `<model_path>/eval/`, 
 """
 from __future__ import annotations
 
-import argparse
 import logging
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -61,7 +63,16 @@ import trimesh
 from torch import Tensor
 from tqdm import tqdm
 
-from arguments import ModelParams, PipelineParams, scene_dir
+from arguments import ModelOptions, PipelineOptions, SceneOptions, add_options, build, default_model_path, new_parser, \
+    option
+from gaussian_renderer import render
+from scene.cameras import STATES, Camera
+from scene.contract import EVAL_DIR, EVAL_NEW_DIR, EVAL_OLD_DIR, EVAL_OUTPUTS, MODEL_NAME
+from scene.dataset_readers import DatasetError, check_resolution, load_cameras, transforms_path
+from scene.gaussian_model import GaussianModel
+from scene.trained_model import ModelNotFoundError, TrainedModel
+from utils.graphics_utils import look_at_w2c
+from utils.io_utils import atomic_path, write_json
 from evaluation.export import ExportConfig, export_twin
 from evaluation.metrics import (
     HEADLINE_KEYS,
@@ -75,21 +86,12 @@ from evaluation.metrics import (
     summarise,
     write_result_csv,
 )
-from evaluation.tsdf import TSDFVolume, default_bounds, keep_large_components
-from gaussian_renderer import render
-from scene.cameras import STATES, Camera
-from scene.dataset_readers import DatasetError, load_cameras, transforms_path
-from scene.gaussian_model import GaussianModel
-from scene.trained_model import ModelNotFoundError, TrainedModel
-from utils.graphics_utils import look_at_w2c
-from utils.io_utils import atomic_path, write_json
+from utils.runtime import pick_device
 from utils.timing import PhaseTimer, peak_gpu_memory_gib
-from utils.train_utils import pick_device
-
+from evaluation.tsdf import TSDFVolume, default_bounds, keep_large_components
 
 log = logging.getLogger("render")
 
-MODEL_NAME = "gear"
 TRAIN_HINT = ("make it with: python train.py --dataset {dataset} --subset {subset} --scene_name {scene} "
               "--model_path {model_path} (or scripts/4_train.sh)")
 PART_PALETTE = np.array([[160, 160, 160], [230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25],
@@ -113,41 +115,83 @@ class View:
 
 
 # ------------------------------------------------------------------------------------------------------ arguments
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Stage 5: renders, meshes, metrics, joint export and URDF.")
-    ModelParams(parser)
-    PipelineParams(parser)
-    group = parser.add_argument_group("Stage 5")
-    group.add_argument("--iteration", default="final", help="stage-4 iteration to read, or 'final' (the highest)")
-    group.add_argument("--mode", choices=("eval", "render"), default="eval",
-                       help="eval: everything plus metrics.json; render: no metrics (unless --eval_app)")
-    group.add_argument("--eval_app", action="store_true", help="PSNR/SSIM on the test views in render mode too")
-    group.add_argument("--skip_train", action="store_true", help="do not write images of the training views")
-    group.add_argument("--skip_test", action="store_true", help="do not render the test views (no PSNR/SSIM)")
-    group.add_argument("--skip_mesh", action="store_true", help="no meshes, mesh metrics or URDF")
-    group.add_argument("--tsdf_voxel_size", type=float, default=0.0,
-                       help=f"TSDF voxel edge; 0 = the object's largest side / {VOXELS_PER_SIDE}")
-    group.add_argument("--tsdf_trunc", type=float, default=0.0, help="TSDF truncation distance; 0 = 4 voxels")
-    group.add_argument("--tsdf_bounds", type=float, nargs=6, default=None, metavar=("XMIN", "YMIN", "ZMIN", "XMAX",
-                       "YMAX", "ZMAX"), help="TSDF grid bounds; default: each part's surfels in the state, padded")
-    group.add_argument("--keep_largest", action=argparse.BooleanOptionalAction, default=True,
-                       help="keep only each part mesh's largest connected component (whole meshes: every component "
-                            f"of >= {WHOLE_MIN_AREA:g} of the largest one's area)")
-    group.add_argument("--mesh_views", choices=("train", "orbit", "both"), default="train",
-                       help="cameras whose renders are fused into the meshes")
-    group.add_argument("--alpha_threshold", type=float, default=0.5, help="pixels fused into meshes: alpha above")
-    group.add_argument("--orbit_frames", type=int, default=60, help="frames of orbit.gif (0 = no video)")
-    group.add_argument("--orbit_elevation", type=float, default=25.0, help="orbit elevation in degrees")
-    group.add_argument("--chamfer_samples", type=int, default=10_000, help="surface samples per mesh for Chamfer")
-    ExportConfig.add_args(group)
+@dataclass(frozen=True)
+class RenderConfig(SceneOptions, ModelOptions, PipelineOptions):
+    """Stage 5: which model iteration, what to render, mesh fusion and metrics."""
+
+    model_name: str = option(MODEL_NAME, "the stage-4 model folder inside the scene's output folder (the default "
+                                         "--model_path)")
+    iteration: str = option("final", "stage-4 iteration to read, or 'final' (the highest)")
+    mode: str = option("eval", "eval: everything plus metrics.json; render: no metrics (unless --eval_app)",
+                       choices=("eval", "render"))
+    eval_app: bool = option(False, "PSNR/SSIM on the test views in render mode too")
+    skip_train: bool = option(False, "do not write images of the training views")
+    skip_test: bool = option(False, "do not render the test views (no PSNR/SSIM)")
+    skip_mesh: bool = option(False, "no meshes, mesh metrics or URDF")
+    tsdf_voxel_size: float = option(0.0, f"TSDF voxel edge; 0 = the object's largest side / {VOXELS_PER_SIDE}")
+    tsdf_trunc: float = option(0.0, "TSDF truncation distance; 0 = 4 voxels")
+    tsdf_bounds: tuple[float, ...] | None = option(None, "TSDF grid bounds; default: each part's surfels in the "
+                                                         "state, padded", type=float, nargs=6,
+                                                   metavar=("XMIN", "YMIN", "ZMIN", "XMAX", "YMAX", "ZMAX"))
+    keep_largest: bool = option(True, "keep only each part mesh's largest connected component (whole meshes: every "
+                                      f"component of >= {WHOLE_MIN_AREA:g} of the largest one's area)")
+    mesh_views: str = option("train", "cameras whose renders are fused into the meshes",
+                             choices=("train", "orbit", "both"))
+    alpha_threshold: float = option(0.5, "pixels fused into meshes: alpha above")
+    orbit_frames: int = option(60, "frames of orbit.gif (0 = no video)")
+    orbit_elevation: float = option(25.0, "orbit elevation in degrees")
+    chamfer_samples: int = option(10_000, "surface samples per mesh for Chamfer")
+    max_faces: int = option(ExportConfig.max_faces, "decimate every exported mesh to about this many faces (0 = keep "
+                                                    "the fused mesh)")
+    density: float = option(ExportConfig.density, "assumed uniform density of the parts for the exported masses and "
+                                                  "inertias, in kg per cubic scene unit")
+
+
+def parse_args(argv: list[str] | None) -> RenderConfig:
+    """The stage-5 settings; `model_path` is resolved to its default when empty."""
+    parser = new_parser("Stage 5: renders, meshes, metrics, joint export and URDF.")
+    add_options(parser, RenderConfig)
     args = parser.parse_args(argv)
-    if not args.model_path:
-        args.model_path = str(Path(args.output_root) / args.dataset / args.subset / args.scene_name / MODEL_NAME)
+    if not args.scene_name:
+        parser.error("--scene_name is required")
     if args.orbit_frames < 0 or args.tsdf_voxel_size < 0 or args.tsdf_trunc < 0:
         parser.error("--orbit_frames, --tsdf_voxel_size and --tsdf_trunc must not be negative")
     if args.mesh_views != "train" and args.orbit_frames == 0:
         parser.error(f"--mesh_views {args.mesh_views} fuses the orbit cameras: --orbit_frames must be positive")
-    return args
+    try:
+        check_resolution(args.resolution)
+        ExportConfig(max_faces=args.max_faces, density=args.density)
+    except ValueError as err:
+        parser.error(str(err))
+    config = build(RenderConfig, args)
+    return replace(config, model_path=default_model_path(config, config.model_path, config.model_name))
+
+
+# ------------------------------------------------------------------------------------------------ the eval folder
+def fresh_eval_folder(model_path: Path) -> Path:
+    """An empty `<model_path>/.eval.new` to write this run's outputs into (a killed run's leftover is removed)."""
+    new = model_path / EVAL_NEW_DIR
+    if new.exists():
+        shutil.rmtree(new)
+    new.mkdir(parents=True)
+    return new
+
+
+def swap_in_eval(model_path: Path) -> Path:
+    """Make the finished `.eval.new` the model's `eval/`: entries of the old `eval/` that stage 5 does not write
+    (a user's notes) move into the new one, then the old folder is renamed away and deleted."""
+    new, final, old = model_path / EVAL_NEW_DIR, model_path / EVAL_DIR, model_path / EVAL_OLD_DIR
+    if old.exists():
+        shutil.rmtree(old)
+    if final.is_dir():
+        for entry in final.iterdir():
+            if entry.name not in EVAL_OUTPUTS and not (new / entry.name).exists():
+                entry.rename(new / entry.name)
+        final.rename(old)
+    new.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
 
 
 # ------------------------------------------------------------------------------------------------------- images
@@ -228,12 +272,14 @@ class Renderer:
                       depth_ratio=self.depth_ratio)
 
 
-def load_split(folder: Path, state: int, split: str, resolution: int, device: torch.device) -> list[Camera]:
+def load_split(folder: Path, state: int, split: str, resolution: int, device: torch.device,
+               white_background: bool = False) -> list[Camera]:
     """Cameras with images of one state and split; a missing test split is logged and gives no cameras."""
     if split == "test" and not transforms_path(folder, state, split).is_file():
         log.warning("%s is missing: no %s test views", transforms_path(folder, state, split), STATES[state])
         return []
-    return [cam.to(device) for cam in load_cameras(folder, state, split, resolution, load_masks=False)]
+    return [cam.to(device) for cam in load_cameras(folder, state, split, resolution,
+                                                  white_background=white_background)]
 
 
 def render_split(renderer: Renderer, cameras: list[Camera], state: int, out: Path, write: bool,
@@ -330,7 +376,7 @@ def render_part(renderer: Renderer, cameras: list[Camera], state: int, part: int
 
 
 def build_meshes(renderer: Renderer, cameras: dict[int, list[Camera]], cached: dict[int, list[View]],
-                 args: argparse.Namespace) -> dict[str, trimesh.Trimesh]:
+                 args: RenderConfig) -> dict[str, trimesh.Trimesh]:
     """Fuse the meshes `<state>_<part>` of both states and every part; returns them by name."""
     model = renderer.model
     opaque = model.gaussians.get_opacity >= OPAQUE
@@ -421,10 +467,10 @@ def evaluate(folder: Path, model: TrainedModel, start_means: Tensor, opaque: Ten
 
 
 # ----------------------------------------------------------------------------------------------------------- run
-def run(args: argparse.Namespace) -> dict:
+def run(args: RenderConfig) -> dict:
     """Stage 5 for one scene; returns the summary of metrics.json (or {} when no metrics are computed)."""
     start = time.perf_counter()
-    folder = scene_dir(args)
+    folder = args.scene_dir
     if not folder.is_dir():
         raise DatasetError(f"scene folder {folder} does not exist")
     device = pick_device(args.data_device)
@@ -433,18 +479,20 @@ def run(args: argparse.Namespace) -> dict:
     opaque = model.gaussians.get_opacity >= OPAQUE
     if not bool(opaque.any()):
         raise ValueError(f"{model.folder}: no surfel has opacity >= {OPAQUE}; there is nothing to render")
-    out = Path(args.model_path) / "eval"
     bg = torch.full((3,), 1.0 if args.white_background else 0.0, device=device)
-    renderer = Renderer(model, bg, None if args.backend == "auto" else args.backend, args.depth_ratio)
+    renderer = Renderer(model, bg, args.backend_name, args.depth_ratio)
     threshold = args.alpha_threshold
-    train = {s: load_split(folder, s, "train", args.resolution, device) for s in (0, 1)}
+    train = {s: load_split(folder, s, "train", args.resolution, device, args.white_background) for s in (0, 1)}
+    tests = {s: [] if args.skip_test else load_split(folder, s, "test", args.resolution, device,
+                                                      args.white_background) for s in (0, 1)}
+    out = fresh_eval_folder(Path(args.model_path))  # the inputs are checked: write into a fresh folder
     timer.mark("load")
     cached = {s: render_split(renderer, train[s], s, out, True, threshold) for s in (0, 1)} \
         if not args.skip_train else {}
     timer.mark("train views")
     test_views = []
     for state in () if args.skip_test else (0, 1):
-        cams = load_split(folder, state, "test", args.resolution, device)
+        cams = tests[state]
         views = render_split(renderer, cams, state, out, True, threshold)
         test_views += [(view.rgb.cpu(), cam.composite(bg).cpu(), STATES[state]) for view, cam in zip(views, cams)]
     timer.mark("test views")
@@ -473,6 +521,7 @@ def run(args: argparse.Namespace) -> dict:
         write_json(out / "metrics.json", metrics)
         write_result_csv(out / "result.csv", metrics, scene=args.scene_name)
         summary = metrics["summary"]
+    out = swap_in_eval(Path(args.model_path))
     num_train = sum(len(views) for views in cached.values())
     numbers = ", ".join(f"{k} {summary[k]:.4g}" for k in HEADLINE_KEYS if summary.get(k) is not None)
     print(f"[render] {args.scene_name}: iteration {model.iteration}, {num_train} train + {len(test_views)} test "
@@ -491,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
                                  model_path=args.model_path)
         print(f"error: {err}; {hint}", file=sys.stderr)
         return 2
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

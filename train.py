@@ -2,32 +2,36 @@
 
     python train.py --dataset gear --subset synthetic --scene_name cabinet --coarse_name coarse_gs --coarse_iter 30000
 
-Reads, never `gt/`:
+Reads (file names: scene/contract.py), never `gt/`:
   * stage 2: `<output_root>/<dataset>/<subset>/<scene>/<coarse_name>/point_cloud/iteration_<coarse_iter>/`
-    `point_cloud_<c>.ply` of the canonical (larger-motion) state c and `larger_motion_state.txt`;
-  * stage 3: `joint_voxel_info.json` / `.npz` in the same folder (initial parts and joints, c -> o);
-  * stage 1: the SAM label maps `<c state>/train/mask/XXXX.npy` of the canonical training views (part prior).
-Writes under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene>/gear`): the model contract of
+    `point_cloud_<c>.ply` of the canonical (larger-motion) state c;
+  * stage 3: `joint_voxel_info.json` / `.npz` in the same folder (canonical state, initial parts, their joint types
+    and joints c -> o);
+  * stage 1: the label maps `masks/<c state>/train/<image>.npy` of the canonical training views (part prior).
+Writes under `--model_path` (default `<output_root>/<dataset>/<subset>/<scene>/<model_name>`): the model contract of
 `scene/trained_model.py` (`point_cloud/iteration_<N>/point_cloud.ply` with the part logits as features and
 `articulation.json`) at `--checkpoint_iterations` and the last iteration, a resume checkpoint `chkpnt<N>.pth` next to
-each, `train_log.jsonl` (loss terms, phase, part counts and joints every `--log_interval` iterations),
-`train_summary.json` (iterations, seconds, it/s, part counts, joints, peak GPU memory) and `cfg_args`.
+each (with every random state, so a resumed run equals an uninterrupted one), `train_log.jsonl` (loss terms, phase,
+part counts and joints every `--log_interval` iterations), `train_summary.json` (iterations, seconds, it/s, part
+counts, joints, peak GPU memory), `cfg_args` and the folder's marker `stage.json`.
 
 Each iteration renders the deformed model in a random training view of the other state o (photometric + depth
 loss) and the undeformed model in a random training view of c (anchor; in E-steps also the part prior on the
 rendered logits and the kNN smoothness of the logits). E-steps train logits and geometry with soft part weights and
-densify; M-steps train the joints (and geometry) with hard weights. Joint types come from stage 3 unless given.
-Both views are drawn in one gsplat call (`gaussian_renderer.render_each`: one tile binning, so one host
-synchronisation per iteration instead of two; `--no-one_render_call` renders them one by one, with the same values).
+densify; M-steps train the joints (and geometry) with hard weights. Each part keeps the joint type stage 3 gave it;
+`--joint_types` only confirms them (the same multiset) and keeps them from switching. Both views are drawn in one
+gsplat call (`gaussian_renderer.render_each`: one host synchronisation per iteration instead of two;
+`--no-one_render_call` renders them one by one, with the same values).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -37,30 +41,83 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 from tqdm import tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, RefinementParams, iteration_dir, \
-    parse_joint_types, scene_dir, scene_output_dir
+from arguments import CoarseInput, ModelOptions, OptimizationOptions, PipelineOptions, SceneOptions, add_options, \
+    build, default_model_path, new_parser, option, parse_joint_types
 from gaussian_renderer import render, render_each
 from scene import Scene
 from scene.articulation import ArticulationModel, blend_weights, deform_surfels
 from scene.cameras import STATES, Camera
-from scene.dataset_readers import DatasetError
+from scene.contract import (ARTICULATION_NAME, CONFIG_NAME, JOINT_VOXEL_INFO_JSON, JOINT_VOXEL_INFO_NPZ, MODEL_NAME,
+                            TRAIN_CHECKPOINT_PREFIX, TRAIN_LOG_NAME, TRAIN_STAGE, TRAIN_SUMMARY_NAME,
+                            coarse_iteration_dir, coarse_ply_name, iteration_dir, mask_path, masks_dir,
+                            train_checkpoint_path)
+from scene.dataset_readers import DatasetError, check_resolution
 from scene.gaussian_model import Densifier, GaussianModel, LearningRates, exponential_lr
-from scene.trained_model import ARTICULATION_NAME, save as save_trained_model
+from scene.model_folder import FolderError, check_folder, claim_folder, clear_outputs
+from scene.trained_model import save as save_trained_model
+from training.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint, restore_rng_state, \
+    restore_surfel_training, rng_state, save_checkpoint, surfel_checkpoint
+from training.image_losses import LossWeights, image_loss_terms
+from training.loop import FiniteGuard, TrainingDiverged, background, learning_rates
 from utils.adam import FusedAdam
-from utils.io_utils import read_json, write_json
 from utils.cuda_graphs import GraphedFunction
+from utils.io_utils import atomic_path, read_json, write_json
 from utils.neighbours import query
 from utils.part_losses import knn_indices, knn_smoothness_loss, part_prior_loss
-from utils.train_utils import FiniteGuard, TrainingDiverged, background, image_loss_terms, latest_checkpoint, \
-    learning_rates, load_checkpoint, pick_device, restore_surfel_training, save_checkpoint, seed_everything, \
-    surfel_checkpoint
+from utils.runtime import pick_device, seed_everything
 from utils.timing import memory_note, peak_gpu_memory_gib
 from utils.voxel_grid import VoxelGrid
 
 log = logging.getLogger("train")
 STAGE2_HINT = "run stage 2 and 3 first: scripts/2_coarse.sh and scripts/3_voxelize.sh (python coarse.py / voxelize.py)"
+STAGE3_HINT = "run stage 3 again: scripts/3_voxelize.sh --overwrite (python voxelize.py ... --overwrite)"
 STAGE1_HINT = "run stage 1 first: scripts/1_get_mask.sh (python utils/get_mask.py), or pass --lambda_prior 0"
 NEVER = 10**9  # an iteration count no run reaches: disables the opacity reset in stage 4
+
+
+@dataclass(frozen=True)
+class RefineConfig(SceneOptions, ModelOptions, OptimizationOptions, PipelineOptions, CoarseInput):
+    """Stage 4: EM schedule, part prior, joints and the model folder."""
+
+    densify_from_iter: int = option(3000, "first densification iteration (E phases only)")
+    densify_grad_threshold: float = option(1e-3, "screen-space gradient above which a surfel is split or cloned")
+    opacity_reset_interval: int = option(0, "iterations between opacity resets (0: never)")
+    model_name: str = option(MODEL_NAME, "this stage's model folder inside the scene's output folder (the default "
+                                         "--model_path; stage 5 reads it)")
+    joint_types: str = option("auto", "auto: each part keeps the joint type stage 3 gave it; or the types as "
+                                      "given to stage 3 (e.g. s,r,p: the same multiset, else an error), which "
+                                      "keeps them from switching at --prismatic_switch_iter. Give types to stage "
+                                      "3 (voxelize.py --joint_types), which decides which part has which")
+    em_interval: int = option(4000, "iterations per E or M phase (starts with E)")
+    lambda_prior: float = option(0.1, "weight of stage 1's part prior on the rendered part logits (E phases)")
+    static_class_weight: float = option(1.2, "weight of the static class in the part prior")
+    lambda_smooth: float = option(0.1, "weight of the kNN smoothness of the part logits (E phases)")
+    knn: int = option(4, "neighbours of the smoothness term")
+    lambda_anchor: float = option(1.0, "weight of the anchor loss of the undeformed model")
+    anchor: str = option("initial", "initial: keep the undeformed model close to renders of its frozen initial "
+                                    "self (paper); data: fit the canonical state's training images instead",
+                         choices=("initial", "data"))
+    init_static_logit: float = option(2.0, "initial static logit of every surfel")
+    init_part_logit: float = option(3.0, "initial logit of a surfel's stage-3 part (and minus it for the others)")
+    init_reach: float = option(2.0, "surfels whose centre lies in no voxel of stage 3 (static or part) start in the "
+                                    "class of the nearest one within this many voxels (0: static, as in the paper)")
+    prismatic_switch_iter: int = option(10_000, "at this iteration a revolute joint below --prismatic_switch_angle "
+                                                "degrees becomes prismatic unless its type was given (to stage 3 or "
+                                                "confirmed by --joint_types); 0 disables")
+    prismatic_switch_angle: float = option(10.0, "see --prismatic_switch_iter (degrees)")
+    joint_lr_init: float = option(1e-3, "joint learning rate at the start")
+    joint_lr_final: float = option(1e-5, "joint learning rate at the end")
+    logit_lr: float = option(1e-2, "part-logit learning rate")
+    checkpoint_iterations: tuple[int, ...] = option((5000, 10_000, 15_000, 20_000),
+                                                    "iterations at which the model and a resume checkpoint are "
+                                                    "saved (the final iteration always is)")
+    log_interval: int = option(500, "iterations between train_log.jsonl records")
+    one_render_call: bool = option(True, "on CUDA, draw each iteration's deformed and canonical views in one gsplat "
+                                         "call (gaussian_renderer.render_each; the same values as two renders, one "
+                                         "host synchronisation instead of two; --no-one_render_call: two renders)")
+    overwrite: bool = option(False, "start afresh: delete this stage's outputs in --model_path (only its own "
+                                    "files, once the inputs are checked) instead of resuming")
+    quiet: bool = option(False, "no progress bar")
 
 
 # ------------------------------------------------------------------------------------------------------------ inputs
@@ -77,14 +134,14 @@ class Stage3Result:
     static_voxels: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))  # (M_0, 3) occupied, static
 
 
-def coarse_folder(args: argparse.Namespace) -> Path:
+def coarse_folder(config: CoarseInput | RefineConfig) -> Path:
     """Stage 2/3's iteration folder of this scene."""
-    return iteration_dir(scene_output_dir(args) / args.coarse_name, args.coarse_iter)
+    return coarse_iteration_dir(config.output_dir, config.coarse_name, config.coarse_iter)
 
 
 def read_stage3(folder: Path) -> Stage3Result:
     """Parse `joint_voxel_info.json/.npz` (stage 3); errors name the file and the command that makes it."""
-    json_path, npz_path = folder / "joint_voxel_info.json", folder / "joint_voxel_info.npz"
+    json_path, npz_path = folder / JOINT_VOXEL_INFO_JSON, folder / JOINT_VOXEL_INFO_NPZ
     for path in (json_path, npz_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; {STAGE2_HINT}")
@@ -97,15 +154,20 @@ def read_stage3(folder: Path) -> Stage3Result:
         shape = tuple(int(n) for n in info["grid_shape"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{json_path}: not a stage-3 joint_voxel_info file ({err!r}); {STAGE2_HINT}") from err
-    with np.load(npz_path, allow_pickle=False) as arrays:
-        transforms = np.asarray(arrays["transforms"], dtype=np.float64)
-        voxels = [np.asarray(arrays[f"part_{k}_voxels"]) for k in range(1, len(parts) + 1)]
-        static = np.asarray(arrays["static_voxels"]) if "static_voxels" in arrays else np.zeros((0, 3), np.int64)
-        origin = np.asarray(arrays["grid_origin"], dtype=np.float64)
-        size = float(arrays["voxel_size"])
+    try:
+        with np.load(npz_path, allow_pickle=False) as arrays:
+            transforms = np.asarray(arrays["transforms"], dtype=np.float64)
+            voxels = [np.asarray(arrays[f"part_{k}_voxels"]) for k in range(1, len(parts) + 1)]
+            static = np.asarray(arrays["static_voxels"]) if "static_voxels" in arrays else np.zeros((0, 3), np.int64)
+            origin = np.asarray(arrays["grid_origin"], dtype=np.float64)
+            size = float(arrays["voxel_size"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read stage-3 arrays {npz_path} ({type(err).__name__}: {err}); {STAGE3_HINT}") from err
     if transforms.shape != (len(parts), 4, 4) or not parts:
         raise ValueError(f"{npz_path}: expected transforms of shape ({len(parts)}, 4, 4) for "
                          f"{len(parts)} movable parts, got {transforms.shape}")
+    if not (np.isfinite(transforms).all() and np.isfinite(origin).all() and np.isfinite(size) and size > 0):
+        raise ValueError(f"{npz_path}: transforms, grid origin or voxel size are not finite; {STAGE3_HINT}")
     return Stage3Result(canonical, types, transforms, voxels, VoxelGrid(origin, size, shape), given, static)
 
 
@@ -151,26 +213,35 @@ def _nearest_voxel_labels(means: np.ndarray, cells: np.ndarray, labels: np.ndarr
     return labels
 
 
+def _type_counts(types: list[str] | tuple[str, ...]) -> str:
+    counts = Counter(types)
+    return ", ".join(f"{counts[name]} {name}" for name in sorted(counts)) or "none"
+
+
 def resolve_types(cli: str, stage3: Stage3Result) -> tuple[list[str], list[bool]]:
-    """Joint types from the command line (must match stage 3's part count) or stage 3's, and per part whether the
-    type was given (command line, per-scene table) rather than guessed by stage 3."""
+    """Each part's joint type as stage 3 assigned it (stage 4 never assigns types by part index), and per part
+    whether the type was given rather than guessed. `--joint_types` must be the same multiset as stage 3's types;
+    it then marks every type as given."""
     types = parse_joint_types(cli)
     if types is None:
         return stage3.joint_types, stage3.type_given or [False] * len(stage3.joint_types)
-    if len(types) != len(stage3.joint_types):
-        raise ValueError(f"--joint_types {cli!r} lists {len(types)} movable parts but stage 3 found "
-                         f"{len(stage3.joint_types)}; rerun stage 3 with --num_parts {len(types) + 1}")
-    return list(types), [True] * len(types)
+    if Counter(types) != Counter(stage3.joint_types):
+        raise ValueError(f"--joint_types {cli!r} ({_type_counts(types)}) is not what stage 3 assigned to its "
+                         f"{len(stage3.joint_types)} movable parts ({_type_counts(stage3.joint_types)}). Stage 4 takes "
+                         f"each part's type from stage 3: give the types to stage 3 (python voxelize.py ... "
+                         f"--joint_types {cli} --overwrite, or JOINT_TYPES={cli} bash scripts/3_voxelize.sh "
+                         "--overwrite), then run stage 4 without --joint_types")
+    return stage3.joint_types, [True] * len(types)
 
 
 # ------------------------------------------------------------------------------------------------------ refinement
 class Refinement:
     """The EM optimisation: canonical surfels with part logits, the articulation, their optimisers and schedule."""
 
-    def __init__(self, args: argparse.Namespace, scene: Scene, gaussians: GaussianModel,
+    def __init__(self, config: RefineConfig, scene: Scene, gaussians: GaussianModel,
                  articulation: ArticulationModel, canonical: int, device: torch.device,
                  type_given: list[bool] | None = None) -> None:
-        self.args, self.scene, self.device = args, scene, device
+        self.config, self.scene, self.device = config, scene, device
         self.type_given = type_given or [False] * (articulation.num_parts - 1)
         self.gaussians, self.articulation, self.canonical = gaussians, articulation, canonical
         self.other = 1 - canonical
@@ -180,26 +251,27 @@ class Refinement:
         self.num_regions = max([int(cam.mask.max()) + 1 for cam in self.cams_c if cam.mask is not None], default=1)
         gaussians.setup_optimizers(*self._optimizer_settings())
         self.densifier = Densifier(
-            gaussians, scene_scale=scene.extent, refine_start=args.densify_from_iter,
-            refine_stop=args.densify_until_iter, refine_every=args.densification_interval,
-            grad_threshold=args.densify_grad_threshold, reset_every=args.opacity_reset_interval or NEVER,
+            gaussians, scene_scale=scene.extent, refine_start=config.densify_from_iter,
+            refine_stop=config.densify_until_iter, refine_every=config.densification_interval,
+            grad_threshold=config.densify_grad_threshold, reset_every=config.opacity_reset_interval or NEVER,
         )
         self.joint_optimizer = self._joint_optimizer()
-        self.anchors = self._anchor_targets() if args.anchor == "initial" else None
+        self.anchors = self._anchor_targets() if config.anchor == "initial" else None
         self.pseudo_depth = None if all(cam.depth is not None for cam in self.cams_o) else self._coarse_depths()
         self._neighbours: Tensor | None = None
         self.dropped_steps = torch.zeros((), dtype=torch.int64, device=device)
         # one per render of a step: a graphed loss holds one call's buffers until the backward
-        self.other_loss, self.canonical_loss = (GraphedFunction(partial(image_loss_terms, args=args),
-                                                                enabled=args.cuda_graphs) for _ in range(2))
+        self.other_loss, self.canonical_loss = (GraphedFunction(partial(image_loss_terms, weights=LossWeights.of(config)),
+                                                                enabled=config.cuda_graphs) for _ in range(2))
         # the surfel count changes with densification (E phase), the weights' requires_grad with the phase
-        self.deformation = GraphedFunction(_deformed, enabled=args.cuda_graphs, max_graphs=2)
-        self.part_prior = GraphedFunction(partial(_part_prior, args=args, num_regions=self.num_regions),
-                                          enabled=args.cuda_graphs)
+        self.deformation = GraphedFunction(_deformed, enabled=config.cuda_graphs, max_graphs=2)
+        self.part_prior = GraphedFunction(partial(_part_prior, static_weight=config.static_class_weight,
+                                                  num_regions=self.num_regions),
+                                          enabled=config.cuda_graphs)
 
     def _joint_optimizer(self) -> FusedAdam:
         """Adam for the joints: one gsplat kernel per tensor (torch's Adam costs about 0.5 ms of host time a step)."""
-        return FusedAdam(self.articulation.parameters(), lr=self.args.joint_lr_init)
+        return FusedAdam(self.articulation.parameters(), lr=self.config.joint_lr_init)
 
     @torch.no_grad()
     def _render_targets(self, model: GaussianModel, cameras: list[Camera]) -> list[dict[str, Tensor]]:
@@ -208,7 +280,7 @@ class Refinement:
         targets = []
         for cam in cameras:
             out = render(cam, model, black, with_features=False, backend=self._backend(),
-                         depth_ratio=self.args.depth_ratio)
+                         depth_ratio=self.config.depth_ratio)
             depth = torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))
             targets.append({"render": out["render"], "depth": depth})
         return targets
@@ -219,28 +291,28 @@ class Refinement:
 
     def _coarse_depths(self) -> list[Tensor]:
         """Depth renders of the other state's coarse model: the depth target when the dataset has no depth."""
-        path = coarse_folder(self.args) / f"point_cloud_{self.other}.ply"
+        path = coarse_folder(self.config) / coarse_ply_name(self.other)
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; {STAGE2_HINT}")
         model = GaussianModel.load_ply(path, self.device)
         return [target["depth"] for target in self._render_targets(model, self.cams_o)]
 
     def _backend(self) -> str | None:
-        return None if self.args.backend == "auto" else self.args.backend
+        return self.config.backend_name
 
     def phase(self, iteration: int) -> str:
         """'E' (logits, soft weights, densify) or 'M' (joints, hard weights); phases alternate every em_interval."""
-        return "E" if ((iteration - 1) // self.args.em_interval) % 2 == 0 else "M"
+        return "E" if ((iteration - 1) // self.config.em_interval) % 2 == 0 else "M"
 
     def neighbours(self) -> Tensor:
         """kNN graph of the surfel centres, rebuilt whenever densification changed the surfel count."""
         if self._neighbours is None or self._neighbours.shape[0] != self.gaussians.num_points:
-            self._neighbours = knn_indices(self.gaussians.get_xyz, self.args.knn)
+            self._neighbours = knn_indices(self.gaussians.get_xyz, self.config.knn)
         return self._neighbours
 
     def step(self, iteration: int, generator: torch.Generator) -> dict[str, Tensor]:
         """One optimisation step; returns the (detached) loss terms."""
-        args, g = self.args, self.gaussians
+        config, g = self.config, self.gaussians
         e_step = self.phase(iteration) == "E"
         g.update_learning_rate(iteration)
         if e_step:
@@ -248,21 +320,21 @@ class Refinement:
         else:
             g.freeze("features")
         for group in self.joint_optimizer.param_groups:
-            group["lr"] = exponential_lr(iteration, args.joint_lr_init, args.joint_lr_final, args.iterations)
+            group["lr"] = exponential_lr(iteration, config.joint_lr_init, config.joint_lr_final, config.iterations)
 
         terms: dict[str, Tensor] = {}
         # (a, b) the deformed model in a view of the other state, (c, d) the undeformed one in a view of c
         i = int(torch.randint(len(self.cams_o), (1,), generator=generator))
         cam = self.cams_o[i]
-        bg = background(args.random_bg_color, args.white_background, self.device, generator)
+        bg = background(config.random_bg_color, config.white_background, self.device, generator)
         j = int(torch.randint(len(self.cams_c), (1,), generator=generator))
         cam_c = self.cams_c[j]
-        use_prior = e_step and args.lambda_prior > 0
+        use_prior = e_step and config.lambda_prior > 0
         if self.anchors is not None:
             bg_c = torch.zeros(3, device=self.device)
             target, target_depth = {"target": self.anchors[j]["render"]}, self.anchors[j]["depth"]
         else:
-            bg_c = background(args.random_bg_color, args.white_background, self.device, generator)
+            bg_c = background(config.random_bg_color, config.white_background, self.device, generator)
             target, target_depth = {"image": cam_c.image, "image_alpha": cam_c.alpha, "bg": bg_c}, cam_c.depth
         part_q, part_t = self.articulation.part_transforms()
         means, quats = self.deformation({"part_q": part_q, "part_t": part_t, "means": g.get_xyz,
@@ -276,22 +348,22 @@ class Refinement:
 
         depth = {} if target_depth is None else {"depth": out_c["depth"], "gt_depth": target_depth}
         anchor = self.canonical_loss({"render": out_c["render"], **target, **depth})
-        terms["anchor"] = args.lambda_anchor * anchor[:2].sum()
+        terms["anchor"] = config.lambda_anchor * anchor[:2].sum()
         if use_prior:
-            terms["prior"] = args.lambda_prior * self.part_prior(
+            terms["prior"] = config.lambda_prior * self.part_prior(
                 {"logits": out_c["features"], "alpha": out_c["alpha"], "regions": cam_c.mask})
-        if e_step and args.lambda_smooth > 0:
-            terms["smooth"] = args.lambda_smooth * knn_smoothness_loss(g.get_features, self.neighbours())
+        if e_step and config.lambda_smooth > 0:
+            terms["smooth"] = config.lambda_smooth * knn_smoothness_loss(g.get_features, self.neighbours())
 
         loss = sum(terms.values())
-        densify = e_step and iteration < args.densify_until_iter
+        densify = e_step and iteration < config.densify_until_iter
         if densify:
             self.densifier.pre_backward(iteration, out_c["info"])
         loss.backward()
         self._drop_non_finite_gradients(loss, out_c["info"])
         if densify:
             self.densifier.post_backward(iteration, out_c["info"])
-            if iteration % args.densification_interval == 0:
+            if iteration % config.densification_interval == 0:
                 self._neighbours = None  # the surfels may have been split, cloned or pruned
         g.step_optimizers()
         if not e_step:
@@ -304,9 +376,9 @@ class Refinement:
                      ) -> tuple[dict, dict]:
         """The deformed model (`means` (N, 3), `quats` (N, 4)) from cameras[0] and the canonical one, with its part
         logits when `with_prior`, from cameras[1], over `bgs` (2, 3): in one gsplat call unless --no-one_render_call."""
-        options = dict(with_surf_normal=False, backend=self._backend(), depth_ratio=self.args.depth_ratio)
+        options = dict(with_surf_normal=False, backend=self._backend(), depth_ratio=self.config.depth_ratio)
         g = self.gaussians
-        if self.args.one_render_call:
+        if self.config.one_render_call:
             out, out_c = render_each(cameras, [g, g], bgs, means=[means, None], rotations=[quats, None],
                                      with_features=[False, with_prior], **options)
         else:
@@ -336,7 +408,7 @@ class Refinement:
         for k in range(1, self.articulation.num_parts):
             joint = self.articulation.joint(k)
             if (self.type_given[k - 1] or joint["type"] != "revolute"
-                    or abs(joint["motion"]) >= self.args.prismatic_switch_angle):
+                    or abs(joint["motion"]) >= self.config.prismatic_switch_angle):
                 continue
             members = parts == k
             centre = self.gaussians.get_xyz[members].mean(0) if members.any() else self.gaussians.get_xyz.mean(0)
@@ -371,6 +443,9 @@ class Refinement:
             "articulation": {"prismatic": self.articulation.prismatic, "quats": self.articulation.quats.detach(),
                              "trans": self.articulation.trans.detach()},
             "joint_optimizer": self.joint_optimizer.state_dict(),
+            "dropped_steps": self.dropped_steps.detach().cpu(),
+            # the smoothness term's kNN graph is rebuilt only when the surfel count changes: part of the state
+            **({} if self._neighbours is None else {"neighbours": self._neighbours.detach().cpu()}),
         }
 
     def restore(self, state: dict) -> int:
@@ -387,10 +462,13 @@ class Refinement:
         restore_surfel_training(g, self.densifier, state)
         self.joint_optimizer = self._joint_optimizer()
         self.joint_optimizer.load_state_dict(state["joint_optimizer"])
+        if "dropped_steps" in state:
+            self.dropped_steps = state["dropped_steps"].to(self.device)
+        self._neighbours = state["neighbours"].to(self.device) if "neighbours" in state else None
         return int(state["iteration"])
 
     def _optimizer_settings(self) -> tuple[LearningRates, float, int]:
-        return learning_rates(self.args, features=self.args.logit_lr), self.scene.extent, self.args.iterations
+        return learning_rates(self.config, features=self.config.logit_lr), self.scene.extent, self.config.iterations
 
 
 def _deformed(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -398,68 +476,71 @@ def _deformed(inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     return deform_surfels(inputs["part_q"], inputs["part_t"], inputs["means"], inputs["rotations"], inputs["weights"])
 
 
-def _part_prior(inputs: dict[str, Tensor], args: argparse.Namespace, num_regions: int) -> Tensor:
+def _part_prior(inputs: dict[str, Tensor], static_weight: float, num_regions: int) -> Tensor:
     """`part_prior_loss` of a rendered logit map, its alpha and the view's regions (replayed from a CUDA graph)."""
-    return part_prior_loss(inputs["logits"], inputs["alpha"], inputs["regions"], static_weight=args.static_class_weight,
+    return part_prior_loss(inputs["logits"], inputs["alpha"], inputs["regions"], static_weight=static_weight,
                            num_regions=num_regions)
 
 
 # ------------------------------------------------------------------------------------------------------------- main
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for group in (ModelParams, OptimizationParams, PipelineParams, RefinementParams):
-        group(parser)
-    parser.set_defaults(densify_from_iter=3000, densify_grad_threshold=1e-3, opacity_reset_interval=0)
-    parser.add_argument("--overwrite", action="store_true", help="start over, deleting this model's outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+def parse_args(argv: list[str] | None) -> RefineConfig:
+    """The stage-4 settings; `model_path` is resolved to its default when empty."""
+    parser = new_parser(__doc__.split("\n\n")[0])
+    add_options(parser, RefineConfig)
     args = parser.parse_args(argv)
-    if not args.model_path:
-        args.model_path = str(scene_output_dir(args) / "gear")
-    if args.anchor not in ("initial", "data"):
-        parser.error(f"--anchor must be initial or data, got {args.anchor!r}")
-    return args
+    if not args.scene_name:
+        parser.error("--scene_name is required")
+    if args.iterations < 1 or args.em_interval < 1 or args.log_interval < 1:
+        parser.error("--iterations, --em_interval and --log_interval must be positive")
+    try:
+        check_resolution(args.resolution)
+        parse_joint_types(args.joint_types)
+    except ValueError as err:
+        parser.error(str(err))
+    config = build(RefineConfig, args)
+    return replace(config, model_path=default_model_path(config, config.model_path, config.model_name))
 
 
-def load_model(args: argparse.Namespace, device: torch.device
+def load_model(config: RefineConfig, device: torch.device
                ) -> tuple[GaussianModel, ArticulationModel, int, list[bool]]:
     """The canonical coarse surfels with initial part logits, the initial articulation (both on `device`), the
     canonical state and per part whether its joint type was given."""
-    folder = coarse_folder(args)
+    folder = coarse_folder(config)
     stage3 = read_stage3(folder)
-    ply = folder / f"point_cloud_{stage3.canonical_state}.ply"
+    ply = folder / coarse_ply_name(stage3.canonical_state)
     if not ply.is_file():
         raise FileNotFoundError(f"{ply} is missing; {STAGE2_HINT}")
     coarse = GaussianModel.load_ply(ply, "cpu")
     params = {name: p.detach() for name, p in coarse.params.items() if name != "features"}
-    params["features"] = initial_logits(coarse.get_xyz.detach().numpy(), stage3, args.init_static_logit,
-                                        args.init_part_logit, args.init_reach)
+    params["features"] = initial_logits(coarse.get_xyz.detach().numpy(), stage3, config.init_static_logit,
+                                        config.init_part_logit, config.init_reach)
     params = {name: value.to(device).requires_grad_() for name, value in params.items()}
     gaussians = GaussianModel(params, coarse.max_sh_degree, coarse.active_sh_degree)
-    types, given = resolve_types(args.joint_types, stage3)
+    types, given = resolve_types(config.joint_types, stage3)
     articulation = ArticulationModel(types, stage3.transforms).to(device)
     return gaussians, articulation, stage3.canonical_state, given
 
 
-def check_masks(scene: Scene, canonical: int, args: argparse.Namespace) -> None:
+def check_masks(scene: Scene, canonical: int, config: RefineConfig) -> None:
     """The part prior needs stage 1's label maps for every canonical training view."""
-    if args.lambda_prior <= 0:
+    if config.lambda_prior <= 0:
         return
     missing = [cam.image_name for cam in scene.train_cameras(canonical) if cam.mask is None]
     if missing:
-        folder = scene.scene_dir / STATES[canonical] / "train" / "mask"
-        raise FileNotFoundError(f"{len(missing)} SAM label maps are missing in {folder} (e.g. {missing[0]}.npy); "
-                                f"{STAGE1_HINT}")
+        first = mask_path(masks_dir(config.output_dir), canonical, "train", missing[0])
+        raise FileNotFoundError(f"{len(missing)} stage-1 label maps of the {STATES[canonical]} training views are "
+                                f"missing (e.g. {first}); {STAGE1_HINT}")
 
 
 def final_iteration_done(model_path: Path, iterations: int) -> bool:
     return (iteration_dir(model_path, iterations) / ARTICULATION_NAME).is_file()
 
 
-def save(refinement: Refinement, model_path: Path, iteration: int) -> None:
-    """The model contract and a resume checkpoint for `iteration`."""
+def save(refinement: Refinement, model_path: Path, iteration: int, generator: torch.Generator) -> None:
+    """The model contract and a resume checkpoint (with every random state) for `iteration`."""
     save_trained_model(model_path, iteration, refinement.gaussians, refinement.articulation, refinement.canonical)
-    save_checkpoint(model_path / f"chkpnt{iteration}.pth", refinement.checkpoint(iteration))
+    save_checkpoint(train_checkpoint_path(model_path, iteration),
+                    {**refinement.checkpoint(iteration), "rng": rng_state(generator)})
 
 
 def log_status(refinement: Refinement, iteration: int, terms: dict[str, Tensor], log_path: Path) -> dict:
@@ -474,41 +555,77 @@ def log_status(refinement: Refinement, iteration: int, terms: dict[str, Tensor],
     return record
 
 
-def train(args: argparse.Namespace) -> dict:
+def truncate_log(log_path: Path, iteration: int) -> None:
+    """Keep only the records of `train_log.jsonl` up to `iteration` (a resumed run writes the later ones again)."""
+    if not log_path.is_file():
+        return
+    kept = []
+    for number, line in enumerate(log_path.read_text().splitlines(), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short when the run was killed: it and everything after it go
+        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
+            raise ValueError(f"{log_path}: line {number} is not a stage-4 log record")
+        if record["iteration"] <= iteration:
+            kept.append(line)
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def resume(refinement: Refinement, model_path: Path, generator: torch.Generator) -> int:
+    """Restore the latest checkpoint (and its random states) into `refinement`; its iteration, 0 without one.
+    A checkpoint that cannot be read or does not fit the model raises CheckpointError naming it."""
+    path = latest_checkpoint(model_path, TRAIN_CHECKPOINT_PREFIX)
+    if path is None:
+        return 0
+    payload = load_checkpoint(path, refinement.device)
+    try:
+        start = refinement.restore(payload)
+        if "rng" in payload:
+            restore_rng_state(payload["rng"], generator)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError, IndexError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({type(err).__name__}: {err}); delete it "
+                              "or pass --overwrite to start afresh") from err
+    truncate_log(model_path / TRAIN_LOG_NAME, start)
+    log.info("resumed from %s", path)
+    return start
+
+
+def train(config: RefineConfig) -> dict:
     """Run (or resume) stage 4 for one scene; returns the summary written to train_summary.json."""
-    model_path = Path(args.model_path)
-    if args.overwrite and model_path.exists():
-        for path in sorted(model_path.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
-    if final_iteration_done(model_path, args.iterations):
+    model_path = Path(config.model_path)
+    check_folder(model_path, TRAIN_STAGE)
+    if not config.overwrite and final_iteration_done(model_path, config.iterations):
         log.info("%s already has iteration %d; nothing to do (pass --overwrite to retrain)", model_path,
-                 args.iterations)
-        return read_json(model_path / "train_summary.json", "stage-4 summary")
-    device = pick_device(args.data_device)
-    generator = seed_everything(args.seed, device)
-    gaussians, articulation, canonical, type_given = load_model(args, device)
-    scene = Scene(scene_dir(args), args.resolution, device, splits=("train",), load_masks=True)
-    check_masks(scene, canonical, args)
-    model_path.mkdir(parents=True, exist_ok=True)
-    write_json(model_path / "cfg_args", vars(args))
-    refinement = Refinement(args, scene, gaussians, articulation, canonical, device, type_given)
-    start = 0
-    resume = latest_checkpoint(model_path)
-    if resume is not None:
-        start = refinement.restore(load_checkpoint(resume, device))
-        log.info("resumed from %s", resume)
-    checkpoints = set(args.checkpoint_iterations) | {args.iterations}
-    guard, log_path = FiniteGuard(), model_path / "train_log.jsonl"
+                 config.iterations)
+        return read_json(model_path / TRAIN_SUMMARY_NAME, "stage-4 summary")
+    device = pick_device(config.data_device)
+    generator = seed_everything(config.seed, device)
+    gaussians, articulation, canonical, type_given = load_model(config, device)
+    scene = Scene(config.scene_dir, config.resolution, device, splits=("train",),
+                  mask_dir=masks_dir(config.output_dir), white_background=config.white_background)
+    check_masks(scene, canonical, config)
+    if config.overwrite:  # the inputs are checked: the old outputs may go
+        removed = clear_outputs(model_path, TRAIN_STAGE)
+        if removed:
+            log.info("--overwrite: deleted %d files and folders of an earlier run in %s", len(removed), model_path)
+    claim_folder(model_path, TRAIN_STAGE)
+    write_json(model_path / CONFIG_NAME, asdict(config))
+    refinement = Refinement(config, scene, gaussians, articulation, canonical, device, type_given)
+    start = resume(refinement, model_path, generator)
+    checkpoints = set(config.checkpoint_iterations) | {config.iterations}
+    guard, log_path = FiniteGuard(), model_path / TRAIN_LOG_NAME
     began = time.perf_counter()
-    bar = tqdm(range(start + 1, args.iterations + 1), desc="refine", disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(range(start + 1, config.iterations + 1), desc="refine", disable=config.quiet, dynamic_ncols=True)
     terms: dict[str, Tensor] = {}
     for iteration in bar:
-        if iteration == args.prismatic_switch_iter:
+        if iteration == config.prismatic_switch_iter:
             for k in refinement.switch_small_revolute_joints():
                 log.info("it %d: part %d moved less than %.1f deg; now prismatic", iteration, k,
-                         args.prismatic_switch_angle)
+                         config.prismatic_switch_angle)
         terms = refinement.step(iteration, generator)
-        logging_now = iteration % args.log_interval == 0 or iteration == args.iterations
+        logging_now = iteration % config.log_interval == 0 or iteration == config.iterations
         if logging_now or iteration in checkpoints or iteration % guard.every == 0:
             guard.update(refinement.parameter_checksum())  # non-finite parameters stay so: check here only
             guard.check(iteration)
@@ -516,31 +633,31 @@ def train(args: argparse.Namespace) -> dict:
             record = log_status(refinement, iteration, terms, log_path)
             bar.set_postfix(phase=record["phase"], loss=f"{record['loss']['total']:.4f}", n=record["gaussians"])
         if iteration in checkpoints:
-            save(refinement, model_path, iteration)
+            save(refinement, model_path, iteration, generator)
     seconds = time.perf_counter() - began
-    done = args.iterations - start
-    summary = {"iterations": args.iterations, "resumed_from": start, "seconds": seconds,
+    done = config.iterations - start
+    summary = {"iterations": config.iterations, "resumed_from": start, "seconds": seconds,
                "iterations_per_second": done / seconds if seconds > 0 else None, "canonical_state": canonical,
                "peak_gpu_memory_gib": peak_gpu_memory_gib(device), **refinement.status()}
-    write_json(model_path / "train_summary.json", summary)
+    write_json(model_path / TRAIN_SUMMARY_NAME, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="[train] %(message)s")
-    args = parse_args(argv)
+    config = parse_args(argv)
     try:
-        summary = train(args)
-    except (FileNotFoundError, ValueError, DatasetError) as err:
+        summary = train(config)
+    except TrainingDiverged as err:
+        print(f"[train] {err}; the last good checkpoint in {config.model_path} is kept", file=sys.stderr)
+        return 3
+    except (DatasetError, FolderError, CheckpointError, OSError, ValueError) as err:
         print(f"[train] error: {err}", file=sys.stderr)
         return 2
-    except TrainingDiverged as err:
-        print(f"[train] {err}; the last good checkpoint in {args.model_path} is kept", file=sys.stderr)
-        return 3
     joints = ", ".join(f"part {k}: {j['type']} {j['motion']:.3f}" for k, j in enumerate(summary["joints"], 1))
-    print(f"[train] {args.scene_name}: {summary['gaussians']} surfels, parts {summary['part_counts']}, {joints} "
+    print(f"[train] {config.scene_name}: {summary['gaussians']} surfels, parts {summary['part_counts']}, {joints} "
           f"(canonical -> other), {summary['seconds']:.0f} s{memory_note(summary.get('peak_gpu_memory_gib'))} "
-          f"-> {args.model_path}")
+          f"-> {config.model_path}")
     return 0
 
 

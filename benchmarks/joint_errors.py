@@ -4,7 +4,7 @@
 
 Reads `<output_root>/<dataset>/<subset>/<scene>/coarse_gs/point_cloud/iteration_<N>/joint_voxel_info.json` and
 `.../gear/point_cloud/iteration_<M>/articulation.json` (the highest N and M present) and the scene's `gt/trans.json`,
-and prints a markdown table of the metrics of `utils/metrics.py` (axis angle, axis position, part motion, joint types
+and prints a markdown table of the metrics of `evaluation/metrics.py` (axis angle, axis position, part motion, joint types
 right). Stage 5 reports the same joint numbers in `eval/metrics.json`; this tool needs no renders or meshes, so it
 also works on runs cut short before stage 5, and it shows what stage 4 adds to stage 3.
 """
@@ -47,7 +47,7 @@ def row(scene: str, stage: str, path: Path | None, gt: list[dict]) -> str:
 
 
 def table_row(scene: str, stage: str, joints: list[dict], gt: list[dict]) -> str:
-    """Markdown row of the mean errors of start -> end `joints` against `gt` (utils.metrics.evaluate_joints)."""
+    """Markdown row of the mean errors of start -> end `joints` against `gt` (evaluation.metrics.evaluate_joints)."""
     result = evaluate_joints(joints, gt)
     mean = result["mean"]
 

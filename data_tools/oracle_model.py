@@ -143,7 +143,7 @@ def build_oracle_model(scene_dir: str | Path, model_path: str | Path, canonical_
     points, normals, parts = sample_surfels(meshes, num_surfels, seed)
     spacing = math.sqrt(sum(mesh.area for mesh in meshes) / len(points))
     if colour == "image":
-        colours = observed_colours(points, load_cameras(scene_dir, canonical_state, "train", load_masks=False))
+        colours = observed_colours(points, load_cameras(scene_dir, canonical_state, "train"))
     else:
         colours = np.full((len(points), 3), GREY)
     gaussians = oracle_gaussians(points, normals, parts, colours, len(meshes), spacing, scale_factor)

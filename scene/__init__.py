@@ -1,53 +1,69 @@
-"""The Scene container: cameras of both joint states and their initial point clouds."""
+"""The Scene container: cameras of both joint states, and the initial point cloud of a state."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from scene.camera_points import backproject_depth, visual_hull_points
 from scene.cameras import STATES, Camera
-from scene.dataset_readers import SPLITS, DatasetError, camera_extent, load_cameras
-from utils.point_cloud import (
-    backproject_depth,
-    read_point_ply,
-    visual_hull_points,
-    voxel_downsample,
-    write_point_ply,
-)
+from scene.contract import shipped_point_cloud_path
+from scene.dataset_readers import SPLITS, DatasetError, camera_extent, load_cameras, transforms_path
+from utils.point_cloud import read_point_ply, voxel_downsample
 
 log = logging.getLogger(__name__)
 
 
-def point_cloud_path(scene_dir: str | Path, state: int) -> Path:
-    return Path(scene_dir) / f"point_cloud_{STATES[state]}.ply"
-
-
-def ensure_point_cloud(scene_dir: str | Path, state: int, cameras: list[Camera], voxel_size: float = 0.01) -> Path:
-    """Return `point_cloud_{state}.ply`, making it first when missing.
-
-    Made from the training depth maps (alpha > 0.5, depth > 0.1), voxel-downsampled; without depth, from random points
-    inside the views' silhouettes (a visual hull), so scenes without depth still initialise sensibly.
-    """
-    path = point_cloud_path(scene_dir, state)
-    if path.is_file():
-        return path
+def derived_point_cloud(cameras: list[Camera], voxel_size: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Points (M, 3), colours (M, 3) and their source for a state without a shipped point cloud: its training
+    depth maps back-projected (alpha > 0.5, depth > 0.1), or without depth random points inside the views'
+    silhouettes (a visual hull); voxel-downsampled at `voxel_size`."""
     points, colours = backproject_depth(cameras)
     source = "depth"
     if len(points) == 0:
-        points, colours = visual_hull_points(cameras)
+        points, colours = visual_hull_points([cam.to("cpu") for cam in cameras])
         source = "visual hull (no depth)"
     points, colours = voxel_downsample(points, colours, voxel_size)
-    if len(points) == 0:
-        raise DatasetError(f"{scene_dir}: no foreground found in the {STATES[state]} training views; cannot build {path.name}")
-    write_point_ply(path, points, colours)
-    log.info("wrote %s: %d points from %s", path, len(points), source)
-    return path
+    return points, colours, source
+
+
+class InitialPoints(NamedTuple):
+    """The points (M, 3) and colours (M, 3) a state starts from, where they come from (a shipped file's path, or
+    how they were made) and whether the dataset shipped them."""
+
+    points: np.ndarray
+    colours: np.ndarray
+    source: str
+    shipped: bool
+
+
+def initial_point_cloud(scene: Scene, state: int, voxel_size: float) -> InitialPoints:
+    """A state's initial point cloud: the dataset's own `point_cloud_<state>.ply` when it ships one, else
+    `derived_point_cloud` of the state's training views. At least 2 finite points, else a DatasetError naming the
+    file or the views."""
+    shipped = shipped_point_cloud_path(scene.scene_dir, state)
+    if shipped.is_file():
+        try:
+            points, colours = read_point_ply(shipped)
+        except ValueError as err:
+            raise DatasetError(str(err)) from err
+        source = str(shipped)
+    else:
+        points, colours, source = derived_point_cloud(scene.train_cameras(state), voxel_size)
+    where = shipped if shipped.is_file() else f"the {STATES[state]} training views of {scene.scene_dir}"
+    if len(points) < 2:
+        raise DatasetError(f"point cloud from {where} has {len(points)} point(s); at least 2 are needed")
+    if not (np.isfinite(points).all() and np.isfinite(colours).all()):
+        raise DatasetError(f"point cloud {where} contains NaN or infinite values")
+    return InitialPoints(points, colours, source, shipped.is_file())
 
 
 class Scene:
-    """Train/test cameras of both joint states of one object, with images on `device`."""
+    """Train/test cameras of both joint states of one object, with images on `device`, validated on load
+    (scene/dataset_readers.py); with `mask_dir` also stage 1's label maps."""
 
     def __init__(
         self,
@@ -55,15 +71,18 @@ class Scene:
         resolution: int = -1,
         device: torch.device | str = "cpu",
         splits: tuple[str, ...] = SPLITS,
-        load_masks: bool = False,
+        mask_dir: str | Path | None = None,
+        white_background: bool = False,
     ) -> None:
         self.scene_dir = Path(scene_dir)
         self.cameras: dict[tuple[int, str], list[Camera]] = {}
         for state in (0, 1):
             for split in splits:
-                cams = load_cameras(self.scene_dir, state, split, resolution, load_masks=load_masks)
-                if split == "train":
-                    ensure_point_cloud(self.scene_dir, state, cams)
+                cams = load_cameras(self.scene_dir, state, split, resolution, mask_dir=mask_dir,
+                                    white_background=white_background)
+                if split == "train" and not any(bool((cam.alpha > 0.5).any()) for cam in cams):
+                    raise DatasetError(f"{transforms_path(self.scene_dir, state, split)}: no foreground (alpha > 0.5) "
+                                       "in any training view; the alpha channel must mark the object")
                 self.cameras[(state, split)] = [c.to(device) for c in cams]
         sizes = {(c.width, c.height) for cams in self.cameras.values() for c in cams}
         if len(sizes) > 1:
@@ -75,7 +94,3 @@ class Scene:
 
     def test_cameras(self, state: int) -> list[Camera]:
         return self.cameras[(state, "test")]
-
-    def point_cloud(self, state: int) -> tuple[np.ndarray, np.ndarray]:
-        """Initial points (M, 3) and colours (M, 3) of one state."""
-        return read_point_ply(point_cloud_path(self.scene_dir, state))

@@ -1,13 +1,13 @@
 """Part motions as dual quaternions: blending, deformation of surfels, joints.
 
-The only module of the project that knows dual quaternions (DESIGN.md §2, §5 stage 4).
+The only module of the project that knows dual quaternions (stage 4's part motions, docs/ARCHITECTURE.md).
 A part motion is the rigid map x -> R(q) x + t from the canonical state to the other state;
 as a unit dual quaternion `(..., 8)` it is [q, ½ (0, t) ⊗ q] (real part first, (w, x, y, z)).
 
-Joints are plain dicts, the export format of DESIGN.md §5:
+Joints are plain dicts, the format of stage 5's `joint_info.json` export:
 `{"type": "revolute"|"prismatic", "axis_origin": [3], "axis_direction": [3], "motion": m}`.
 A revolute joint maps x -> R(d, m degrees)(x - o) + o, a prismatic joint x -> x + m d
-(m in scene units), the convention of `gt/trans.json` (DESIGN.md §3).
+(m in scene units), the convention of the datasets' `gt/trans.json`.
 """
 from __future__ import annotations
 

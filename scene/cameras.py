@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-STATES = ("start", "end")
+from scene.contract import STATES
 
 
 @dataclass

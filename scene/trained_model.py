@@ -12,21 +12,20 @@ part weights. `save` writes exactly this layout (atomically, file by file); `Tra
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from arguments import iteration_dir
 from scene.articulation import ArticulationModel, blend_weights, joint_start_to_end
+from scene.contract import ARTICULATION_NAME, ITERATION_PATTERN, MODEL_PLY_NAME as PLY_NAME, POINT_CLOUD_DIR, \
+    iteration_dir
 from scene.gaussian_model import GaussianModel
 from utils.io_utils import read_json, write_json
 
-PLY_NAME = "point_cloud.ply"
-ARTICULATION_NAME = "articulation.json"
-_ITERATION_PATTERN = re.compile(r"iteration_(\d+)")
+__all__ = ["ARTICULATION_NAME", "PLY_NAME", "ModelNotFoundError", "TrainedModel", "iteration_dir", "save",
+           "saved_iterations", "resolve_iteration"]
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -35,10 +34,10 @@ class ModelNotFoundError(FileNotFoundError):
 
 def saved_iterations(model_path: str | Path) -> list[int]:
     """Sorted iterations that have an `iteration_<N>` folder holding both contract files."""
-    root = Path(model_path) / "point_cloud"
+    root = Path(model_path) / POINT_CLOUD_DIR
     found = []
     for folder in root.glob("iteration_*") if root.is_dir() else []:
-        match = _ITERATION_PATTERN.fullmatch(folder.name)
+        match = ITERATION_PATTERN.fullmatch(folder.name)
         if match and (folder / PLY_NAME).is_file() and (folder / ARTICULATION_NAME).is_file():
             found.append(int(match.group(1)))
     return sorted(found)
@@ -49,7 +48,7 @@ def resolve_iteration(model_path: str | Path, iteration: int | str) -> int:
     if str(iteration) in ("final", "-1"):
         found = saved_iterations(model_path)
         if not found:
-            raise ModelNotFoundError(f"no trained model under {Path(model_path) / 'point_cloud'} "
+            raise ModelNotFoundError(f"no trained model under {Path(model_path) / POINT_CLOUD_DIR} "
                                      f"(expected iteration_<N>/{PLY_NAME} and {ARTICULATION_NAME})")
         return found[-1]
     try:

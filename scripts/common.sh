@@ -1,6 +1,7 @@
 # Shared settings of the numbered scripts. Edit the defaults here or override them per run, e.g.
 #   DATASET=paris SUBSET=sapien SCENES="fridge oven" bash scripts/2_coarse.sh
-# Extra arguments given to a numbered script are passed on to its Python entry point.
+# Extra arguments given to a numbered script are passed on to its Python entry point. The folder and file names
+# the stages pass to each other are scene/contract.py's.
 DATA_ROOT=${DATA_ROOT:-data}          # holds <dataset>/<subset>/<scene>
 OUTPUT_ROOT=${OUTPUT_ROOT:-outputs}   # results go to <output_root>/<dataset>/<subset>/<scene>/
 DATASET=${DATASET:-gear}

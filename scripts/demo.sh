@@ -41,8 +41,7 @@ if [ ! -f submodules/sam_vit_h_4b8939.pth ]; then
   SEGMENTER=classic
   echo "[demo] no SAM weights in submodules/sam_vit_h_4b8939.pth: stage 1 uses the classical segmenter (weaker prior)"
 fi
-python utils/get_mask.py --dataset_path "gear/demo/$CATEGORY" --data_root "$DATA_ROOT" --output_root "$OUTPUT_ROOT" \
-  --segmenter "$SEGMENTER"
+python utils/get_mask.py "${SCENE_ARGS[@]}" --segmenter "$SEGMENTER"
 python coarse.py "${SCENE_ARGS[@]}" --random_bg_color "${COARSE_ARGS[@]}"
 # The part count and joint types are inputs of the method (the papers list them per scene); here they come from the
 # generated object's description.

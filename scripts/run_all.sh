@@ -3,6 +3,8 @@
 #   bash scripts/run_all.sh           run what is missing
 #   bash scripts/run_all.sh --force   redo every stage
 # Per-stage settings come from the numbered scripts' variables (SEGMENTER, ITERATIONS, JOINT_TYPES, ...).
+# --force passes --overwrite on: each stage checks its inputs first and deletes only its own outputs.
+# The file names below are scene/contract.py's (LARGER_MOTION_NAME, JOINT_VOXEL_INFO_JSON, EVAL_DIR).
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -55,7 +55,7 @@ def test_training_setup_does_not_import_dynamo():
     1 s, and about 5 s on the GPU machine, whose Python has no bytecode caches, in every stage that trains."""
     code = ("import sys, torch\n"
             "from utils.adam import FusedAdam\n"
-            "from utils.train_utils import seed_everything\n"
+            "from utils.runtime import seed_everything\n"
             "p = torch.nn.Parameter(torch.ones(3))\n"
             "opt = FusedAdam([{'params': [p], 'lr': 0.1, 'name': 'means'}])\n"
             "p.grad = torch.ones(3)\n"

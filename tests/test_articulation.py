@@ -42,7 +42,7 @@ def scipy_quat(rotation: Rotation) -> np.ndarray:
 
 
 def apply_joint_reference(joint: dict, x: np.ndarray) -> np.ndarray:
-    """DESIGN.md §3 convention with scipy: revolute x -> R(d, m)(x - o) + o, prismatic x -> x + m d."""
+    """The joint convention (scene/articulation.py) with scipy: revolute x -> R(d, m)(x - o) + o, prismatic x -> x + m d."""
     d = np.asarray(joint["axis_direction"], dtype=float)
     d = d / np.linalg.norm(d)
     if joint["type"] == "prismatic":

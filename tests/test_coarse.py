@@ -23,11 +23,13 @@ import trimesh
 import coarse
 from data_tools.objects import build_object, categories
 from data_tools.synthetic import generate_scene
+from scene.camera_points import backproject_depth
+from scene.contract import COARSE_SUMMARY_NAME, LARGER_MOTION_NAME, STAGE_MARKER, initial_point_cloud_path
 from scene.dataset_readers import load_cameras
 from scene.gaussian_model import GaussianModel
+from training.checkpoints import load_checkpoint
 from utils.motion_state import larger_motion_state, motion_excesses, remove_isolated, voxel_centres
-from utils.point_cloud import backproject_depth, voxel_downsample, write_point_ply
-from utils.train_utils import load_checkpoint
+from utils.point_cloud import read_point_ply, voxel_downsample, write_point_ply
 
 REPO = Path(__file__).resolve().parents[1]
 INIT_VOXEL = 0.06  # initial point-cloud density of the test scenes (the stage's default is 0.01)
@@ -54,7 +56,8 @@ def single_thread():
 
 def make_scene(root: Path, category: str, name: str, res: int, views: int, open_state: str,
                test_views: int = 2) -> Path:
-    """Generate `root/gear/synthetic/<name>` and write its sparse initial point clouds; returns the scene folder."""
+    """Generate `root/gear/synthetic/<name>` with sparse initial point clouds shipped in it (as a dataset may ship
+    them); returns the scene folder."""
     folder = root / "gear" / "synthetic" / name
     generate_scene(category, folder, res=res, views=views, test_views=test_views, seed=0, open_state=open_state,
                    supersample=1, progress=False)
@@ -82,7 +85,7 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One short run of the laptop scene (parts open in the start state); returns its model path and summary."""
     model_path = tmp_path_factory.mktemp("out") / "laptop" / "coarse_gs"
     assert coarse.main(scene_args(data_root, "laptop", model_path, MAIN_ITERATIONS) + SHORT) == 0
-    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    summary = json.loads((model_path / COARSE_SUMMARY_NAME).read_text())
     return {"model_path": model_path, "summary": summary}
 
 
@@ -255,7 +258,7 @@ def test_interrupted_run_resumes_to_the_same_result(data_root: Path, tmp_path: P
     (resumed / "chkpnt_state1_20.pth").unlink()
     monkeypatch.setattr(coarse, "train_step", original)
     assert coarse.main(scene_args(data_root, "cabinet", resumed, 40) + args) == 0
-    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == [20, None]
+    assert json.loads((resumed / COARSE_SUMMARY_NAME).read_text())["resumed_from"] == [20, None]
     for state in (0, 1):
         a = GaussianModel.load_ply(reference / "point_cloud" / "iteration_40" / f"point_cloud_{state}.ply")
         b = GaussianModel.load_ply(resumed / "point_cloud" / "iteration_40" / f"point_cloud_{state}.ply")
@@ -265,10 +268,10 @@ def test_interrupted_run_resumes_to_the_same_result(data_root: Path, tmp_path: P
 
     # A longer --iterations continues from the finished run's checkpoint; --overwrite starts afresh.
     assert coarse.main(scene_args(data_root, "cabinet", resumed, 50) + args) == 0
-    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == [40, 40]
+    assert json.loads((resumed / COARSE_SUMMARY_NAME).read_text())["resumed_from"] == [40, 40]
     assert coarse.main(scene_args(data_root, "cabinet", resumed, 20) + args + ["--overwrite"]) == 0
     assert not (resumed / "point_cloud" / "iteration_40").exists()
-    assert json.loads((resumed / coarse.SUMMARY_NAME).read_text())["resumed_from"] == [None, None]
+    assert json.loads((resumed / COARSE_SUMMARY_NAME).read_text())["resumed_from"] == [None, None]
 
 
 def test_run_stopped_during_its_final_save_finishes_it(tiny_scene: Path) -> None:
@@ -277,12 +280,12 @@ def test_run_stopped_during_its_final_save_finishes_it(tiny_scene: Path) -> None
     model_path = tiny_scene.parent / "out"
     args = scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]
     assert coarse.main(args) == 0
-    (model_path / coarse.SUMMARY_NAME).unlink()
-    (model_path / "point_cloud" / "iteration_10" / coarse.MOTION_NAME).unlink()
+    (model_path / COARSE_SUMMARY_NAME).unlink()
+    (model_path / "point_cloud" / "iteration_10" / LARGER_MOTION_NAME).unlink()
     assert coarse.main(args) == 0
-    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    summary = json.loads((model_path / COARSE_SUMMARY_NAME).read_text())
     assert summary["resumed_from"] == [10, 10] and summary["iterations_per_second"] is None
-    assert (model_path / "point_cloud" / "iteration_10" / coarse.MOTION_NAME).is_file()
+    assert (model_path / "point_cloud" / "iteration_10" / LARGER_MOTION_NAME).is_file()
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_path: Path, monkeypatch,
@@ -313,6 +316,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root: Path, tmp_
 def tiny_scene(tmp_path: Path) -> Path:
     """A 24 px, 2-view scene (fails before any training in the error tests)."""
     return make_scene(tmp_path / "data", "cabinet", "tiny", res=24, views=2, open_state="end", test_views=1)
+
+
+def data_files(folder: Path) -> dict[str, int]:
+    """Every file under `folder` with its modification time: to show that a stage wrote nothing there."""
+    return {str(path): path.stat().st_mtime_ns for path in sorted(folder.rglob("*"))}
 
 
 def run_failing(tiny_scene: Path, capsys: pytest.CaptureFixture, source: Path | None = None) -> str:
@@ -349,7 +357,9 @@ def test_default_model_path_and_options() -> None:
     args = coarse.parse_args(["--scene_name", "fridge", "--output_root", "runs", "--dataset", "paris",
                               "--subset", "sapien"])
     assert Path(args.model_path) == Path("runs/paris/sapien/fridge/coarse_gs")
-    assert args.random_bg_color is True and args.save_iterations == [7000, 30_000] and args.iterations == 30_000
+    assert args.random_bg_color is True and args.save_iterations == (7000, 30_000) and args.iterations == 30_000
+    assert Path(coarse.parse_args(["--scene_name", "x", "--coarse_name", "c2"]).model_path) == Path("outputs/gear/"
+                                                                                                     "synthetic/x/c2")
     assert coarse.parse_args(["--scene_name", "x", "--no-random_bg_color"]).random_bg_color is False
     with pytest.raises(SystemExit):
         coarse.parse_args([])
@@ -368,7 +378,7 @@ def test_script_passes_its_settings_and_extra_arguments() -> None:
         pairs = dict(zip(words[1::2], words[2::2]))
         assert pairs["--scene_name"] == scene and pairs["--iterations"] == "1234"
         assert pairs["--resolution"] == "400" and pairs["--dataset"] == "paris" and pairs["--subset"] == "sapien"
-        assert pairs["--model_path"] == f"runs/paris/sapien/{scene}/coarse_gs"
+        assert pairs["--coarse_name"] == "coarse_gs" and pairs["--output_root"] == "runs"
 
 
 def test_scene_without_depth_trains_without_the_depth_term(tiny_scene: Path) -> None:
@@ -377,11 +387,13 @@ def test_scene_without_depth_trains_without_the_depth_term(tiny_scene: Path) -> 
         shutil.rmtree(tiny_scene / state / "train" / "depth")
         shutil.rmtree(tiny_scene / state / "test" / "depth")
         (tiny_scene / f"point_cloud_{state}.ply").unlink()
+    before = data_files(tiny_scene)
     model_path = tiny_scene.parent / "out"
     assert coarse.main(scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]) == 0
-    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    summary = json.loads((model_path / COARSE_SUMMARY_NAME).read_text())
     assert all(result["depth_mae"] is None for result in summary["train"] + summary["test"])
-    assert (tiny_scene / "point_cloud_start.ply").is_file() and summary["num_gaussians"][0] > 100
+    assert initial_point_cloud_path(model_path, 0).is_file() and summary["num_gaussians"][0] > 100
+    assert data_files(tiny_scene) == before  # the derived point clouds went to the model folder
 
 
 def test_random_initialisation_starts_from_the_requested_points(tiny_scene: Path) -> None:
@@ -390,8 +402,9 @@ def test_random_initialisation_starts_from_the_requested_points(tiny_scene: Path
     model_path = tiny_scene.parent / "out"
     args = ["--data_device", "cpu", "--no-init_from_pcd", "--random_init_points", "300"]
     assert coarse.main(scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + args) == 0
-    summary = json.loads((model_path / coarse.SUMMARY_NAME).read_text())
+    summary = json.loads((model_path / COARSE_SUMMARY_NAME).read_text())
     assert summary["num_gaussians"] == [300, 300]
+    assert len(read_point_ply(initial_point_cloud_path(model_path, 1))[0]) == 300  # what the state started from
     assert coarse.parse_args(["--scene_name", "x"]).init_from_pcd is True
     with pytest.raises(SystemExit):
         coarse.parse_args(["--scene_name", "x", "--no-init_from_pcd", "--random_init_points", "1"])
@@ -403,6 +416,91 @@ def test_unreadable_checkpoint(tiny_scene: Path, capsys: pytest.CaptureFixture) 
     checkpoint.write_bytes(b"not a checkpoint")
     err = run_failing(tiny_scene, capsys)
     assert str(checkpoint) in err and "--overwrite" in err
+
+
+# ------------------------------------------------------------------------------------ overwrite and bad input
+
+def test_overwrite_deletes_only_this_stages_files(tiny_scene: Path) -> None:
+    """--overwrite in a model folder that also holds a user's files: the stage's outputs are made again, the
+    user's files (top level and inside an iteration folder) stay."""
+    model_path = tiny_scene.parent / "out"
+    args = scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]
+    assert coarse.main(args) == 0
+    assert json.loads((model_path / STAGE_MARKER).read_text()) == {"stage": "coarse"}
+    (model_path / "notes.txt").write_text("keep me")
+    (model_path / "point_cloud" / "iteration_10" / "my_analysis.csv").write_text("1,2")
+    stale = model_path / "chkpnt_state1_7.pth"
+    stale.write_bytes(b"an older checkpoint")
+    assert coarse.main(args + ["--overwrite"]) == 0
+    assert (model_path / "notes.txt").read_text() == "keep me"
+    assert (model_path / "point_cloud" / "iteration_10" / "my_analysis.csv").read_text() == "1,2"
+    assert not stale.exists() and (model_path / "chkpnt_state1_10.pth").is_file()
+    assert json.loads((model_path / COARSE_SUMMARY_NAME).read_text())["resumed_from"] == [None, None]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_that_is_not_a_stage2_model_folder_is_refused(tiny_scene: Path, tmp_path: Path, monkeypatch,
+                                                               capsys: pytest.CaptureFixture,
+                                                               overwrite: list[str]) -> None:
+    """`--model_path .` (or any folder with other files and no stage-2 outputs) is refused before anything is
+    written or deleted, also with --overwrite; so is stage 4's model folder."""
+    work = tmp_path / "work"
+    (work / "src").mkdir(parents=True)
+    (work / "README.md").write_text("unrelated")
+    (work / "src" / "code.py").write_text("print()")
+    before = data_files(work)
+    monkeypatch.chdir(work)
+    root = str(tiny_scene.parents[2])
+    code = coarse.main(["--source_path", root, "--scene_name", "tiny", "--model_path", ".", "--iterations", "10",
+                        "--data_device", "cpu", *overwrite])
+    assert code == 2 and "is not a model folder of stage 2" in capsys.readouterr().err
+    assert data_files(work) == before
+    stage4 = tmp_path / "gear"
+    stage4.mkdir()
+    (stage4 / STAGE_MARKER).write_text('{"stage": "train"}')
+    code = coarse.main(["--source_path", root, "--scene_name", "tiny", "--model_path", str(stage4), "--iterations",
+                        "10", "--data_device", "cpu", *overwrite])
+    assert code == 2 and "model folder of stage 4" in capsys.readouterr().err
+
+
+def test_bad_input_with_overwrite_keeps_the_old_outputs_and_writes_no_data(tiny_scene: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A NaN in a training pose is an error naming the file and frame, found before --overwrite deletes anything;
+    nothing is written into the data folder, and once the JSON is fixed the stage runs."""
+    model_path = tiny_scene.parent / "out"
+    args = scene_args(tiny_scene.parents[2], "tiny", model_path, 10) + ["--data_device", "cpu"]
+    for state in ("start", "end"):
+        (tiny_scene / f"point_cloud_{state}.ply").unlink()  # derived by the stage, into the model folder
+    assert coarse.main(args) == 0
+    kept = data_files(model_path)
+    transforms = tiny_scene / "transforms_train_end.json"
+    good = transforms.read_text()
+    meta = json.loads(good)
+    meta["frames"][1]["transform_matrix"][2][3] = float("nan")
+    transforms.write_text(json.dumps(meta))
+    data = data_files(tiny_scene)
+    assert coarse.main(args + ["--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"{transforms}: frame 1 'transform_matrix' holds NaN" in err
+    assert data_files(model_path) == kept and data_files(tiny_scene) == data
+    transforms.write_text(good)
+    assert coarse.main(args + ["--overwrite"]) == 0
+
+
+def test_rgb_images_without_alpha_are_refused(tiny_scene: Path, capsys: pytest.CaptureFixture) -> None:
+    image = tiny_scene / "start" / "train" / "rgba" / "0001.png"
+    cv2.imwrite(str(image), cv2.imread(str(image), cv2.IMREAD_UNCHANGED)[..., :3])
+    err = run_failing(tiny_scene, capsys)
+    assert "transforms_train_start.json: frame 1" in err and "0001.png has no alpha channel" in err
+    assert "--white_background" in err
+
+
+def test_abbreviated_options_and_tiny_resolutions_are_refused() -> None:
+    for argv in (["--scene_name", "x", "--iter", "10"], ["--scene_name", "x", "--resolution", "3"],
+                 ["--scene_name", "x", "--resolution", "0"]):
+        with pytest.raises(SystemExit):
+            coarse.parse_args(argv)
+    assert coarse.parse_args(["--scene_name", "x", "--resolution", "400"]).resolution == 400
 
 
 def test_stage2_imports_stay_light():

@@ -2,7 +2,6 @@
 4's deformation and part prior."""
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import pytest
@@ -16,9 +15,9 @@ from scene.gaussian_model import GaussianModel
 from utils.cuda_graphs import GraphedFunction
 from utils.loss_utils import depth_log_l1, distortion_loss, normal_consistency_loss
 from utils.part_losses import part_prior_loss
-from utils.train_utils import IMAGE_TERMS, image_loss_terms, photometric_loss
+from training.image_losses import IMAGE_TERMS, LossWeights, image_loss_terms, photometric_loss
 
-ARGS = argparse.Namespace(lambda_dssim=0.2, lambda_depth=1.0, lambda_normal=0.05, lambda_dist=0.1)
+WEIGHTS = LossWeights(lambda_dssim=0.2, lambda_depth=1.0, lambda_normal=0.05, lambda_dist=0.1)
 H, W = 40, 56
 
 
@@ -48,16 +47,16 @@ def test_image_loss_terms_are_the_individual_losses_and_zero_when_absent() -> No
     target = maps["image"] * maps["image_alpha"] + maps["bg"].view(3, 1, 1) * (1.0 - maps["image_alpha"])
     surf_normal = depth_to_normal(maps["depth"][None], maps["viewmat"][None], maps["K"][None])[0]
     expected = torch.stack([
-        photometric_loss(maps["render"], target, ARGS.lambda_dssim),
-        ARGS.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]),
-        ARGS.lambda_normal * normal_consistency_loss(maps["rend_normal"], surf_normal, maps["alpha"]),
-        ARGS.lambda_dist * distortion_loss(maps["rend_dist"]),
+        photometric_loss(maps["render"], target, WEIGHTS.lambda_dssim),
+        WEIGHTS.lambda_depth * depth_log_l1(maps["depth"], maps["gt_depth"]),
+        WEIGHTS.lambda_normal * normal_consistency_loss(maps["rend_normal"], surf_normal, maps["alpha"]),
+        WEIGHTS.lambda_dist * distortion_loss(maps["rend_dist"]),
     ])
-    terms = image_loss_terms(maps, ARGS)
+    terms = image_loss_terms(maps, WEIGHTS)
     assert terms.shape == (len(IMAGE_TERMS),)
     torch.testing.assert_close(terms, expected)
     assert (terms > 0).all()
-    only_photo = image_loss_terms({"render": maps["render"], "target": target}, ARGS)
+    only_photo = image_loss_terms({"render": maps["render"], "target": target}, WEIGHTS)
     torch.testing.assert_close(only_photo, torch.stack([expected[0], *torch.zeros(3)]))
 
 
@@ -74,9 +73,9 @@ def test_normal_term_matches_the_renderers_depth_normals() -> None:
     viewmats, Ks, _, _ = camera_tensors([cam], torch.device("cpu"), torch.float32)
     maps = {"render": out["render"], "target": out["render"].detach(), "rend_normal": out["rend_normal"],
             "alpha": out["alpha"], "depth": out["depth"], "viewmat": viewmats[0], "K": Ks[0]}
-    expected = ARGS.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"], out["alpha"])
+    expected = WEIGHTS.lambda_normal * normal_consistency_loss(out["rend_normal"], out["surf_normal"], out["alpha"])
     assert expected > 0
-    torch.testing.assert_close(image_loss_terms(maps, ARGS)[2], expected)
+    torch.testing.assert_close(image_loss_terms(maps, WEIGHTS)[2], expected)
 
 
 def stacked_maps(seeds: tuple[int, ...], device: str, with_normals: bool = True) -> dict[str, torch.Tensor]:
@@ -93,11 +92,11 @@ def test_stacked_image_loss_terms_are_each_views_terms() -> None:
     """Stage 2's loss of both states at once (maps stacked): row i is view i's `image_loss_terms`, with its
     gradients."""
     maps = stacked_maps((5, 6), "cpu")
-    terms = image_loss_terms(maps, ARGS)
+    terms = image_loss_terms(maps, WEIGHTS)
     assert terms.shape == (2, len(IMAGE_TERMS))
     for i in range(2):
         view = {name: value[i] for name, value in maps.items()}
-        torch.testing.assert_close(terms[i], image_loss_terms(view, ARGS))
+        torch.testing.assert_close(terms[i], image_loss_terms(view, WEIGHTS))
     grad = torch.autograd.grad(terms[1].sum(), maps["render"])[0]
     assert not grad[0].any() and grad[1].abs().sum() > 0
 
@@ -105,11 +104,11 @@ def test_stacked_image_loss_terms_are_each_views_terms() -> None:
 @pytest.mark.cuda
 def test_graphed_stacked_loss_matches_eager_on_cuda() -> None:
     """The stacked loss replayed from a graph: values and gradients as eager, for one and for two views."""
-    loss = GraphedFunction(lambda maps: image_loss_terms(maps, ARGS))
+    loss = GraphedFunction(lambda maps: image_loss_terms(maps, WEIGHTS))
     for seeds, with_normals in (((0, 1), False), ((2, 3), True), ((4,), True), ((5, 6), True)):
         maps = stacked_maps(seeds, "cuda", with_normals)
         _assert_close(_values_and_grads(loss, maps),
-                      _values_and_grads(lambda m: image_loss_terms(m, ARGS), maps))
+                      _values_and_grads(lambda m: image_loss_terms(m, WEIGHTS), maps))
     assert len(loss._graphs) == 3
 
 
@@ -118,10 +117,10 @@ def test_graphed_loss_runs_eagerly_on_the_cpu() -> None:
 
     def body(maps: dict[str, torch.Tensor]) -> torch.Tensor:
         calls.append(sorted(maps))
-        return image_loss_terms(maps, ARGS)
+        return image_loss_terms(maps, WEIGHTS)
 
     maps = random_maps(1, "cpu")
-    torch.testing.assert_close(GraphedFunction(body)(maps), image_loss_terms(maps, ARGS))
+    torch.testing.assert_close(GraphedFunction(body)(maps), image_loss_terms(maps, WEIGHTS))
     assert calls == [sorted(maps)]
 
 
@@ -146,13 +145,13 @@ def _assert_close(got: tuple[torch.Tensor, list], want: tuple[torch.Tensor, list
 
 @pytest.mark.cuda
 def test_graphed_loss_matches_eager_values_and_gradients_on_cuda() -> None:
-    loss = GraphedFunction(lambda maps: image_loss_terms(maps, ARGS))
+    loss = GraphedFunction(lambda maps: image_loss_terms(maps, WEIGHTS))
     kept = []
     for seed, with_normals in ((0, False), (1, True), (2, False), (3, True)):  # two signatures, each replayed
         maps = random_maps(seed, "cuda", with_normals)
         graphed = _values_and_grads(loss, maps)
-        kept.append((graphed[0], image_loss_terms(maps, ARGS).detach()))
-        _assert_close(graphed, _values_and_grads(lambda m: image_loss_terms(m, ARGS), maps))
+        kept.append((graphed[0], image_loss_terms(maps, WEIGHTS).detach()))
+        _assert_close(graphed, _values_and_grads(lambda m: image_loss_terms(m, WEIGHTS), maps))
     assert len(loss._graphs) == 2
     for terms, expected in kept:  # returned values are copies: later replays do not overwrite them
         torch.testing.assert_close(terms, expected, rtol=1e-5, atol=1e-6)
@@ -161,12 +160,12 @@ def test_graphed_loss_matches_eager_values_and_gradients_on_cuda() -> None:
 @pytest.mark.cuda
 def test_two_graphed_losses_in_one_backward_on_cuda() -> None:
     """Stage 4's pattern: two instances evaluated before one backward keep their own buffers."""
-    first, second = (GraphedFunction(lambda maps: image_loss_terms(maps, ARGS)) for _ in range(2))
+    first, second = (GraphedFunction(lambda maps: image_loss_terms(maps, WEIGHTS)) for _ in range(2))
     for seed in range(3):
         a, b = random_maps(2 * seed, "cuda", False), random_maps(2 * seed + 1, "cuda", False)
         total = first(a).sum() + 2.0 * second(b).sum()
         total.backward()
-        eager = image_loss_terms(a, ARGS).sum() + 2.0 * image_loss_terms(b, ARGS).sum()
+        eager = image_loss_terms(a, WEIGHTS).sum() + 2.0 * image_loss_terms(b, WEIGHTS).sum()
         torch.testing.assert_close(total, eager, rtol=1e-5, atol=1e-6)
         expected = torch.autograd.grad(eager, [a["render"], b["render"], a["depth"], b["depth"]])
         for got, want in zip([a["render"].grad, b["render"].grad, a["depth"].grad, b["depth"].grad], expected):

@@ -31,6 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data, out = root / "data", root / "outputs"
     scene_dir = data / "gear" / "synthetic" / "cabinet"
     generate_scene("cabinet", scene_dir, res=RES, views=VIEWS, test_views=3, seed=0, supersample=1, progress=False)
+    data_files = {str(path): path.stat().st_mtime_ns for path in data.rglob("*")}
     paths = ["--source_path", str(data), "--output_root", str(out), *SCENE, "--data_device", "cpu"]
     assert get_mask_main(["--dataset_path", "gear/synthetic/cabinet", "--data_root", str(data), "--output_root",
                           str(out), "--segmenter", "classic"]) == 0
@@ -49,11 +50,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert render.main([*paths, "--orbit_frames", "6", "--chamfer_samples", "2000"]) == 0
     scene_out = out / "gear" / "synthetic" / "cabinet"
     return {"scene_dir": scene_dir, "coarse": scene_out / "coarse_gs" / "point_cloud" / f"iteration_{COARSE_ITER}",
-            "model": scene_out / "gear", "eval": scene_out / "gear" / "eval"}
+            "model": scene_out / "gear", "eval": scene_out / "gear" / "eval", "masks": scene_out / "masks",
+            "data_unchanged": data_files == {str(path): path.stat().st_mtime_ns for path in data.rglob("*")}}
 
 
 def test_stage_outputs_exist_with_sane_content(run: dict) -> None:
-    masks = sorted((run["scene_dir"] / "end" / "train" / "mask").glob("*.npy"))
+    assert run["data_unchanged"]  # every output went under the output root
+    masks = sorted((run["masks"] / "end" / "train").glob("*.npy"))
     assert len(masks) == VIEWS and np.load(masks[0]).dtype == np.int32
     assert (run["coarse"] / "larger_motion_state.txt").read_text().strip() == "1"  # the door is open at the end
     for name in ("point_cloud_0.ply", "point_cloud_1.ply", "joint_voxel_info.json", "joint_voxel_info.npz"):

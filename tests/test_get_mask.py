@@ -1,5 +1,6 @@
-"""Stage 1 (utils/get_mask.py): label-map filtering and painting, the SAM path with a tiny hand-set SAM loaded through
-segment_anything's registry, the classical fallback against ground-truth parts, and errors on bad input."""
+"""Stage 1 (utils/get_mask.py, segmentation/): label-map filtering and painting, the SAM path with a tiny hand-set SAM
+loaded through segment_anything's registry, the classical fallback against ground-truth parts, the flags (new and
+older spellings), outputs under the output root only, and errors on bad input."""
 from __future__ import annotations
 
 import json
@@ -15,12 +16,13 @@ import torch
 from segment_anything import sam_model_registry
 
 from data_tools.synthetic import generate_scene
+from scene.contract import STATES, mask_path, masks_dir, scene_output_dir
 from scene.dataset_readers import companion_path, read_rgba
+from segmentation.label_maps import clip_masks, label_map, paint_labels
+from segmentation.sam import SamSegmenter, load_sam, masks_from_records
+from segmentation.segmenters import CheckpointError, Frame, depth_normals
 from tiny_sam import make_dark_region_sam, tiny_sam
 from utils import get_mask
-from utils.label_maps import clip_masks, label_map, paint_labels
-from utils.sam_segmenter import SamSegmenter, load_sam, masks_from_records
-from utils.segmenters import CheckpointError, Frame, depth_normals
 
 REPO = Path(__file__).resolve().parents[1]
 CATEGORIES = ("cabinet", "drawers", "fridge", "storage", "laptop", "oven")
@@ -35,10 +37,17 @@ def boundary_score(labels: np.ndarray, parts: np.ndarray) -> tuple[int, int]:
     return good, int(valid.sum())
 
 
-def scene_images(scene: Path, state: str) -> list[tuple[Path, Path]]:
-    """(rgba path, mask path) of every training frame of `state`."""
+def scene_images(scene: Path, state: str, out: Path) -> list[tuple[Path, Path]]:
+    """(rgba path, stage-1 mask path under the output root `out`) of every training frame of `state`."""
     frames = json.loads((scene / f"transforms_train_{state}.json").read_text())["frames"]
-    return [(scene / f["file_path"], companion_path(scene / f["file_path"], "mask", ".npy")) for f in frames]
+    masks = masks_dir(scene_output_dir(out, *scene.parts[-3:]))
+    return [(scene / f["file_path"], mask_path(masks, STATES.index(state), "train", Path(f["file_path"]).stem))
+            for f in frames]
+
+
+def folder_state(root: Path) -> dict[str, int]:
+    """Every file under `root` with its modification time: to show that a stage wrote nothing there."""
+    return {str(path): path.stat().st_mtime_ns for path in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +147,16 @@ def test_sam_path_with_tiny_checkpoint_writes_masks_and_skips_done_images(
         tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scene = tmp_path / "data" / "gear" / "synthetic" / "cabinet"
     generate_scene("cabinet", scene, res=64, views=2, test_views=1, seed=1, progress=False)
+    data = folder_state(tmp_path / "data")
+    # the older spellings of the scene and the data root (--dataset_path, --data_root) still work
     args = ["--dataset_path", "gear/synthetic/cabinet", "--data_root", str(tmp_path / "data"), "--output_root",
             str(tmp_path / "out"), "--sam_checkpoint", str(tiny_checkpoint), "--model_type", "tiny_test",
             "--device", "cpu", "--points_per_side", "2", "--states", "start",
             "--save_visualization", "--overwrite"]
     assert get_mask.main(args) == 0
     assert "stage 1 (sam tiny_test): 2 images" in capsys.readouterr().out
-    for image_path, mask_path in scene_images(scene, "start"):
+    assert folder_state(tmp_path / "data") == data                   # nothing written into the data folder
+    for image_path, mask_path in scene_images(scene, "start", tmp_path / "out"):
         labels = np.load(mask_path, allow_pickle=False)
         alpha = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)[..., 3]
         assert labels.dtype == np.int32 and labels.shape == alpha.shape
@@ -153,17 +165,18 @@ def test_sam_path_with_tiny_checkpoint_writes_masks_and_skips_done_images(
         assert labels.max() == 1 and (labels[alpha > 127] == 1).mean() > 0.95
         assert (tmp_path / "out" / "gear/synthetic/cabinet/masks_vis" / f"start_{image_path.stem}.png").is_file()
     assert not list(mask_path.parent.glob(".*"))                     # no temporary files left
-    mtimes = [m.stat().st_mtime_ns for _, m in scene_images(scene, "start")]
+    mtimes = [m.stat().st_mtime_ns for _, m in scene_images(scene, "start", tmp_path / "out")]
 
     assert get_mask.main(args[:-1]) == 0                             # no --overwrite: nothing to do
     assert "skipped 2 of 2 images" in capsys.readouterr().out
-    assert [m.stat().st_mtime_ns for _, m in scene_images(scene, "start")] == mtimes
+    assert [m.stat().st_mtime_ns for _, m in scene_images(scene, "start", tmp_path / "out")] == mtimes
 
 
 def test_missing_checkpoint_exits_with_directions(data_root: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "sam_vit_h_4b8939.pth"
     result = subprocess.run(
         [sys.executable, "utils/get_mask.py", "--dataset_path", "gear/synthetic/oven", "--data_root", str(data_root),
+         "--output_root", str(tmp_path / "out"),
          "--sam_checkpoint", str(missing), "--device", "cpu", "--states", "end", "--overwrite"],
         cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""},
     )
@@ -177,7 +190,7 @@ def test_sam_segmenter_returns_no_masks_when_no_prompt_passes_the_filters(data_r
     sam = make_dark_region_sam(tiny_sam())
     with torch.no_grad():
         sam.mask_decoder.iou_prediction_head.layers[-1].bias.fill_(0.0)  # predicted IoU 0 < 0.86 everywhere
-    image_path, _ = scene_images(data_root / "gear" / "synthetic" / "laptop", "start")[0]
+    image_path, _ = scene_images(data_root / "gear" / "synthetic" / "laptop", "start", data_root)[0]
     frame = Frame(*read_rgba(image_path), depth=None, fx=100.0, fy=100.0)
     assert SamSegmenter(sam, points_per_side=2)(frame) == []          # segment-anything 1.0 alone raises IndexError
 
@@ -197,22 +210,24 @@ def test_image_without_foreground_is_an_error(tmp_path: Path, capsys: pytest.Cap
     cv2.imwrite(str(scene / "start/train/rgba/0000.png"), np.zeros((16, 16, 4), np.uint8))
     frame = {"file_path": "start/train/rgba/0000.png", "transform_matrix": np.eye(4).tolist()}
     (scene / "transforms_train_start.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": [frame]}))
-    args = ["--dataset_path", "d/s/empty", "--data_root", str(tmp_path / "data"), "--segmenter", "classic",
-            "--states", "start"]
+    args = ["--source_path", str(tmp_path / "data"), "--dataset", "d", "--subset", "s", "--scene_name", "empty",
+            "--output_root", str(tmp_path / "out"), "--segmenter", "classic", "--states", "start"]
     assert get_mask.main(args) == 1
     assert "0000.png has no foreground" in capsys.readouterr().err
-    assert not (scene / "start/train/mask/0000.npy").exists()
-    assert get_mask.main(["--dataset_path", "d/s/missing", "--data_root", str(tmp_path / "data")]) == 1
+    assert not (tmp_path / "out" / "d/s/empty/masks/start/train/0000.npy").exists()
+    assert get_mask.main(["--dataset_path", "d/s/missing", "--data_root", str(tmp_path / "data"),
+                          "--output_root", str(tmp_path / "out")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_classic_segmenter_respects_part_boundaries(data_root: Path, category: str) -> None:
-    assert get_mask.main(["--dataset_path", f"gear/synthetic/{category}", "--data_root", str(data_root),
+    out = data_root.parent / f"{data_root.name}_out"
+    assert get_mask.main(["--source_path", str(data_root), "--scene_name", category, "--output_root", str(out),
                           "--segmenter", "classic", "--overwrite"]) == 0
     good = labelled = on_parts = 0
     for state in ("start", "end"):
-        for image_path, mask_path in scene_images(data_root / "gear" / "synthetic" / category, state):
+        for image_path, mask_path in scene_images(data_root / "gear" / "synthetic" / category, state, out):
             parts = cv2.imread(str(companion_path(image_path, "part", ".png")), cv2.IMREAD_UNCHANGED)
             g, n = boundary_score(np.load(mask_path, allow_pickle=False), parts)
             good, labelled, on_parts = good + g, labelled + n, on_parts + int((parts > 0).sum())
@@ -223,14 +238,16 @@ def test_classic_segmenter_respects_part_boundaries(data_root: Path, category: s
 def test_classic_workers_write_the_same_masks_as_one_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scene = tmp_path / "data" / "gear" / "synthetic" / "storage"
     generate_scene("storage", scene, res=64, views=3, test_views=1, seed=2, progress=False)
-    args = ["--dataset_path", "gear/synthetic/storage", "--data_root", str(tmp_path / "data"), "--segmenter",
-            "classic", "--overwrite"]
+    args = ["--source_path", str(tmp_path / "data"), "--scene_name", "storage", "--output_root", str(tmp_path / "out"),
+            "--segmenter", "classic", "--overwrite"]
     assert get_mask.main([*args, "--workers", "1"]) == 0
-    serial = [np.load(m, allow_pickle=False) for state in ("start", "end") for _, m in scene_images(scene, state)]
+    serial = [np.load(m, allow_pickle=False) for state in ("start", "end")
+              for _, m in scene_images(scene, state, tmp_path / "out")]
     assert "1 process)" in capsys.readouterr().out
     assert get_mask.main([*args, "--workers", "2"]) == 0
     assert "2 processes" in capsys.readouterr().out
-    pooled = [np.load(m, allow_pickle=False) for state in ("start", "end") for _, m in scene_images(scene, state)]
+    pooled = [np.load(m, allow_pickle=False) for state in ("start", "end")
+              for _, m in scene_images(scene, state, tmp_path / "out")]
     assert len(pooled) == 6 and all(np.array_equal(a, b) for a, b in zip(serial, pooled))
     assert all(a.max() > 1 for a in pooled)
 
@@ -238,10 +255,10 @@ def test_classic_workers_write_the_same_masks_as_one_process(tmp_path: Path, cap
 def test_a_worker_error_names_the_image(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     scene = tmp_path / "data" / "gear" / "synthetic" / "oven"
     generate_scene("oven", scene, res=48, views=3, test_views=1, seed=0, progress=False)
-    image_path, mask_path = scene_images(scene, "end")[1]
+    image_path, mask_path = scene_images(scene, "end", tmp_path / "out")[1]
     cv2.imwrite(str(image_path), np.zeros((48, 48, 4), np.uint8))
-    args = ["--dataset_path", "gear/synthetic/oven", "--data_root", str(tmp_path / "data"), "--segmenter", "classic",
-            "--states", "end", "--workers", "2"]
+    args = ["--source_path", str(tmp_path / "data"), "--scene_name", "oven", "--output_root", str(tmp_path / "out"),
+            "--segmenter", "classic", "--states", "end", "--workers", "2"]
     assert get_mask.main(args) == 1
     assert f"{image_path.name} has no foreground" in capsys.readouterr().err
     assert not mask_path.exists()
@@ -253,6 +270,40 @@ def test_workers_are_checked() -> None:
     with pytest.raises(SystemExit):
         get_mask.parse_args(["--dataset_path", "a/b/c", "--workers", "2"])  # SAM: one image at a time
     assert get_mask.parse_args(["--dataset_path", "a/b/c", "--segmenter", "classic", "--workers", "3"]).workers == 3
+
+
+def test_both_spellings_of_the_scene_give_one_config_and_abbreviations_are_refused() -> None:
+    new = get_mask.parse_args(["--source_path", "d", "--dataset", "paris", "--subset", "sapien", "--scene_name", "oven",
+                               "--segmenter", "classic"])
+    old = get_mask.parse_args(["--data_root", "d", "--dataset_path", "paris/sapien/oven", "--segmenter", "classic"])
+    assert new == old and new.scene_dir == Path("d/paris/sapien/oven")
+    assert new.output_masks == Path("outputs/paris/sapien/oven/masks")
+    for argv in (["--dataset_path", "a/b/c", "--scene_name", "c"],    # the scene twice
+                 ["--dataset_path", "a/b"],                          # not <dataset>/<subset>/<scene>
+                 ["--scene_name", "c", "--segm", "classic"],         # an abbreviation of --segmenter
+                 []):                                                # no scene
+        with pytest.raises(SystemExit):
+            get_mask.parse_args(argv)
+
+
+def test_rgb_images_need_white_background(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An image without alpha is refused (naming it) unless --white_background keys the alpha from the white."""
+    scene = tmp_path / "data" / "gear" / "synthetic" / "laptop"
+    generate_scene("laptop", scene, res=48, views=2, test_views=1, seed=0, progress=False)
+    alphas = []
+    for image_path, _ in scene_images(scene, "start", tmp_path / "out"):
+        rgba = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED).astype(np.float32) / 255.0
+        rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])  # over white
+        cv2.imwrite(str(image_path), np.round(rgb * 255.0).astype(np.uint8))
+        alphas.append(rgba[..., 3])
+    args = ["--source_path", str(tmp_path / "data"), "--scene_name", "laptop", "--output_root", str(tmp_path / "out"),
+            "--segmenter", "classic", "--states", "start"]
+    assert get_mask.main(args) == 1
+    assert "0000.png has no alpha channel" in capsys.readouterr().err
+    assert get_mask.main([*args, "--white_background"]) == 0
+    for alpha, (_, mask_path) in zip(alphas, scene_images(scene, "start", tmp_path / "out")):
+        labelled = np.load(mask_path) > 0                            # regions on the object, none on the white
+        assert labelled[alpha > 0.5].mean() > 0.9 and not labelled[alpha == 0].any()
 
 
 def test_classic_stage1_imports_no_segment_anything() -> None:

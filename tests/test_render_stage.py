@@ -272,6 +272,50 @@ def test_prismatic_joints_and_rerun(root: Path):
     assert sorted(p.name for p in out.iterdir()) == ["joint_info.json", "metrics.json", "result.csv"]
 
 
+def test_eval_folder_is_always_one_runs(root: Path, tmp_path: Path, monkeypatch):
+    """A run killed before it finishes leaves the previous eval/ as it was (its outputs went to a fresh folder, which
+    the next run clears); a finished run replaces eval/ whole, keeping only files stage 5 does not write."""
+    model = tmp_path / "m"
+    build_oracle_model(scene_path(root, "drawers"), model, 1, num_surfels=300, colour="grey")
+    flags = ("--skip_train", "--skip_test", "--skip_mesh", "--orbit_frames", "0", "--model_path", str(model))
+    assert run_render(root, "drawers", *flags) == 0
+    out = model / "eval"
+    (out / "my_notes.txt").write_text("keep me")
+    (out / "meshes").mkdir()
+    (out / "meshes" / "start_whole.ply").write_text("an earlier run's mesh")
+    before = {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_render(root, "drawers", *flags)
+    assert {str(p): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert (model / ".eval.new" / "joint_info.json").is_file()  # the killed run's partial outputs, not in eval/
+    monkeypatch.undo()
+    assert run_render(root, "drawers", *flags) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["joint_info.json", "metrics.json", "my_notes.txt", "result.csv"]
+    assert not (model / ".eval.new").exists() and not (model / ".eval.old").exists()
+
+
+def test_a_nan_test_pose_is_an_error_not_a_black_render(root: Path, tmp_path: Path, capsys):
+    source = scene_path(root, "drawers")
+    copy = scene_path(tmp_path, "drawers")
+    copy.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name != "transforms_test_end.json":
+            (copy / entry.name).symlink_to(entry)
+    meta = read_json(source / "transforms_test_end.json")
+    meta["frames"][0]["transform_matrix"][1][1] = float("nan")
+    (copy / "transforms_test_end.json").write_text(json.dumps(meta))
+    build_oracle_model(source, model_path(tmp_path, "drawers"), 1, num_surfels=300, colour="grey")
+    assert run_render(tmp_path, "drawers", "--skip_mesh", "--orbit_frames", "0") == 2
+    err = capsys.readouterr().err
+    assert "transforms_test_end.json: frame 0 'transform_matrix' holds NaN" in err
+    assert not (model_path(tmp_path, "drawers") / "eval").exists()
+
+
 def test_render_mode(root: Path, tmp_path: Path):
     """--mode render writes no metrics; --eval_app adds PSNR/SSIM only."""
     build_oracle_model(scene_path(root, "drawers"), tmp_path, 0, num_surfels=600, colour="grey")

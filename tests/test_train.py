@@ -1,4 +1,5 @@
-"""Stage 4 (train.py) on a tiny synthetic cabinet: inputs, initial logits, joint refinement, resume, errors.
+"""Stage 4 (train.py) on a tiny synthetic cabinet: inputs, initial logits, joint refinement, resume (equal to an
+uninterrupted run), overwrite safety, the joint-types contract with stage 3, errors.
 
 The stage-2 models here are surfels initialised from the depth point clouds (no coarse optimisation), so the test
 exercises stage 4 alone; the end-to-end test runs the real stage 2.
@@ -6,7 +7,9 @@ exercises stage 4 alone; the end-to-end test runs the real stage 2.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +20,9 @@ import train
 import voxelize
 from data_tools.synthetic import generate_scene
 from evaluation.metrics import evaluate_joints, load_gt_joints
-from scene import Scene
+from scene import Scene, initial_point_cloud
 from scene.articulation import joint_to_matrix, matrix_to_joint
+from scene.contract import STAGE_MARKER, TRAIN_LOG_NAME
 from scene.gaussian_model import GaussianModel
 from scene.trained_model import TrainedModel
 from utils.get_mask import main as get_mask_main
@@ -38,12 +42,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data, outputs = root / "data", root / "outputs"
     scene_dir = data / "gear" / "synthetic" / "cabinet"
     generate_scene("cabinet", scene_dir, res=64, views=10, test_views=2, seed=0, supersample=1, progress=False)
-    assert get_mask_main(["--dataset_path", "gear/synthetic/cabinet", "--data_root", str(data), "--output_root",
-                          str(outputs), "--segmenter", "classic"]) == 0
+    assert get_mask_main(["--source_path", str(data), "--scene_name", "cabinet", "--output_root", str(outputs),
+                          "--segmenter", "classic"]) == 0
     scene = Scene(scene_dir, -1, "cpu", splits=("train",))
     coarse = outputs / "gear" / "synthetic" / "cabinet" / "coarse_gs" / "point_cloud" / f"iteration_{COARSE_ITER}"
     for state in (0, 1):
-        points, colours = voxel_downsample(*scene.point_cloud(state), 0.03)
+        points, colours = voxel_downsample(*initial_point_cloud(scene, state, 0.01)[:2], 0.03)
         GaussianModel.from_point_cloud(points, colours, sh_degree=1, init_opacity=0.9).save_ply(
             coarse / f"point_cloud_{state}.ply")
     write_text(coarse / "larger_motion_state.txt", "1")  # the generator opens the door in the end state
@@ -90,7 +94,7 @@ def test_em_phases_alternate() -> None:
     class Args:
         em_interval = 4000
 
-    phases = [train.Refinement.phase(type("R", (), {"args": Args})(), it) for it in (1, 4000, 4001, 8000, 8001)]
+    phases = [train.Refinement.phase(type("R", (), {"config": Args})(), it) for it in (1, 4000, 4001, 8000, 8001)]
     assert phases == ["E", "E", "M", "M", "E"]
 
 
@@ -151,19 +155,20 @@ def test_missing_inputs_name_the_file_and_the_stage(workspace: dict, tmp_path: P
     assert train.main(_args(workspace, tmp_path / "a", "--coarse_iter", "99")) == 2
     err = capsys.readouterr().err
     assert "iteration_99/joint_voxel_info.json is missing" in err and "scripts/3_voxelize.sh" in err
-    masks = workspace["scene_dir"] / "end" / "train" / "mask"
+    masks = workspace["outputs"] / "gear" / "synthetic" / "cabinet" / "masks" / "end" / "train"
     hidden = tmp_path / "masks"
     shutil.move(masks, hidden)
     try:
         assert train.main(_args(workspace, tmp_path / "b", "--iterations", "2")) == 2
         err = capsys.readouterr().err
-        assert "SAM label maps are missing" in err and "scripts/1_get_mask.sh" in err
+        assert "10 stage-1 label maps of the end training views are missing" in err
+        assert str(masks / "0000.npy") in err and "scripts/1_get_mask.sh" in err
         assert train.main(_args(workspace, tmp_path / "c", "--iterations", "2", "--lambda_prior", "0",
                                 "--anchor", "data")) == 0
     finally:
         shutil.move(hidden, masks)
     assert train.main(_args(workspace, tmp_path / "d", "--joint_types", "s,r,p")) == 2
-    assert "stage 3 found 1" in capsys.readouterr().err
+    assert "is not what stage 3 assigned to its 1 movable parts (1 revolute)" in capsys.readouterr().err
 
 
 def test_non_finite_losses_are_dropped_and_non_finite_parameters_stop(workspace: dict, tmp_path: Path,
@@ -236,3 +241,122 @@ def _split(value: object) -> tuple[list[float], list]:
     else:
         return ([value], []) if isinstance(value, float) else ([], [value])
     return [x for numbers, _ in parts for x in numbers], [x for _, rest in parts for x in rest]
+
+
+# ---------------------------------------------------------------------------- joint types, resume, overwrite
+def test_joint_types_must_be_stage3s_multiset(workspace: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Stage 3 found a revolute door: --joint_types s,p does not turn it into a drawer; the error says to give the
+    types to stage 3. The same multiset is accepted (each part keeps stage 3's type)."""
+    assert train.main(_args(workspace, tmp_path / "p", "--joint_types", "s,p", "--iterations", "1")) == 2
+    err = capsys.readouterr().err
+    assert "--joint_types 's,p' (1 prismatic) is not what stage 3 assigned" in err and "(1 revolute)" in err
+    assert "give the types to stage 3" in err and "JOINT_TYPES=s,p bash scripts/3_voxelize.sh" in err
+    assert not (tmp_path / "p").exists()
+    stage3 = train.Stage3Result(canonical_state=1, joint_types=["prismatic", "revolute", "prismatic"],
+                                transforms=np.tile(np.eye(4), (3, 1, 1)), part_voxels=[np.zeros((1, 3))] * 3,
+                                grid=VoxelGrid(np.zeros(3), 0.1, (3, 1, 1)))
+    assert train.resolve_types("s,r,p,p", stage3) == (["prismatic", "revolute", "prismatic"], [True] * 3)
+    assert train.resolve_types("auto", stage3) == (["prismatic", "revolute", "prismatic"], [False] * 3)
+    with pytest.raises(ValueError, match="2 prismatic, 1 revolute"):
+        train.resolve_types("s,r,r,p", stage3)
+
+
+def test_the_training_script_leaves_joint_types_to_stage3() -> None:
+    env = {**os.environ, "PYTHON": "echo", "SCENES": "a", "JOINT_TYPES": "s,p"}
+    result = subprocess.run(["bash", str(Path(train.__file__).parent / "scripts" / "4_train.sh")], env=env,
+                            capture_output=True, text=True, check=True)
+    words = result.stdout.split()
+    assert words[0] == "train.py" and "--joint_types" not in words
+    pairs = dict(zip(words[1::2], words[2::2]))
+    assert pairs["--model_name"] == "gear" and pairs["--coarse_name"] == "coarse_gs"
+
+
+class Interrupted(Exception):
+    """Stands for a killed process in the resume test."""
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(workspace: dict, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the checkpoint at 4 (densification at 3 in the E phase 1-4, the M phase 5-8, random
+    backgrounds), resumed: the same surfels, logits and joints as a run that was never interrupted, and the log
+    holds each record once."""
+    extra = ["--iterations", "8", "--checkpoint_iterations", "4", "--log_interval", "2", "--random_bg_color",
+             "--anchor", "data", "--em_interval", "4", "--densify_from_iter", "2", "--densification_interval", "3",
+             "--resolution", "32"]
+    reference = tmp_path / "reference"
+    assert train.main(_args(workspace, reference, *extra)) == 0
+    resumed = tmp_path / "resumed"
+    step = train.Refinement.step
+
+    def killed_at_6(self: train.Refinement, iteration: int, generator: torch.Generator) -> dict:
+        if iteration == 6:
+            raise Interrupted
+        return step(self, iteration, generator)
+
+    monkeypatch.setattr(train.Refinement, "step", killed_at_6)
+    with pytest.raises(Interrupted):
+        train.main(_args(workspace, resumed, *extra))
+    monkeypatch.setattr(train.Refinement, "step", step)
+    assert train.main(_args(workspace, resumed, *extra)) == 0
+    assert json.loads((resumed / "train_summary.json").read_text())["resumed_from"] == 4
+    a, b = (TrainedModel.load(path, "final", "cpu") for path in (reference, resumed))
+    assert a.gaussians.num_points == b.gaussians.num_points
+    for name, value in a.gaussians.params.items():
+        torch.testing.assert_close(value, b.gaussians.params[name], rtol=0, atol=1e-6)
+    for joint_a, joint_b in zip(a.joints_start_to_end(), b.joints_start_to_end()):
+        assert joint_a["type"] == joint_b["type"] and joint_a["motion"] == pytest.approx(joint_b["motion"], abs=1e-5)
+    logs = [[json.loads(line) for line in (path / TRAIN_LOG_NAME).read_text().splitlines()]
+            for path in (reference, resumed)]
+    assert [r["iteration"] for r in logs[1]] == [r["iteration"] for r in logs[0]] == [2, 4, 6, 8]
+    for one, two in zip(*logs):
+        assert one["loss"]["total"] == pytest.approx(two["loss"]["total"], rel=1e-5, abs=1e-7)
+
+
+def test_overwrite_keeps_unrelated_files_and_refuses_foreign_folders(workspace: dict, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    model_path = tmp_path / "gear"
+    extra = ["--iterations", "2", "--checkpoint_iterations", "2", "--anchor", "data"]
+    assert train.main(_args(workspace, model_path, *extra)) == 0
+    assert json.loads((model_path / STAGE_MARKER).read_text()) == {"stage": "train"}
+    (model_path / "notes.txt").write_text("keep me")
+    (model_path / "eval").mkdir()
+    (model_path / "eval" / "metrics.json").write_text("{}")  # stage 5's outputs of the old model go with it
+    assert train.main(_args(workspace, model_path, *extra, "--overwrite")) == 0
+    assert (model_path / "notes.txt").read_text() == "keep me" and not (model_path / "eval").exists()
+    assert json.loads((model_path / "train_summary.json").read_text())["resumed_from"] == 0
+    # a bad input with --overwrite: found first, nothing deleted
+    before = sorted(model_path.rglob("*"))
+    assert train.main(_args(workspace, model_path, *extra, "--overwrite", "--coarse_iter", "99")) == 2
+    assert sorted(model_path.rglob("*")) == before
+    # `--model_path .` in a folder of other work, and stage 2's model folder, are refused untouched
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "results.txt").write_text("unrelated")
+    monkeypatch.chdir(work)
+    for path in (".", str(workspace["coarse"].parent.parent)):
+        listing = sorted(Path(path).rglob("*"))
+        assert train.main(_args(workspace, Path(path), *extra, "--overwrite")) == 2
+        assert "model folder" in capsys.readouterr().err and sorted(Path(path).rglob("*")) == listing
+
+
+def test_corrupt_checkpoint_and_stage3_arrays_name_the_file(workspace: dict, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    model_path = tmp_path / "gear"
+    extra = ["--iterations", "4", "--checkpoint_iterations", "2", "--anchor", "data"]
+    assert train.main(_args(workspace, model_path, *extra)) == 0
+    (model_path / "point_cloud" / "iteration_4" / "articulation.json").unlink()
+    checkpoint = model_path / "chkpnt4.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])  # cut short, as a full disk leaves it
+    assert train.main(_args(workspace, model_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read checkpoint {checkpoint}" in err and "--overwrite" in err
+    npz = workspace["coarse"] / "joint_voxel_info.npz"
+    saved = npz.read_bytes()
+    try:
+        npz.write_bytes(saved[: len(saved) // 2])
+        assert train.main(_args(workspace, tmp_path / "other", *extra)) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read stage-3 arrays {npz}" in err and "3_voxelize.sh" in err
+    finally:
+        npz.write_bytes(saved)

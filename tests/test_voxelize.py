@@ -25,13 +25,14 @@ from benchmarks.part_chamfer import part_chamfers
 from data_tools.synthetic import generate_scene
 from evaluation.metrics import axis_offset_error, evaluate_joints, load_gt_joints
 from scene.articulation import joint_start_to_end, joint_to_matrix, matrix_to_joint
+from scene.camera_points import backproject_depth
 from scene.dataset_readers import load_cameras
 from utils.motion_estimation import correlation_shifts, fit_plane, guess_joint_type, plane_motion
 from utils.motion_segmentation import split_by_local_motions
 from utils.part_matching import PartMatcher
 from utils.part_selection import (PartEstimate, VoxelizeConfig, _Selection, build_states, discover_parts,
                                   finalise_part, place_axis, select_parts)
-from utils.point_cloud import backproject_depth, write_point_ply
+from utils.point_cloud import write_point_ply
 from utils.rigid_fit import apply_transform, icp, kabsch, make_transform, rotation_about_line, rotation_angle
 from utils.voxel_grid import VoxelGrid, connected_components, enclosed, nearest_seed, split_static_dynamic
 from utils.voxel_keys import unique_rows
@@ -76,7 +77,7 @@ def gt_part_centres(scene: Path, count: int) -> np.ndarray:
 
 
 def joint_errors(result_parts: list, grid: VoxelGrid, scene: Path) -> dict:
-    """`utils.metrics.evaluate_joints` of the predicted parts (as start -> end joints) against gt/trans.json."""
+    """`evaluation.metrics.evaluate_joints` of the predicted parts (as start -> end joints) against gt/trans.json."""
     gt = load_gt_joints(scene / "gt" / "trans.json")
     pred = [joint_start_to_end(matrix_to_joint(p.transform, p.joint_type), CANONICAL) for p in result_parts]
     centres = np.stack([grid.centres(p.voxels).mean(0) for p in result_parts])
@@ -310,7 +311,7 @@ def visible_points(scene: Path) -> tuple[np.ndarray, np.ndarray]:
     """Points back-projected from the rendered depth of the canonical (end) and the other (start) state."""
     states = []
     for state in (CANONICAL, 1 - CANONICAL):
-        points, _ = backproject_depth(load_cameras(scene, state, "train", load_masks=False))
+        points, _ = backproject_depth(load_cameras(scene, state, "train"))
         states.append(points.astype(np.float64))
     return states[0], states[1]
 

@@ -1,4 +1,4 @@
-"""The divergence guard shared by stages 2 and 4 (`utils.train_utils.FiniteGuard`)."""
+"""The divergence guard shared by stages 2 and 4 (`training.loop.FiniteGuard`)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from utils.train_utils import FiniteGuard, TrainingDiverged
+from training.loop import FiniteGuard, TrainingDiverged
 
 
 def test_guard_returns_the_mean_since_the_last_check_and_starts_again() -> None:

@@ -1,8 +1,8 @@
 """Stage-1 segmenters: the frame they read, the SAM settings, and a classical over-segmentation as a weaker fallback.
 
 A segmenter takes one `Frame` (an RGBA image, optional depth and the focal lengths) and returns candidate region masks
-`(H, W)` bool; `utils.label_maps` filters them against the alpha foreground and paints them into a label map. SAM
-itself is in `utils.sam_segmenter`, so that the classical path imports neither segment_anything nor torchvision.
+`(H, W)` bool; `segmentation.label_maps` filters them against the alpha foreground and paints them into a label map.
+SAM itself is in `segmentation.sam`, so that the classical path imports neither segment_anything nor torchvision.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FOREGROUND_ALPHA = 0.5
 # SAM sees the object composited over white: the datasets (PARIS, ArtGS) are rendered and viewed on white, and a
 # flat background gives SAM one large, easily rejected background mask instead of texture-like noise.
 SAM_BACKGROUND = 1.0
-# The automatic-mask-generator settings of the paper (DESIGN.md §5, stage 1).
+# The automatic-mask-generator settings of the GEAR paper's stage 1.
 SAM_SETTINGS = {
     "points_per_side": 32,
     "pred_iou_thresh": 0.86,

@@ -1,5 +1,5 @@
 """Stage 1's Segment Anything segmenter: the model loaded from a checkpoint, and its automatic mask generator with the
-paper's settings (`utils.segmenters.SAM_SETTINGS`)."""
+paper's settings (`segmentation.segmenters.SAM_SETTINGS`)."""
 from __future__ import annotations
 
 import pickle
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
 
-from utils.segmenters import SAM_BACKGROUND, SAM_SETTINGS, CheckpointError, Frame, missing_checkpoint_message
+from segmentation.segmenters import SAM_BACKGROUND, SAM_SETTINGS, CheckpointError, Frame, missing_checkpoint_message
 
 
 def load_sam(checkpoint: Path, model_type: str, device: str) -> torch.nn.Module:
