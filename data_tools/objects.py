@@ -8,7 +8,8 @@ Defaults are realistic on purpose, so that no stage of the pipeline gets the par
 parts are made of the body's material (`appearance="material"`), the object stands in a random orientation
 (`orientation="random"`: any yaw, tilted by up to MAX_TILT_DEG) and each object has its own light
 (`lighting="random"`). `appearance="distinct"` (a hue per part, spread around the colour wheel),
-`orientation="upright"` (front towards -y, z up) and `lighting="fixed"` give the easy variant.
+`orientation="upright"` (front towards -y, z up) and `lighting="fixed"` give the easy variant. Motions span each
+joint's full range, small openings included (`motion="full"`); `motion="large"` keeps them in its upper half.
 """
 from __future__ import annotations
 
@@ -23,15 +24,16 @@ import trimesh
 from data_tools.articulated import STATE_NAMES, Joint, ObjectSpec, Part, normalise, similarity
 from data_tools.lighting import DEFAULT_LIGHTING, LIGHTINGS, make_lighting
 from data_tools.shapes import (GAP_RANGE, MIN_DOOR_DEG, MIN_PULL, Cell, PartGeometry, Style, box, carcass,
-                               cell_front, cylinder, door_angle, drawer, front_grid, handle_pieces, hinge_joint,
-                               merge, open_box, random_style, shelves_in, slab_with_holes, static_panel,
+                               cell_front, cylinder, door_angle, draw_opening, drawer, front_grid, handle_pieces,
+                               hinge_joint, merge, open_box, random_style, shelves_in, slab_with_holes, static_panel,
                                with_thickness)
 from data_tools.textures import Texture, material_variant, random_material, random_texture
 
 OBJECT_RADIUS = 0.9  # both states fit a sphere of this radius around the origin
 APPEARANCES = ("material", "distinct")
 ORIENTATIONS = ("random", "upright")
-DEFAULT_APPEARANCE, DEFAULT_ORIENTATION = "material", "random"
+MOTIONS = ("full", "large")
+DEFAULT_APPEARANCE, DEFAULT_ORIENTATION, DEFAULT_MOTION = "material", "random", "full"
 MAX_TILT_DEG = 15.0  # of a randomly oriented object's up axis from the vertical
 SHELF_SPACING = 0.35  # a door's compartment gets one shelf per this much height (at most two)
 
@@ -286,9 +288,10 @@ def _washer(rng: np.random.Generator) -> list[PartGeometry]:
         box([centre_x + 0.76 * radius, y_out - 0.02, centre_z - 0.05],
             [centre_x + 0.9 * radius, y_out, centre_z + 0.05]),
     ]
+    angle = door_angle(rng, free=True)
     joint = hinge_joint(lo, hi, free_axis=0, hinge_at_low=True, outward=np.array([0.0, -1.0, 0.0]),
-                        opened=door_angle(rng, free=True))
-    return [body_part(body), PartGeometry("door_0", door_pieces, joint), detergent]
+                        opened=angle.value)
+    return [body_part(body), PartGeometry("door_0", door_pieces, joint, angle.largest), detergent]
 
 
 # ----------------------------------------------------------------------------------------------- others
@@ -312,9 +315,10 @@ def _box(rng: np.random.Generator) -> list[PartGeometry]:
     hi = np.array([width / 2 + overhang, depth / 2 + overhang, height + gap + thickness])
     lid = [box(lo, hi), *handle_pieces(handle, 0.0, (lo[2] + hi[2]) / 2, float(lo[1]), min(0.2, 0.3 * width),
                                        vertical=False)]
+    angle = draw_opening(rng, MIN_DOOR_DEG, 110.0)
     joint = hinge_joint(lo, hi, free_axis=1, hinge_at_low=False, outward=np.array([0.0, 0.0, 1.0]),
-                        opened=rng.uniform(MIN_DOOR_DEG, 110.0))
-    return [body_part(body), PartGeometry("lid", lid, joint)]
+                        opened=angle.value)
+    return [body_part(body), PartGeometry("lid", lid, joint, angle.largest)]
 
 
 def _window(rng: np.random.Generator) -> list[PartGeometry]:
@@ -360,10 +364,10 @@ def _window(rng: np.random.Generator) -> list[PartGeometry]:
             static += pieces
             continue
         direction = np.eye(3)[axis] * (1.0 if k == 0 else -1.0)
-        shift = float(rng.uniform(MIN_PULL, 0.95 * travel))
+        shift = draw_opening(rng, MIN_PULL, 0.95 * travel)
         joint = Joint("prismatic", np.array([(rect[0] + rect[1]) / 2, y0, (rect[2] + rect[3]) / 2]), direction,
-                      0.0, shift)
-        parts.append(PartGeometry(f"sash_{len(parts)}", pieces, joint))
+                      0.0, shift.value)
+        parts.append(PartGeometry(f"sash_{len(parts)}", pieces, joint, shift.largest))
     return [body_part(frame + static, "frame"), *parts]
 
 
@@ -390,9 +394,10 @@ def _laptop(rng: np.random.Generator) -> list[PartGeometry]:
     lid_lo = np.array([-width / 2, -length / 2, base_t + gap])
     lid_hi = np.array([width / 2, length / 2, base_t + gap + lid_t])
     screen = box([-0.45 * width, -0.45 * length, base_t + gap - 0.003], [0.45 * width, 0.45 * length, base_t + gap])
+    angle = draw_opening(rng, MIN_DOOR_DEG, 120.0)
     joint = hinge_joint(lid_lo, lid_hi, free_axis=1, hinge_at_low=False, outward=np.array([0.0, 0.0, 1.0]),
-                        opened=rng.uniform(MIN_DOOR_DEG, 120.0))
-    return [body_part(base, "base"), PartGeometry("lid", [box(lid_lo, lid_hi), screen], joint)]
+                        opened=angle.value)
+    return [body_part(base, "base"), PartGeometry("lid", [box(lid_lo, lid_hi), screen], joint, angle.largest)]
 
 
 BUILDERS: dict[str, Callable[[np.random.Generator], list[PartGeometry]]] = {
@@ -437,8 +442,8 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return (yaw_matrix @ tilt_matrix)[:3, :3]
 
 
-def check_options(category: str, seed: int, open_state: str, appearance: str, orientation: str,
-                  lighting: str) -> None:
+def check_options(category: str, seed: int, open_state: str, appearance: str, orientation: str, lighting: str,
+                  motion: str) -> None:
     """Raise ValueError naming the first option `build_object` cannot use."""
     if category not in BUILDERS:
         raise ValueError(f"unknown category {category!r}; choose one of {categories()}")
@@ -447,20 +452,22 @@ def check_options(category: str, seed: int, open_state: str, appearance: str, or
     if int(seed) < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     for name, value, choices in (("appearance", appearance, APPEARANCES), ("orientation", orientation, ORIENTATIONS),
-                                 ("lighting", lighting, LIGHTINGS)):
+                                 ("lighting", lighting, LIGHTINGS), ("motion", motion, MOTIONS)):
         if value not in choices:
             raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def build_object(category: str, seed: int, open_state: str = "end", *, appearance: str = DEFAULT_APPEARANCE,
-                 orientation: str = DEFAULT_ORIENTATION, lighting: str = DEFAULT_LIGHTING) -> ObjectSpec:
+                 orientation: str = DEFAULT_ORIENTATION, lighting: str = DEFAULT_LIGHTING,
+                 motion: str = DEFAULT_MOTION) -> ObjectSpec:
     """The object of `category` drawn from `seed`, open in `open_state` ("start" or "end") and closed in the other.
 
     Deterministic by seed. Geometry, appearance, orientation and lighting come from independent random streams, so
     the options change only what they name: `appearance` "material" (movable parts in the body's material) or
-    "distinct" (a hue per part), `orientation` "random" (yaw and tilt) or "upright", `lighting` "random" or "fixed".
+    "distinct" (a hue per part), `orientation` "random" (yaw and tilt) or "upright", `lighting` "random" or "fixed",
+    `motion` "full" (openings anywhere in each joint's range) or "large" (halfway from there to the range's top).
     """
-    check_options(category, seed, open_state, appearance, orientation, lighting)
+    check_options(category, seed, open_state, appearance, orientation, lighting, motion)
     seed = int(seed)
     geometries = BUILDERS[category](np.random.default_rng([seed, GEOMETRY_STREAM]))
 
@@ -469,7 +476,7 @@ def build_object(category: str, seed: int, open_state: str = "end", *, appearanc
 
     textures = part_textures(appearance, len(geometries), stream(APPEARANCE_STREAM))
     parts = [
-        Part(geom.name, merge(geom.pieces), texture, _with_open_state(geom.joint, open_state),
+        Part(geom.name, merge(geom.pieces), texture, _with_open_state(_with_motion(geom, motion), open_state),
              pieces=tuple(len(piece.vertices) for piece in geom.pieces))
         for geom, texture in zip(geometries, textures)
     ]
@@ -477,6 +484,13 @@ def build_object(category: str, seed: int, open_state: str = "end", *, appearanc
     if orientation == "random":
         spec = similarity(spec, random_rotation(stream(ORIENTATION_STREAM)), 1.0, np.zeros(3))
     return normalise(spec, OBJECT_RADIUS)
+
+
+def _with_motion(geom: PartGeometry, motion: str) -> Joint | None:
+    """The part's joint; with motion "large" its opening moves halfway towards the largest its builder draws."""
+    if geom.joint is None or motion == "full":
+        return geom.joint
+    return dataclasses.replace(geom.joint, end=(geom.joint.end + geom.largest) / 2)
 
 
 def _with_open_state(joint: Joint | None, open_state: str) -> Joint | None:

@@ -37,11 +37,25 @@ Rect = tuple[float, float, float, float]  # x0, x1, z0, z1 of a region of an obj
 
 
 class PartGeometry(NamedTuple):
-    """A part before texturing: its closed-configuration solids and its joint (None for the static body)."""
+    """A part before texturing: its closed-configuration solids, its joint (None for the static body) opening from 0
+    to a value drawn from a range, and the top of that range (`largest`)."""
 
     name: str
     pieces: list[trimesh.Trimesh]
     joint: Joint | None
+    largest: float = 0.0
+
+
+class Opening(NamedTuple):
+    """A joint's drawn opening (degrees or scene units) and the largest value it could have been drawn as."""
+
+    value: float
+    largest: float
+
+
+def draw_opening(rng: np.random.Generator, lo: float, hi: float) -> Opening:
+    """An opening drawn uniformly from lo..hi: small and large motions alike."""
+    return Opening(float(rng.uniform(lo, hi)), float(hi))
 
 
 @dataclass(frozen=True)
@@ -204,9 +218,9 @@ def hinge_joint(lo: np.ndarray, hi: np.ndarray, free_axis: int, hinge_at_low: bo
     return Joint("revolute", origin, np.cross(free_dir, outward), 0.0, opened)
 
 
-def door(name: str, rect: Rect, y_out: float, style: Style, hinge: str, opened: float) -> PartGeometry:
+def door(name: str, rect: Rect, y_out: float, style: Style, hinge: str, opening: Opening) -> PartGeometry:
     """A door over `rect` with its outer face at y = y_out, hinged on its left, right, bottom or top edge, its handle
-    near the opposite edge; it opens by `opened` degrees."""
+    near the opposite edge; it opens by `opening` degrees."""
     x0, x1, z0, z1 = rect
     lo, hi = np.array([x0, y_out, z0]), np.array([x1, y_out + style.thickness, z1])
     width, height = x1 - x0, z1 - z0
@@ -223,7 +237,7 @@ def door(name: str, rect: Rect, y_out: float, style: Style, hinge: str, opened: 
     else:
         raise ValueError(f"door hinge must be one of {HINGES}, got {hinge!r}")
     pieces = front_slab(lo, hi, style.handle, x, z, length, vertical)
-    return PartGeometry(name, pieces, hinge_joint(lo, hi, free_axis, at_low, OUTWARD, opened))
+    return PartGeometry(name, pieces, hinge_joint(lo, hi, free_axis, at_low, OUTWARD, opening.value), opening.largest)
 
 
 def drawer(name: str, rect: Rect, y_out: float, style: Style, opening: Rect, back_y: float,
@@ -244,15 +258,15 @@ def drawer(name: str, rect: Rect, y_out: float, style: Style, opening: Rect, bac
                     open_sign=1)
     length = min(0.3, 0.45 * (x1 - x0))
     pieces = [*front_slab(lo, hi, style.handle, (x0 + x1) / 2, (z0 + z1) / 2, length, vertical=False), *tray]
-    pull = float(rng.uniform(MIN_PULL, MAX_PULL_FRACTION * depth))
-    joint = Joint("prismatic", np.array([(x0 + x1) / 2, y_out, (z0 + z1) / 2]), OUTWARD, 0.0, pull)
-    return PartGeometry(name, pieces, joint)
+    pull = draw_opening(rng, MIN_PULL, MAX_PULL_FRACTION * depth)
+    joint = Joint("prismatic", np.array([(x0 + x1) / 2, y_out, (z0 + z1) / 2]), OUTWARD, 0.0, pull.value)
+    return PartGeometry(name, pieces, joint, pull.largest)
 
 
-def door_angle(rng: np.random.Generator, free: bool) -> float:
+def door_angle(rng: np.random.Generator, free: bool) -> Opening:
     """A random opening angle in degrees: from MIN_DOOR_DEG to FREE_DOOR_DEG for a door with nothing beside its
     hinge, else to MAX_DOOR_DEG (a door past 90 degrees sweeps in front of its neighbours)."""
-    return float(rng.uniform(MIN_DOOR_DEG, FREE_DOOR_DEG if free else MAX_DOOR_DEG))
+    return draw_opening(rng, MIN_DOOR_DEG, FREE_DOOR_DEG if free else MAX_DOOR_DEG)
 
 
 # ----------------------------------------------------------------------------------------------- front grids

@@ -9,8 +9,9 @@ are for tests and oracle ablations only. Train cameras follow a Fibonacci spiral
 state has its own cameras; everything is deterministic by seed.
 
 By default the movable parts are made of the body's material, the object stands in a random orientation and has its
-own light (`data_tools.objects`); `--appearance distinct --orientation upright --lighting fixed` gives parts of
-distinct hues, upright, under one fixed light.
+own light, and openings span each joint's full range, small ones included (`data_tools.objects`); `--appearance
+distinct --orientation upright --lighting fixed --motion large` gives parts of distinct hues, upright, under one
+fixed light, opened wide.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from tqdm import tqdm
 from data_tools.articulated import STATE_NAMES, ObjectSpec
 from data_tools.cameras import FOV_DEG, sample_poses, square_intrinsics
 from data_tools.lighting import DEFAULT_LIGHTING, LIGHTINGS
-from data_tools.objects import (APPEARANCES, DEFAULT_APPEARANCE, DEFAULT_ORIENTATION, ORIENTATIONS, build_object,
-                                categories)
+from data_tools.objects import (APPEARANCES, DEFAULT_APPEARANCE, DEFAULT_MOTION, DEFAULT_ORIENTATION, MOTIONS,
+                                ORIENTATIONS, build_object, categories)
 from data_tools.raycast import RenderedView, StateScene, check_supersample, render_view
 from utils.io_utils import atomic_path, write_json
 from utils.mesh_utils import save_mesh
@@ -121,17 +122,18 @@ def render_state(spec: ObjectSpec, state: int, out_dir: Path, res: int, counts: 
 def generate_scene(category: str, out_dir: str | Path, res: int = 256, views: int = 48, test_views: int = 12,
                    seed: int = 0, open_state: str = "end", supersample: int = 3, overwrite: bool = False,
                    progress: bool = True, *, appearance: str = DEFAULT_APPEARANCE,
-                   orientation: str = DEFAULT_ORIENTATION, lighting: str = DEFAULT_LIGHTING) -> dict:
+                   orientation: str = DEFAULT_ORIENTATION, lighting: str = DEFAULT_LIGHTING,
+                   motion: str = DEFAULT_MOTION) -> dict:
     """Generate one two-state scene of `category` into `out_dir`; returns a summary (parts, joints, timing).
 
     `views`/`test_views` are per state; `open_state` is the state in which the movable parts are open;
-    `supersample` (odd) sub-rays per pixel side anti-alias colour and alpha; `appearance`, `orientation` and
-    `lighting` are `build_object`'s options.
+    `supersample` (odd) sub-rays per pixel side anti-alias colour and alpha; `appearance`, `orientation`, `lighting`
+    and `motion` are `build_object`'s options.
     """
     check_arguments(res, views, test_views, supersample)
     start = time.perf_counter()
     spec = build_object(category, seed, open_state, appearance=appearance, orientation=orientation,
-                        lighting=lighting)
+                        lighting=lighting, motion=motion)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, overwrite)
     counts = {"train": views, "test": test_views}
@@ -146,6 +148,7 @@ def generate_scene(category: str, out_dir: str | Path, res: int = 256, views: in
         "appearance": appearance,
         "orientation": orientation,
         "lighting": lighting,
+        "motion": motion,
         "out_dir": str(out_dir),
         "res": res,
         "views": views,
@@ -182,6 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="random: any yaw and a tilt of up to 15 degrees; upright: front towards -y, z up")
     parser.add_argument("--lighting", choices=LIGHTINGS, default=DEFAULT_LIGHTING,
                         help="random: a light per object; fixed: one light for every object")
+    parser.add_argument("--motion", choices=MOTIONS, default=DEFAULT_MOTION,
+                        help="full: openings anywhere in each joint's range, small ones included; large: upper half")
     parser.add_argument("--overwrite", action="store_true", help="replace a scene already in --out")
     return parser.parse_args(argv)
 
@@ -191,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = generate_scene(args.category, args.out, args.res, args.views, args.test_views, args.seed,
                                  args.open_state, args.supersample, args.overwrite, appearance=args.appearance,
-                                 orientation=args.orientation, lighting=args.lighting)
+                                 orientation=args.orientation, lighting=args.lighting, motion=args.motion)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from data_tools.articulated import ObjectSpec
 from data_tools.collisions import Solid, contacts, separation, solid
 from data_tools.lighting import FIXED_LIGHTING
 from data_tools.objects import MAX_TILT_DEG, build_object, categories
-from data_tools.shapes import MAX_PULL_FRACTION, MIN_DOOR_DEG, box
+from data_tools.shapes import MAX_DOOR_DEG, MAX_PULL_FRACTION, MIN_DOOR_DEG, box
 from data_tools.synthetic import generate_scene, main
 from utils.mesh_utils import load_mesh
 
@@ -475,6 +475,25 @@ def test_random_orientation_turns_geometry_and_joints_together(category: str) ->
                            build_object(category, 0, orientation="upright").parts[0].mesh.vertices, atol=1e-3)
 
 
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_large_motion_option_opens_every_part_further(category: str) -> None:
+    """`motion="large"` moves each opening halfway to the top of its range: never less, doors at least halfway from
+    MIN_DOOR_DEG to MAX_DOOR_DEG; the closed geometry is the same (up to the normalisation's scale and shift) and the
+    parts still never collide."""
+    full, large = build_object(category, SEED), build_object(category, SEED, motion="large")
+    closed_full, closed_large = (np.concatenate([p.mesh.vertices for p in spec.parts]) for spec in (full, large))
+    scale, rotation, shift = similarity_fit(closed_full, closed_large)
+    np.testing.assert_allclose(rotation, np.eye(3), atol=1e-9)
+    assert np.abs(scale * closed_full + shift - closed_large).max() < 1e-9
+    for a, b in zip(full.joints, large.joints, strict=True):
+        assert a.start == b.start == 0.0
+        if a.kind == "revolute":
+            assert b.end >= max(a.end, (MIN_DOOR_DEG + MAX_DOOR_DEG) / 2)
+        else:
+            assert b.end >= scale * a.end
+    assert contacts(large, CLEARANCE) == []
+
+
 def test_lighting_is_drawn_per_object_and_fixed_as_option() -> None:
     lights = [build_object(category, seed).lighting for category in ("cabinet", "box") for seed in (0, 1)]
     for light in lights:
@@ -490,7 +509,8 @@ def test_build_object_is_deterministic_and_checks_its_options() -> None:
         np.testing.assert_array_equal(pa.mesh.vertices, pb.mesh.vertices)
         np.testing.assert_array_equal(pa.texture.colors, pb.texture.colors)
     assert a.trans_info() == b.trans_info() and a.lighting == b.lighting
-    for option, value in (("appearance", "shiny"), ("orientation", "sideways"), ("lighting", "dark")):
+    for option, value in (("appearance", "shiny"), ("orientation", "sideways"), ("lighting", "dark"),
+                          ("motion", "wide")):
         with pytest.raises(ValueError, match=f"{option} must be one of .* got '{value}'"):
             build_object("mixed", 0, **{option: value})
 
@@ -498,9 +518,9 @@ def test_build_object_is_deterministic_and_checks_its_options() -> None:
 def test_cli_options_reach_the_scene(tmp_path: Path) -> None:
     common = ["--category", "box", "--seed", "2", "--res", "16", "--views", "1", "--test_views", "1"]
     assert main([*common, "--out", str(tmp_path / "a"), "--appearance", "distinct", "--orientation", "upright",
-                 "--lighting", "fixed"]) == 0
+                 "--lighting", "fixed", "--motion", "large"]) == 0
     generate_scene("box", tmp_path / "b", res=16, views=1, test_views=1, seed=2, progress=False,
-                   appearance="distinct", orientation="upright", lighting="fixed")
+                   appearance="distinct", orientation="upright", lighting="fixed", motion="large")
     assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
     assert main([*common, "--out", str(tmp_path / "c")]) == 0
     assert trans_info(tmp_path / "c") != trans_info(tmp_path / "a")  # turned by default
