@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import trimesh
 
+from data_tools.lighting import FIXED_LIGHTING, Lighting
 from data_tools.textures import Texture
 
 STATE_NAMES = ("start", "end")
@@ -62,12 +63,22 @@ class Joint:
 
 @dataclass(frozen=True)
 class Part:
-    """A rigid part: its closed-configuration mesh, its texture and its joint (None for the static body)."""
+    """A rigid part: its closed-configuration mesh, its texture and its joint (None for the static body).
+
+    `pieces` are the vertex counts of the closed convex solids whose concatenation (in order) the mesh is, so that
+    collision checks can treat each solid exactly; empty when the mesh is not built that way.
+    """
 
     name: str
     mesh: trimesh.Trimesh
     texture: Texture
     joint: Joint | None = None
+    pieces: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.pieces and sum(self.pieces) != len(self.mesh.vertices):
+            raise ValueError(f"part {self.name}: pieces hold {sum(self.pieces)} vertices, the mesh "
+                             f"{len(self.mesh.vertices)}")
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class ObjectSpec:
     category: str
     seed: int
     parts: list[Part]
+    lighting: Lighting = FIXED_LIGHTING
 
     def __post_init__(self) -> None:
         if not self.parts or self.parts[0].joint is not None:
@@ -105,15 +117,16 @@ class ObjectSpec:
         return [joint.to_trans_info() for joint in self.joints]
 
 
-def normalise(spec: ObjectSpec, radius: float) -> ObjectSpec:
-    """Centre the object on the box around both states and scale it so both states just fit a sphere of `radius`.
+def similarity(spec: ObjectSpec, rotation: np.ndarray, scale: float, translation: np.ndarray) -> ObjectSpec:
+    """The object moved by `x -> scale * rotation @ x + translation` (rotation (3, 3) proper, scale > 0).
 
-    A similarity transform keeps every joint valid: origins move with the geometry, prismatic values scale.
+    Every joint stays valid: origins move with the geometry, directions turn with it, prismatic values scale.
     """
-    points = np.concatenate([v for state in (0, 1) for v in spec.posed_vertices(state)]).astype(np.float64)
-    centre = 0.5 * (points.min(axis=0) + points.max(axis=0))
-    scale = radius / float(np.linalg.norm(points - centre, axis=1).max())
-    transform = trimesh.transformations.scale_and_translate(scale, -scale * centre)
+    rotation = np.asarray(rotation, dtype=np.float64)
+    if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-9) or np.linalg.det(rotation) < 0:
+        raise ValueError("similarity needs a proper rotation matrix")
+    transform = np.eye(4)
+    transform[:3, :3], transform[:3, 3] = scale * rotation, translation
     parts = []
     for part in spec.parts:
         mesh = part.mesh.copy()
@@ -121,6 +134,15 @@ def normalise(spec: ObjectSpec, radius: float) -> ObjectSpec:
         joint = part.joint
         if joint is not None:
             values = (joint.start, joint.end) if joint.kind == "revolute" else (joint.start * scale, joint.end * scale)
-            joint = dataclasses.replace(joint, origin=scale * (joint.origin - centre), start=values[0], end=values[1])
+            joint = dataclasses.replace(joint, origin=trimesh.transform_points(joint.origin[None], transform)[0],
+                                        direction=rotation @ joint.direction, start=values[0], end=values[1])
         parts.append(dataclasses.replace(part, mesh=mesh, joint=joint))
     return dataclasses.replace(spec, parts=parts)
+
+
+def normalise(spec: ObjectSpec, radius: float) -> ObjectSpec:
+    """Centre the object on the box around both states and scale it so both states just fit a sphere of `radius`."""
+    points = np.concatenate([v for state in (0, 1) for v in spec.posed_vertices(state)]).astype(np.float64)
+    centre = 0.5 * (points.min(axis=0) + points.max(axis=0))
+    scale = radius / float(np.linalg.norm(points - centre, axis=1).max())
+    return similarity(spec, np.eye(3), scale, -scale * centre)

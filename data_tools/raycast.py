@@ -2,9 +2,9 @@
 
 Every pixel casts `supersample`^2 rays on a regular sub-pixel grid (odd counts, so one ray goes through the pixel
 centre at (u + 0.5, v + 0.5)). Colour and alpha average the sub-rays (straight alpha = coverage); depth and part id
-come from the centre ray alone, so they stay exactly on the surface. Shading is Lambert with one fixed world light
-plus ambient, two-sided (normals face the camera). Albedo comes from each part's texture evaluated at the hit point
-mapped back to the part's closed configuration, so the texture moves with the part.
+come from the centre ray alone, so they stay exactly on the surface. Shading is Lambert with the object's directional
+light plus ambient (`data_tools.lighting`), two-sided (normals face the camera). Albedo comes from each part's
+texture evaluated at the hit point mapped back to the part's closed configuration, so the texture moves with the part.
 """
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
+from data_tools.lighting import FIXED_LIGHTING, Lighting
 from data_tools.textures import Texture
 from utils.graphics_utils import GL_TO_CV
 
-LIGHT_DIR = np.array([0.35, -0.55, 0.76]) / np.linalg.norm([0.35, -0.55, 0.76])  # towards the light
-AMBIENT, DIFFUSE = 0.35, 0.65
 MAX_DEPTH_MM = np.iinfo(np.uint16).max
 MAX_PARTS = np.iinfo(np.uint8).max - 1  # part image ids 1..255
 
@@ -37,8 +36,9 @@ class StateScene:
     """The parts of one joint state in one Open3D ray-casting scene; geometry id k is part k (part image id k + 1)."""
 
     def __init__(self, vertices: list[np.ndarray], faces: list[np.ndarray], poses: np.ndarray,
-                 textures: list[Texture]) -> None:
-        """`vertices[k]` (V, 3) and `faces[k]` (F, 3) of part k as posed by `poses[k]` (4, 4) from its closed frame."""
+                 textures: list[Texture], lighting: Lighting = FIXED_LIGHTING) -> None:
+        """`vertices[k]` (V, 3) and `faces[k]` (F, 3) of part k as posed by `poses[k]` (4, 4) from its closed frame,
+        lit by `lighting`."""
         if not (len(vertices) == len(faces) == len(poses) == len(textures)):
             raise ValueError("vertices, faces, poses and textures need one entry per part")
         if len(vertices) > MAX_PARTS:
@@ -53,6 +53,7 @@ class StateScene:
                 raise RuntimeError(f"Open3D gave geometry id {gid} to part {k}")
         self.to_closed = np.linalg.inv(poses)
         self.textures = textures
+        self.lighting = lighting
 
 
 def check_supersample(supersample: int) -> None:
@@ -98,11 +99,11 @@ def part_albedo(scene: StateScene, part_index: np.ndarray, points: np.ndarray) -
     return albedo
 
 
-def shade(albedo: np.ndarray, normals: np.ndarray, ray_dirs: np.ndarray) -> np.ndarray:
+def shade(albedo: np.ndarray, normals: np.ndarray, ray_dirs: np.ndarray, lighting: Lighting) -> np.ndarray:
     """Two-sided Lambert + ambient: (N, 3) colour from albedo (N, 3), unit normals (N, 3) and ray directions (N, 3)."""
     facing = np.where((np.einsum("ij,ij->i", normals, ray_dirs) > 0)[:, None], -normals, normals)
-    lambert = np.clip(facing @ LIGHT_DIR, 0.0, None)
-    return albedo * (AMBIENT + DIFFUSE * lambert)[:, None]
+    lambert = np.clip(facing @ np.asarray(lighting.direction), 0.0, None)
+    return albedo * (lighting.ambient + lighting.diffuse * lambert)[:, None]
 
 
 def render_view(scene: StateScene, c2w_gl: np.ndarray, K: np.ndarray, res: int, supersample: int = 3) -> RenderedView:
@@ -116,7 +117,7 @@ def render_view(scene: StateScene, c2w_gl: np.ndarray, K: np.ndarray, res: int, 
     idx = np.flatnonzero(np.isfinite(t_hit))
     points = rays[idx, :3] + t_hit[idx, None] * rays[idx, 3:]
     albedo = part_albedo(scene, part_index[idx], points)
-    colour = shade(albedo, hits["primitive_normals"].numpy()[idx], rays[idx, 3:])
+    colour = shade(albedo, hits["primitive_normals"].numpy()[idx], rays[idx, 3:], scene.lighting)
     pixel = idx // n_sub
     count = np.bincount(pixel, minlength=n_pixels)
     rgb = np.stack([np.bincount(pixel, colour[:, c], minlength=n_pixels) for c in range(3)], axis=1)

@@ -7,6 +7,11 @@ the ground-truth part meshes `gt/<state>/<state>_{static,dynamic_i,}_rotate.ply`
 Part images hold 0 = background, 1 = static body, i + 2 = movable part i (joint i of trans.json, `dynamic_i`); they
 are for tests and oracle ablations only. Train cameras follow a Fibonacci spiral, test cameras are random, and each
 state has its own cameras; everything is deterministic by seed.
+
+By default the movable parts are made of the body's material, the object stands in a random orientation and has its
+own light, and openings span each joint's full range, small ones included (`data_tools.objects`); `--appearance
+distinct --orientation upright --lighting fixed --motion large` gives parts of distinct hues, upright, under one
+fixed light, opened wide.
 """
 from __future__ import annotations
 
@@ -23,7 +28,9 @@ from tqdm import tqdm
 
 from data_tools.articulated import STATE_NAMES, ObjectSpec
 from data_tools.cameras import FOV_DEG, sample_poses, square_intrinsics
-from data_tools.objects import build_object, categories
+from data_tools.lighting import DEFAULT_LIGHTING, LIGHTINGS
+from data_tools.objects import (APPEARANCES, DEFAULT_APPEARANCE, DEFAULT_MOTION, DEFAULT_ORIENTATION, MOTIONS,
+                                ORIENTATIONS, build_object, categories)
 from data_tools.raycast import RenderedView, StateScene, check_supersample, render_view
 from evaluation.meshes import save_mesh
 from utils.io_utils import atomic_path, write_json
@@ -98,7 +105,7 @@ def render_state(spec: ObjectSpec, state: int, out_dir: Path, res: int, counts: 
     vertices = spec.posed_vertices(state)
     faces = [part.mesh.faces for part in spec.parts]
     write_gt_meshes(out_dir / "gt" / name, name, vertices, faces)
-    scene = StateScene(vertices, faces, spec.part_poses(state), [part.texture for part in spec.parts])
+    scene = StateScene(vertices, faces, spec.part_poses(state), [part.texture for part in spec.parts], spec.lighting)
     K = square_intrinsics(res)
     for split in SPLITS:
         frames = []
@@ -114,15 +121,19 @@ def render_state(spec: ObjectSpec, state: int, out_dir: Path, res: int, counts: 
 
 def generate_scene(category: str, out_dir: str | Path, res: int = 256, views: int = 48, test_views: int = 12,
                    seed: int = 0, open_state: str = "end", supersample: int = 3, overwrite: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, *, appearance: str = DEFAULT_APPEARANCE,
+                   orientation: str = DEFAULT_ORIENTATION, lighting: str = DEFAULT_LIGHTING,
+                   motion: str = DEFAULT_MOTION) -> dict:
     """Generate one two-state scene of `category` into `out_dir`; returns a summary (parts, joints, timing).
 
     `views`/`test_views` are per state; `open_state` is the state in which the movable parts are open;
-    `supersample` (odd) sub-rays per pixel side anti-alias colour and alpha.
+    `supersample` (odd) sub-rays per pixel side anti-alias colour and alpha; `appearance`, `orientation`, `lighting`
+    and `motion` are `build_object`'s options.
     """
     check_arguments(res, views, test_views, supersample)
     start = time.perf_counter()
-    spec = build_object(category, seed, open_state)
+    spec = build_object(category, seed, open_state, appearance=appearance, orientation=orientation,
+                        lighting=lighting, motion=motion)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, overwrite)
     counts = {"train": views, "test": test_views}
@@ -134,6 +145,10 @@ def generate_scene(category: str, out_dir: str | Path, res: int = 256, views: in
         "category": category,
         "seed": int(seed),
         "open_state": open_state,
+        "appearance": appearance,
+        "orientation": orientation,
+        "lighting": lighting,
+        "motion": motion,
         "out_dir": str(out_dir),
         "res": res,
         "views": views,
@@ -164,6 +179,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test_views", type=int, default=12, help="test views per state")
     parser.add_argument("--open_state", choices=STATE_NAMES, default="end", help="state in which the parts are open")
     parser.add_argument("--supersample", type=int, default=3, help="odd number of sub-rays per pixel side")
+    parser.add_argument("--appearance", choices=APPEARANCES, default=DEFAULT_APPEARANCE,
+                        help="material: movable parts in the body's material; distinct: a hue per part")
+    parser.add_argument("--orientation", choices=ORIENTATIONS, default=DEFAULT_ORIENTATION,
+                        help="random: any yaw and a tilt of up to 15 degrees; upright: front towards -y, z up")
+    parser.add_argument("--lighting", choices=LIGHTINGS, default=DEFAULT_LIGHTING,
+                        help="random: a light per object; fixed: one light for every object")
+    parser.add_argument("--motion", choices=MOTIONS, default=DEFAULT_MOTION,
+                        help="full: openings anywhere in each joint's range, small ones included; large: upper half")
     parser.add_argument("--overwrite", action="store_true", help="replace a scene already in --out")
     return parser.parse_args(argv)
 
@@ -172,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = generate_scene(args.category, args.out, args.res, args.views, args.test_views, args.seed,
-                                 args.open_state, args.supersample, args.overwrite)
+                                 args.open_state, args.supersample, args.overwrite, appearance=args.appearance,
+                                 orientation=args.orientation, lighting=args.lighting, motion=args.motion)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -55,8 +55,10 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """gear/synthetic/<category> scenes at 96 px, 4 training views per state."""
     root = tmp_path_factory.mktemp("data")
     for category in CATEGORIES:
+        # Parts of distinct hues, upright, under the fixed light: the classic segmenter's boundary test below needs
+        # parts that differ in colour (the generator's default gives them the body's material).
         generate_scene(category, root / "gear" / "synthetic" / category, res=96, views=4, test_views=1, seed=0,
-                       progress=False)
+                       progress=False, appearance="distinct", orientation="upright", lighting="fixed")
     return root
 
 

@@ -1,6 +1,8 @@
 """Tests of the synthetic articulated-object generator (data_tools): format, geometry, joints, determinism, CLI."""
 from __future__ import annotations
 
+import colorsys
+import dataclasses
 import hashlib
 import json
 import math
@@ -12,13 +14,22 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from data_tools.objects import build_object, categories
+from data_tools.articulated import ObjectSpec
+from data_tools.collisions import Solid, contacts, separation, solid
+from data_tools.lighting import FIXED_LIGHTING
+from data_tools.objects import MAX_TILT_DEG, build_object, categories
+from data_tools.shapes import MAX_DOOR_DEG, MAX_PULL_FRACTION, MIN_DOOR_DEG, box
 from data_tools.synthetic import generate_scene, main
 from evaluation.meshes import load_mesh
 
 RES, VIEWS, TEST_VIEWS, SEED = 48, 6, 2, 3
 STATES, SPLITS = ("start", "end"), ("train", "test")
-DOOR_CATEGORIES = ("cabinet", "fridge", "storage", "oven")  # a revolute door hides a hollow interior
+DOOR_CATEGORIES = ("cabinet", "fridge", "storage", "oven", "microwave")  # a revolute door hides a hollow interior
+CATEGORIES = ("cabinet", "drawers", "fridge", "storage", "laptop", "oven", "box", "microwave", "washer", "window",
+              "mixed")
+CHECK_SEEDS = range(5)  # seeds of the construction checks (collisions, motions, axes) per category
+CLEARANCE = 5e-4  # parts stay at least this far apart (normalised units; the gaps are 2-5 mm ~ 2-5e-3)
+MIN_MOTION = 0.03  # every movable part moves at least this far somewhere (normalised units; ~5 px at 400 px)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +149,7 @@ def test_joints_map_start_part_meshes_onto_end_meshes(scene_root: Path, category
     for i, joint in enumerate(joints):
         moved = apply_joint(joint, start[f"dynamic_{i}"].vertices)
         assert np.abs(moved - end[f"dynamic_{i}"].vertices).max() < 1e-5
-        assert np.abs(start[f"dynamic_{i}"].vertices - end[f"dynamic_{i}"].vertices).max() > 0.1  # visibly moves
+        assert np.abs(start[f"dynamic_{i}"].vertices - end[f"dynamic_{i}"].vertices).max() > MIN_MOTION
     for meshes in (start, end):
         parts = [meshes["static"]] + [meshes[f"dynamic_{i}"] for i in range(len(joints))]
         np.testing.assert_array_equal(meshes["whole"].vertices, np.concatenate([m.vertices for m in parts]))
@@ -220,15 +231,22 @@ def first_hits(meshes: dict[str, trimesh.Trimesh], names: list[str], rays: np.nd
     return np.array([names[i] if i < len(names) else "" for i in ids]), t_hit
 
 
+def spec_meshes(spec: ObjectSpec, state: int) -> dict[str, trimesh.Trimesh]:
+    """The posed meshes of an object in `state` under the names of the scene's GT files."""
+    meshes = [trimesh.Trimesh(v, p.mesh.faces, process=False) for v, p in zip(spec.posed_vertices(state), spec.parts)]
+    named = {"static": meshes[0], "whole": trimesh.util.concatenate(meshes)}
+    named.update({f"dynamic_{i}": mesh for i, mesh in enumerate(meshes[1:])})
+    return named
+
+
 @pytest.mark.parametrize("category", DOOR_CATEGORIES)
-def test_opening_a_door_reveals_a_hollow_interior(scene_root: Path, category: str) -> None:
-    """Rays cast backwards (objects face -y) from a grid on a closed door hit the door; once it is open, most of them
-    hit the body well behind the door's closed position: the body is hollow."""
-    scene = scene_dir(scene_root, category)
-    joints = trans_info(scene)
-    start, end = (gt_meshes(scene, state, len(joints)) for state in STATES)
-    names = ["static", *(f"dynamic_{k}" for k in range(len(joints)))]
-    doors = [i for i, joint in enumerate(joints) if joint["type"] == "rotate"]
+def test_opening_a_door_reveals_a_hollow_interior(category: str) -> None:
+    """Rays cast backwards (upright objects face -y) from a grid on a closed door hit the door; once it is open, most
+    of them hit the body well behind the door's closed position: the body is hollow."""
+    spec = build_object(category, SEED, orientation="upright")
+    start, end = spec_meshes(spec, 0), spec_meshes(spec, 1)
+    names = ["static", *(f"dynamic_{k}" for k in range(len(spec.joints)))]
+    doors = [i for i, joint in enumerate(spec.joints) if joint.kind == "revolute"]
     assert doors
     for i in doors:
         lo, hi = start[f"dynamic_{i}"].bounds
@@ -264,7 +282,7 @@ def test_open_state_start_reverses_the_motion(tmp_path: Path) -> None:
     for a, b in zip(opens_at_end, opens_at_start, strict=True):
         assert a["axis"] == b["axis"] and a["type"] == b["type"] == "rotate"
         assert (a["rotate"]["l"], a["rotate"]["r"]) == (b["rotate"]["r"], b["rotate"]["l"])
-        assert abs(a["rotate"]["r"]) >= 40.0 and a["rotate"]["l"] == 0.0
+        assert abs(a["rotate"]["r"]) >= MIN_DOOR_DEG and a["rotate"]["l"] == 0.0
     for i in range(len(opens_at_end)):
         end_of_a = load_mesh(tmp_path / "end" / "gt" / "end" / f"end_dynamic_{i}_rotate.ply").vertices
         start_of_b = load_mesh(tmp_path / "start" / "gt" / "start" / f"start_dynamic_{i}_rotate.ply").vertices
@@ -309,3 +327,202 @@ def test_cli_writes_a_scene(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "--overwrite" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--category", "sofa", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------------------------- construction
+
+def test_categories_are_the_protocols() -> None:
+    assert tuple(categories()) == CATEGORIES
+    protocol = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "protocol.json").read_text())
+    assert {entry["category"] for group in ("dev", "held_out") for entry in protocol[group]} <= set(CATEGORIES)
+
+
+def cube(centre: list[float], half: float, angle_deg: float = 0.0) -> Solid:
+    """A cube as a Solid, turned by `angle_deg` about z around its centre."""
+    mesh = box(np.array(centre) - half, np.array(centre) + half)
+    mesh.apply_transform(trimesh.transformations.rotation_matrix(math.radians(angle_deg), [0, 0, 1], centre))
+    return solid(mesh.vertices, mesh.faces)
+
+
+def test_separation_is_exact_for_convex_solids() -> None:
+    a = cube([0.0, 0.0, 0.0], 0.5)
+    assert separation(a, cube([1.3, 0.0, 0.0], 0.5)) == pytest.approx(0.3)
+    assert separation(a, cube([0.9, 0.0, 0.0], 0.5)) == pytest.approx(-0.1)
+    assert separation(a, cube([1.0, 1.0, 0.0], 0.5)) == pytest.approx(0.0, abs=1e-12)  # edges touching
+    # A cube turned 45 degrees: its corner reaches 0.5 * sqrt(2) from its centre along x.
+    assert separation(a, cube([1.3, 0.0, 0.0], 0.5, 45.0)) == pytest.approx(0.8 - 0.5 * math.sqrt(2))
+    assert separation(a, cube([1.1, 0.0, 0.0], 0.5, 45.0)) < 0.0
+    # Skew edges (one cube turned about z, the other about x): only an edge-edge cross product separates them.
+    b = box([-0.5, -0.5, -0.5], [0.5, 0.5, 0.5])
+    b.apply_transform(trimesh.transformations.rotation_matrix(math.radians(45), [1, 0, 0]))
+    b.apply_translation([0.0, 0.0, 0.5 + 0.5 * math.sqrt(2) + 0.05])
+    turned = box([-0.5, -0.5, -0.5], [0.5, 0.5, 0.5])
+    turned.apply_transform(trimesh.transformations.rotation_matrix(math.radians(45), [0, 1, 0]))
+    top = solid(turned.vertices, turned.faces)
+    lifted = solid(b.vertices + [0.0, 0.0, 0.5 * math.sqrt(2) - 0.5], b.faces)
+    assert separation(top, lifted) == pytest.approx(0.05, abs=1e-9)
+
+
+def moved(spec: ObjectSpec, part: int, end: float) -> ObjectSpec:
+    """`spec` with joint value `end` in the end state for movable part `part` (1-based part index)."""
+    parts = list(spec.parts)
+    parts[part] = dataclasses.replace(parts[part], joint=dataclasses.replace(parts[part].joint, end=end))
+    return dataclasses.replace(spec, parts=parts)
+
+
+def test_contacts_finds_parts_pushed_into_the_body() -> None:
+    drawers = build_object("drawers", 0)
+    assert contacts(drawers, CLEARANCE) == []
+    found = contacts(moved(drawers, 1, -0.05), CLEARANCE)  # pushed in through the back wall
+    assert [(c.state, c.first, c.second) for c in found] == [(1, "body", "drawer_0")] and found[0].separation < 0
+    cabinet = build_object("cabinet", 0)
+    assert contacts(cabinet, CLEARANCE) == []
+    found = contacts(moved(cabinet, 1, -5.0), CLEARANCE)  # swung inwards
+    assert [(c.first, c.second) for c in found] == [("body", "door_0")]
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_parts_never_collide(category: str) -> None:
+    """No solid of one part comes within CLEARANCE of a solid of another, in the closed and in the open state."""
+    for seed in CHECK_SEEDS:
+        assert contacts(build_object(category, seed), CLEARANCE) == [], f"{category} seed {seed}"
+
+
+def axis_distance(joint, points: np.ndarray) -> np.ndarray:
+    """(N,) distance of points (N, 3) to the joint's axis line."""
+    offset = points - joint.origin
+    return np.linalg.norm(offset - np.outer(offset @ joint.direction, joint.direction), axis=1)
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_each_joint_moves_its_own_part_visibly_within_its_range(category: str) -> None:
+    """Only joint i moves part i + 1; a hinge runs along an edge of its own part; doors open at least MIN_DOOR_DEG,
+    drawers come out by at most MAX_PULL_FRACTION of their depth; every part moves at least MIN_MOTION."""
+    for seed in CHECK_SEEDS:
+        spec = build_object(category, seed)
+        start, end = spec.posed_vertices(0), spec.posed_vertices(1)
+        np.testing.assert_array_equal(start[0], spec.parts[0].mesh.vertices.astype(np.float32))
+        for i, (part, joint) in enumerate(zip(spec.parts[1:], spec.joints), start=1):
+            closed = part.mesh.vertices
+            np.testing.assert_allclose(start[i], trimesh.transform_points(closed, joint.pose(joint.start)), atol=1e-6)
+            np.testing.assert_allclose(end[i], trimesh.transform_points(closed, joint.pose(joint.end)), atol=1e-6)
+            assert np.linalg.norm(end[i] - start[i], axis=1).max() > MIN_MOTION, f"{category} {seed} {part.name}"
+            motion = abs(joint.end - joint.start)
+            if joint.kind == "revolute":
+                assert axis_distance(joint, closed).min() < 1e-6, f"{category} {seed}: hinge off {part.name}"
+                assert MIN_DOOR_DEG <= motion <= 120.0
+            elif part.name.startswith("drawer"):
+                depth = np.ptp(closed @ joint.direction)
+                assert motion <= MAX_PULL_FRACTION * depth, f"{category} {seed} {part.name}"
+
+
+def test_same_material_by_default_distinct_hues_as_option() -> None:
+    """By default every part's texture is a variant of the body's (same pattern and scales, colours within a few per
+    cent); `appearance="distinct"` spreads the parts' hues around the colour wheel. Geometry is the same."""
+    grid = np.random.default_rng(0).uniform(-0.5, 0.5, (4000, 3))
+    for category in ("storage", "mixed", "washer"):
+        material = build_object(category, SEED)
+        distinct = build_object(category, SEED, appearance="distinct")
+        for a, b in zip(material.parts, distinct.parts, strict=True):
+            np.testing.assert_array_equal(a.mesh.vertices, b.mesh.vertices)
+        body = material.parts[0].texture
+        for part in material.parts[1:]:
+            texture = part.texture
+            assert texture.pattern == body.pattern and texture.period == body.period
+            np.testing.assert_array_equal(texture.waves, body.waves)
+            assert np.abs(texture.colors - body.colors).max() < 0.1
+            assert np.abs(texture.albedo(grid).mean(0) - body.albedo(grid).mean(0)).max() < 0.08
+            assert not np.array_equal(texture.phases, body.phases)  # its own board of the same material
+        hues = [colorsys.rgb_to_hsv(*part.texture.colors[0])[0] for part in distinct.parts]
+        gaps = [min(abs(h - g), 1.0 - abs(h - g)) for k, h in enumerate(hues) for g in hues[k + 1:]]
+        assert min(gaps) > 0.5 / len(hues)
+
+
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Scale, rotation (3, 3) and translation (3,) with target ~ scale * rotation @ source + translation."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(t.T @ s)
+    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ fix @ vt
+    scale = float((sigma * np.diag(fix)).sum() / (s**2).sum())
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+@pytest.mark.parametrize("category", ["mixed", "window", "laptop"])
+def test_random_orientation_turns_geometry_and_joints_together(category: str) -> None:
+    """The default object is the upright one turned (tilt <= MAX_TILT_DEG), scaled and moved: all parts in both
+    states, and every joint's axis with them."""
+    ups = []
+    for seed in range(4):
+        upright = build_object(category, seed, orientation="upright")
+        turned = build_object(category, seed)
+        points_u = np.concatenate([v for state in (0, 1) for v in upright.posed_vertices(state)]).astype(np.float64)
+        points_t = np.concatenate([v for state in (0, 1) for v in turned.posed_vertices(state)]).astype(np.float64)
+        scale, rotation, shift = similarity_fit(points_u, points_t)
+        assert np.abs(scale * points_u @ rotation.T + shift - points_t).max() < 1e-5
+        up = rotation @ [0.0, 0.0, 1.0]
+        assert math.degrees(math.acos(min(1.0, up[2]))) <= MAX_TILT_DEG + 1e-6
+        ups.append(up)
+        for a, b in zip(upright.joints, turned.joints, strict=True):
+            np.testing.assert_allclose(rotation @ a.direction, b.direction, atol=1e-6)
+            assert axis_distance(b, (scale * rotation @ a.origin + shift)[None])[0] < 1e-6
+            factor = 1.0 if a.kind == "revolute" else scale
+            assert (b.start, b.end) == pytest.approx((factor * a.start, factor * a.end), abs=1e-6)
+    yaws = [math.atan2(u[1], u[0]) for u in ups]
+    assert len({round(y, 3) for y in yaws}) == len(yaws)  # each seed its own pose
+    assert not np.allclose(build_object(category, 0).parts[0].mesh.vertices,
+                           build_object(category, 0, orientation="upright").parts[0].mesh.vertices, atol=1e-3)
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_large_motion_option_opens_every_part_further(category: str) -> None:
+    """`motion="large"` moves each opening halfway to the top of its range: never less, doors at least halfway from
+    MIN_DOOR_DEG to MAX_DOOR_DEG; the closed geometry is the same (up to the normalisation's scale and shift) and the
+    parts still never collide."""
+    full, large = build_object(category, SEED), build_object(category, SEED, motion="large")
+    closed_full, closed_large = (np.concatenate([p.mesh.vertices for p in spec.parts]) for spec in (full, large))
+    scale, rotation, shift = similarity_fit(closed_full, closed_large)
+    np.testing.assert_allclose(rotation, np.eye(3), atol=1e-9)
+    assert np.abs(scale * closed_full + shift - closed_large).max() < 1e-9
+    for a, b in zip(full.joints, large.joints, strict=True):
+        assert a.start == b.start == 0.0
+        if a.kind == "revolute":
+            assert b.end >= max(a.end, (MIN_DOOR_DEG + MAX_DOOR_DEG) / 2)
+        else:
+            assert b.end >= scale * a.end
+    assert contacts(large, CLEARANCE) == []
+
+
+def test_lighting_is_drawn_per_object_and_fixed_as_option() -> None:
+    lights = [build_object(category, seed).lighting for category in ("cabinet", "box") for seed in (0, 1)]
+    for light in lights:
+        assert light.direction[2] > math.sin(math.radians(19.9))  # from above
+        assert light.ambient + light.diffuse == pytest.approx(1.0) and 0.3 <= light.ambient <= 0.5
+    assert len({tuple(np.round(light.direction, 6)) for light in lights}) == len(lights)
+    assert build_object("cabinet", 0, lighting="fixed").lighting == FIXED_LIGHTING
+
+
+def test_build_object_is_deterministic_and_checks_its_options() -> None:
+    a, b = build_object("mixed", 11), build_object("mixed", 11)
+    for pa, pb in zip(a.parts, b.parts, strict=True):
+        np.testing.assert_array_equal(pa.mesh.vertices, pb.mesh.vertices)
+        np.testing.assert_array_equal(pa.texture.colors, pb.texture.colors)
+    assert a.trans_info() == b.trans_info() and a.lighting == b.lighting
+    for option, value in (("appearance", "shiny"), ("orientation", "sideways"), ("lighting", "dark"),
+                          ("motion", "wide")):
+        with pytest.raises(ValueError, match=f"{option} must be one of .* got '{value}'"):
+            build_object("mixed", 0, **{option: value})
+
+
+def test_cli_options_reach_the_scene(tmp_path: Path) -> None:
+    common = ["--category", "box", "--seed", "2", "--res", "16", "--views", "1", "--test_views", "1"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--appearance", "distinct", "--orientation", "upright",
+                 "--lighting", "fixed", "--motion", "large"]) == 0
+    generate_scene("box", tmp_path / "b", res=16, views=1, test_views=1, seed=2, progress=False,
+                   appearance="distinct", orientation="upright", lighting="fixed", motion="large")
+    assert file_digests(tmp_path / "a") == file_digests(tmp_path / "b")
+    assert main([*common, "--out", str(tmp_path / "c")]) == 0
+    assert trans_info(tmp_path / "c") != trans_info(tmp_path / "a")  # turned by default
+    with pytest.raises(SystemExit):
+        main([*common, "--out", str(tmp_path / "d"), "--appearance", "shiny"])

@@ -41,7 +41,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("train")
     data, outputs = root / "data", root / "outputs"
     scene_dir = data / "gear" / "synthetic" / "cabinet"
-    generate_scene("cabinet", scene_dir, res=64, views=10, test_views=2, seed=0, supersample=1, progress=False)
+    # The generator's old look (a hue per part, upright, fixed light): the short refinement below is sized for it.
+    generate_scene("cabinet", scene_dir, res=64, views=10, test_views=2, seed=0, supersample=1, progress=False,
+                   appearance="distinct", orientation="upright", lighting="fixed")
     assert get_mask_main(["--source_path", str(data), "--scene_name", "cabinet", "--output_root", str(outputs),
                           "--segmenter", "classic"]) == 0
     scene = Scene(scene_dir, -1, "cpu", splits=("train",))
