@@ -2,7 +2,7 @@
 
 Part meshes are stored at joint value 0 (the "closed" configuration). A joint value `q` poses its part with
 `Joint.pose(q)`: revolute `x -> R(d, q)(x - o) + o` (q in degrees), prismatic `x -> x + q d` (q in scene units).
-Each joint carries its value in the start and the end state, so the start -> end motion is the DESIGN.md §3 joint
+Each joint carries its value in the start and the end state, so the start -> end motion is the dataset format's joint
 with `l = start`, `r = end`.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Joint:
         return trimesh.transformations.translation_matrix(value * self.direction)
 
     def to_trans_info(self) -> dict:
-        """The DESIGN.md §3 `trans_info` entry of this joint (start -> end)."""
+        """The `trans_info` entry (gt/trans.json format) of this joint (start -> end)."""
         revolute = self.kind == "revolute"
         return {
             "axis": {"o": self.origin.tolist(), "d": self.direction.tolist()},

@@ -1,4 +1,4 @@
-"""Synthetic two-state articulated-object scenes in the DESIGN.md §3 layout, rendered by CPU ray casting.
+"""Synthetic two-state articulated-object scenes in the dataset layout the pipeline reads, rendered by CPU ray casting.
 
     python -m data_tools.synthetic --category cabinet --seed 0 --out data/synthetic/cabinet/seed0 --res 256 --views 48
 

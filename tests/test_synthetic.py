@@ -102,7 +102,7 @@ def trans_info(scene: Path) -> list[dict]:
 
 
 def apply_joint(joint: dict, points: np.ndarray) -> np.ndarray:
-    """Move points (N, 3) from the start to the end state with a DESIGN.md §3 joint."""
+    """Move points (N, 3) from the start to the end state with a trans.json joint."""
     origin, direction = np.array(joint["axis"]["o"]), np.array(joint["axis"]["d"])
     if joint["type"] == "rotate":
         angle = math.radians(joint["rotate"]["r"] - joint["rotate"]["l"])

@@ -1,6 +1,6 @@
 """Which joint state has the larger motion: the state whose movable parts are more displaced or exposed.
 
-Stage 2 picks the canonical state c this way (DESIGN.md §5). A state's "excess" is how much of its surface lies away
+Stage 2 picks the canonical state c this way. A state's "excess" is how much of its surface lies away
 from the other state's surface:
 1. voxel-downsample each state's points (so density does not count, only occupied space);
 2. drop isolated voxels (floaters): those whose 4th nearest voxel is more than 3x the state's median such distance

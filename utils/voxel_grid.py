@@ -1,7 +1,7 @@
 """A dense voxel grid shared by the two joint states: occupancy, static/dynamic split, connected components.
 
 Voxel `(i, j, k)` covers the cube `origin + [i, i+1) x [j, j+1) x [k, k+1) * voxel_size`; its centre is
-`origin + (index + 0.5) * voxel_size` (DESIGN.md §5 stage 3). Everything is vectorised over voxels (scipy.ndimage on
+`origin + (index + 0.5) * voxel_size`. Everything is vectorised over voxels (scipy.ndimage on
 the dense grid); no Python loop visits voxels.
 """
 from __future__ import annotations
