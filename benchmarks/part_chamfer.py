@@ -14,6 +14,7 @@ run, commit 442f1fb), but not of doors, which stage 4 cleans up (the storage uni
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import scene  # noqa: E402,F401  (utils.point_cloud and scene import each other: scene first)
+importlib.import_module("scene")  # utils.point_cloud and scene import each other: scene first
 from benchmarks.joint_errors import add_run_arguments, latest, run_scenes  # noqa: E402
 from utils.io_utils import read_json  # noqa: E402
 from utils.point_cloud import read_point_ply  # noqa: E402

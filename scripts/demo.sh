@@ -43,11 +43,9 @@ if [ ! -f submodules/sam_vit_h_4b8939.pth ]; then
 fi
 python utils/get_mask.py "${SCENE_ARGS[@]}" --segmenter "$SEGMENTER"
 python coarse.py "${SCENE_ARGS[@]}" --random_bg_color "${COARSE_ARGS[@]}"
-# The part count and joint types are inputs of the method (the papers list them per scene); here they come from the
-# generated object's description.
-JOINT_TYPES=$(python -c "import sys; from pathlib import Path; from benchmarks.run_suite import given_joint_types; print(given_joint_types(Path(sys.argv[1])))" "$SCENE_DIR")
+# Stage 3 finds the part count and the joint types itself (nothing of the generated object is given to it).
 python voxelize.py --dataset gear --subset demo --scenes "$CATEGORY" --output_root "$OUTPUT_ROOT" \
-  --iteration "$COARSE_ITER" --joint_types "$JOINT_TYPES" "${VOXEL_ARGS[@]}"
+  --iteration "$COARSE_ITER" "${VOXEL_ARGS[@]}"
 python train.py "${SCENE_ARGS[@]}" --coarse_iter "$COARSE_ITER" --random_bg_color "${TRAIN_ARGS[@]}"
 python render.py "${SCENE_ARGS[@]}" "${RENDER_ARGS[@]}"
 
