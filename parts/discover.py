@@ -1,0 +1,432 @@
+"""Stage 3's part discovery: movable parts of the canonical state, their motions to the other state, joint types.
+
+1. Samples: each state's surface points averaged per voxel of one shared grid.
+2. Evidence (`parts.observation`): canonical samples where the other state's cameras see empty space, and the other
+   state's samples where the canonical cameras do. The static body explains everything else, including surfaces one
+   state hides (a cabinet's inside behind its closed door).
+3. Hypotheses (`parts.hypotheses`): rigid motions fitted to the connected pieces of evidence of both states and to
+   their chunks.
+4. Selection (`parts.selection`): the motions that explain the evidence of both states, one part paying for itself
+   in explained surface (facility location, with re-estimation). The part count is its outcome; a requested count
+   fixes it.
+5. Labelling (`parts.labelling`): every canonical sample takes the static body or one motion, by what the other
+   state says of it under each motion, smoothed over neighbours. Connected pieces of one motion become separate parts
+   (two drawers pulled out alike are two parts; a rigid part is connected); pieces explaining less than the opening
+   cost are returned to the body.
+6. Joints (`parts.joints`): revolute and prismatic fits per part, the type the evidence prefers, or the given types
+   assigned as a multiset.
+
+Every candidate not kept is reported in `skipped` with its size and the reason.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from parts.hypotheses import HypothesisMaker, distinct
+from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
+from parts.labelling import data_costs, potts_labels, seeded_labels, turn
+from parts.motion import Side, invert, moved_apart
+from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
+from parts.refine import RegionSplitter, connected_pieces
+from parts.samples import Samples, measured_tolerance
+from parts.selection import Selector
+from utils.neighbours import query
+from utils.rigid_fit import apply_transform
+from utils.voxel_grid import VoxelGrid
+from utils.voxel_grid import connected_components as voxel_components
+
+DEFAULT_VOXEL_SIZE = 0.01
+MERGE_APART = 2.0  # tolerances: touching parts whose motions move them this close together are one part
+PART_REACH = 1.5  # voxels: samples of one motion closer than this belong to one part (its faces meet at its edges)
+HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
+# board's thickness apart when the edges between them are not seen)
+
+
+@dataclass(frozen=True)
+class PartsConfig:
+    """Settings of stage 3's part discovery. Lengths are in voxels of `voxel_size` (scene units)."""
+
+    voxel_size: float = DEFAULT_VOXEL_SIZE
+    tolerance: float | None = None  # voxels: a moved sample this close to a surface lands on it (None: measured)
+    margin: float = 2.0  # voxels: a sample must lie this far in front of a camera's first surface to be seen through
+    min_free_views: int = 2  # views that must see through a sample for it to be in empty space
+    min_part_area: float = 0.015  # scene units^2 of moved surface one more part must explain (the model-selection
+    # penalty, in samples: min_part_area / voxel_size^2); smaller parts are below this stage's resolution
+    smoothness: float = 0.15  # Potts cost per disagreeing neighbour in the labelling
+    num_movable: int | None = None  # None: the part count is chosen by the selection
+    joint_types: tuple[str, ...] | None = None  # one per movable part, any order; None: the evidence decides
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.voxel_size > 0:
+            raise ValueError(f"voxel_size must be positive, got {self.voxel_size}")
+        if self.num_movable is not None and self.num_movable < 1:
+            raise ValueError(f"the number of movable parts must be at least 1, got {self.num_movable}")
+        if self.joint_types is not None:
+            bad = [t for t in self.joint_types if t not in JOINT_TYPES]
+            if bad:
+                raise ValueError(f"joint types must be among {JOINT_TYPES}, got {bad}")
+            if self.num_movable is not None and len(self.joint_types) != self.num_movable:
+                raise ValueError(f"{len(self.joint_types)} joint types given for {self.num_movable} movable parts")
+
+    @property
+    def open_cost(self) -> float:
+        """The opening cost of one more part, in samples (voxels of surface)."""
+        return self.min_part_area / self.voxel_size ** 2
+
+    @property
+    def requested(self) -> int | None:
+        """The requested number of movable parts, if any."""
+        return len(self.joint_types) if self.joint_types is not None else self.num_movable
+
+
+@dataclass
+class Part:
+    """One movable part: canonical voxels and samples, the other state's voxels it explains, its motion c -> o."""
+
+    voxels: np.ndarray  # (M, 3) canonical voxel indices
+    points: np.ndarray  # (M, 3) canonical samples
+    matched_voxels: np.ndarray  # (M', 3) the other state's voxels its motion explains
+    rigid_transform: np.ndarray  # (4, 4) selected rigid motion, refitted on the part
+    fits: dict[str, JointFit]
+    joint_type: str = "revolute"
+    type_source: str = "evidence"  # "evidence" or "given"
+    evidence: int = 0  # samples of both states the part explains
+    split: bool = False  # one of several connected pieces following one motion
+
+    @property
+    def transform(self) -> np.ndarray:
+        """(4, 4) motion c -> o of the part's joint type."""
+        return self.fits[self.joint_type].transform
+
+    @property
+    def preferred_type(self) -> str:
+        return preferred_type(self.fits)
+
+
+@dataclass
+class PartsResult:
+    """Everything stage 3 finds for one object."""
+
+    grid: VoxelGrid
+    static_voxels: np.ndarray  # (M0, 3) canonical voxels of the static body
+    parts: list[Part]
+    skipped: list[dict]
+    stats: dict = field(default_factory=dict)
+
+
+def _checked(points: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+        raise ValueError(f"the {name} state has no surface points (got an array of shape {array.shape})")
+    if not np.isfinite(array).all():
+        raise ValueError(f"the {name} state has non-finite point positions")
+    return array
+
+
+class Discovery:
+    """The steps of the module docstring, on the two states' points and views."""
+
+    def __init__(self, points_c: np.ndarray, views_c: list[View], points_o: np.ndarray, views_o: list[View],
+                 config: PartsConfig) -> None:
+        points_c, points_o = _checked(points_c, "canonical"), _checked(points_o, "other")
+        self.config = config
+        vs = config.voxel_size
+        self.grid = VoxelGrid.around([points_c, points_o], vs)
+        options = dict(tolerance=vs, margin=config.margin * vs, min_free_views=config.min_free_views)
+        self.obs_c, self.obs_o = Observation(points_c, views_c, **options), Observation(points_o, views_o, **options)
+        self.c, self.o = Samples.of(self.obs_c, self.grid), Samples.of(self.obs_o, self.grid)
+        self.tolerance = (config.tolerance * vs if config.tolerance is not None
+                          else measured_tolerance(self.c.points, self.o.surface.tree, vs))
+        self.obs_c.tolerance = self.obs_o.tolerance = self.tolerance
+        self.reach, self.host_reach = PART_REACH * vs, HOST_REACH * vs
+        self.skipped: list[dict] = []
+        self.stats: dict = {}
+
+    def skip(self, what: str, size: int, reason: str) -> None:
+        self.skipped.append({"candidate": what, "samples": int(size), "reason": reason})
+
+    def evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the canonical samples the other state sees through, and of the other state's samples the
+        canonical state sees through; also notes which samples of each the static body explains (`static_c`,
+        `static_o`: the other state shows a surface there)."""
+        status_c = self.obs_o.judge(self.c.points, self.c.sides)[0]
+        status_o = self.obs_c.judge(self.o.points, self.o.sides)[0]
+        self.static_c, self.static_o = status_c == SUPPORTED, status_o == SUPPORTED
+        ev_c, ev_o = np.flatnonzero(status_c == FREE), np.flatnonzero(status_o == FREE)
+        self.stats["evidence"] = {"canonical": int(len(ev_c)), "other": int(len(ev_o))}
+        self.stats["tolerance"] = round(self.tolerance, 5)
+        if len(ev_c) + len(ev_o) < self.config.open_cost:
+            raise ValueError(f"no motion between the two states: {len(ev_c)} canonical and {len(ev_o)} other "
+                             f"samples lie where the other state sees empty space (fewer than one part's worth, "
+                             f"{self.config.open_cost:g}); check that the two states differ and that the coarse "
+                             "models are complete")
+        return ev_c, ev_o
+
+    def pieces(self, samples: Samples, index: np.ndarray) -> list[np.ndarray]:
+        """Connected pieces (index arrays into `samples`) of the samples `index` with at least half an opening cost."""
+        if len(index) == 0:
+            return []
+        key = {tuple(v): i for i, v in zip(index, samples.voxels[index])}
+        comps = voxel_components(self.grid.mask(samples.voxels[index]), max(3, int(self.config.open_cost / 2)))
+        return [np.array([key[tuple(v)] for v in comp]) for comp in comps]
+
+    def hypotheses(self, ev_c: np.ndarray, ev_o: np.ndarray) -> list[np.ndarray]:
+        """Candidate motions c -> o from the pieces of evidence of both states."""
+        vs, min_size = self.config.voxel_size, max(3, int(self.config.open_cost / 2))
+        pieces_c, pieces_o = self.pieces(self.c, ev_c), self.pieces(self.o, ev_o)
+        targets_o = [(self.o.voxels[p], self.o.points[p]) for p in pieces_o]
+        targets_c = [(self.c.voxels[p], self.c.points[p]) for p in pieces_c]
+        forward = HypothesisMaker(vs, self.tolerance, self.o.surface, self.o.voxels, self.config.seed)
+        backward = HypothesisMaker(vs, self.tolerance, self.c.surface, self.c.voxels, self.config.seed)
+        motions = []
+        for p in pieces_c:
+            motions += forward.for_piece(self.c.voxels[p], self.c.points[p], targets_o, min_size)
+        for p in pieces_o:
+            motions += [invert(T) for T in backward.for_piece(self.o.voxels[p], self.o.points[p], targets_c, min_size)]
+        probe = self.c.points[ev_c] if len(ev_c) else self.c.points
+        probe = probe[np.random.default_rng(self.config.seed).choice(len(probe), min(300, len(probe)), replace=False)]
+        kept = distinct(motions, probe, self.tolerance / 3)
+        self.stats["hypotheses"] = {"pieces": [len(pieces_c), len(pieces_o)], "fitted": len(motions),
+                                    "distinct": len(kept)}
+        return kept
+
+    def run(self) -> PartsResult:
+        times = {}
+        start = time.perf_counter()
+
+        def lap(name: str) -> None:
+            times[name] = round(time.perf_counter() - start - sum(times.values()), 3)
+
+        ev_c, ev_o = self.evidence()
+        lap("evidence")
+        candidates = self.hypotheses(ev_c, ev_o)
+        lap("hypotheses")
+        selector = Selector(ev_c, self.c, self.static_c, ev_o, self.o, self.static_o, self.tolerance,
+                            self.config.open_cost, seed=self.config.seed)
+        selection = selector.run(candidates, self.config.requested)
+        lap("selection")
+        if not selection.motions:
+            raise ValueError(f"no motion explains enough of the evidence to be a part (each must explain "
+                             f"{self.config.open_cost:g} samples; evidence: {self.stats['evidence']})")
+        labels = self.label(selection.motions, [ev_c[selection.owner[:len(ev_c)] == k]
+                                                for k in range(len(selection.motions))])
+        regions = self.split_regions(labels, selection.motions)
+        lap("labelling")
+        motions = [T for _, T in regions]
+        labels = self.label(motions, [index for index, _ in regions])
+        parts = self.keep_requested(self.absorb(self.merge_alike(self.make_parts(labels, motions))))
+        self.type_parts(parts)
+        lap("joints")
+        in_part = np.zeros(len(self.c.points), dtype=bool)
+        for part in parts:
+            in_part[self._sample_index(part.voxels)] = True
+        self.stats["seconds"] = times
+        return PartsResult(self.grid, self.c.voxels[~in_part], parts, self.skipped, self.stats)
+
+    def label(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
+        """(S,) label of each canonical sample: 0 the body, k the k-th of `motions` (`parts.labelling`). `regions`
+        holds each motion's canonical samples so far: the other state's surface they explain is theirs (`claims`),
+        and another motion landing a sample there gains nothing by it."""
+        costs = data_costs(self.c.points, motions, self.obs_o, self.c.sides)
+        claim = self.claims(motions, regions)
+        for k, T in enumerate(motions, start=1):
+            costs[k] = self.exclusive(costs[k], np.arange(len(self.c.points)), T, claim, k)
+        return potts_labels(costs, self.c.voxels, self.config.smoothness, seeded_labels(costs, self.c.points))
+
+    def exclusive(self, costs: np.ndarray, index: np.ndarray, T: np.ndarray, claim: np.ndarray, owner: int
+                  ) -> np.ndarray:
+        """`costs` (N,) of the canonical samples `index` (N,) under motion T, raised to the hidden cost where T lands
+        a sample on one of the other state's that the static body explains or another motion than `owner` claims
+        (`claims`): one surface explains one part."""
+        target = self.o.landing(apply_transform(T, self.c.points[index]), self.tolerance,
+                                turn(T, self.c.sides[index]))
+        hit = target >= 0
+        taken = np.zeros(len(hit), dtype=bool)
+        taken[hit] = ((claim[target[hit]] > 0) & (claim[target[hit]] != owner)) | self.static_o[target[hit]]
+        return np.where(taken, np.maximum(costs, HIDDEN_COST), costs)
+
+    def claims(self, motions: list[np.ndarray], regions: list[np.ndarray], reach: float | None = None) -> np.ndarray:
+        """(S_o,) the motion (1-based; 0: none) whose canonical region explains each of the other state's samples:
+        moved back by it, the sample lands on the region (within `reach`, default the tolerance); the closest
+        landing wins."""
+        best = np.full(len(self.o.points), np.inf)
+        claim = np.zeros(len(self.o.points), dtype=np.int64)
+        for k, (T, region) in enumerate(zip(motions, regions), start=1):
+            if len(region) == 0:
+                continue
+            dist = query(cKDTree(self.c.points[region]), apply_transform(invert(T), self.o.points),
+                         distance_upper_bound=reach or self.tolerance)[0]
+            closer = dist < best
+            claim[closer], best[closer] = k, dist[closer]
+        return claim
+
+    def split_regions(self, labels: np.ndarray, motions: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The connected pieces of each motion's labelled samples, split by their motions (`parts.refine`), as
+        (sample indices, motion); pieces under the opening cost are left to the body."""
+        splitter = RegionSplitter(self.o.surface, self.tolerance, self.config.open_cost,
+                                  self.reach, self.config.seed)
+        regions = []
+        for k, T in enumerate(motions, start=1):
+            index = np.flatnonzero(labels == k)
+            for piece in connected_pieces(self.c.points[index], self.reach):
+                if len(piece) < self.config.open_cost:
+                    continue
+                piece = index[piece]
+                regions += [(piece[i], M) for i, M in splitter.split_region(self.c.points[piece], T)]
+        return regions
+
+    def _sample_index(self, voxels: np.ndarray) -> np.ndarray:
+        """Indices of the canonical samples at `voxels` (M, 3)."""
+        keys = self.grid.keys(self.c.voxels)
+        return np.flatnonzero(np.isin(keys, self.grid.keys(voxels)))
+
+    def make_parts(self, labels: np.ndarray, motions: list[np.ndarray]) -> list[Part]:
+        """Parts from the labelled canonical samples: each connected piece of one motion with at least the opening
+        cost of samples; smaller pieces are left to the body."""
+        parts = []
+        for k, T in enumerate(motions, start=1):
+            index = np.flatnonzero(labels == k)
+            pieces = connected_pieces(self.c.points[index], self.reach)
+            big = [index[p] for p in pieces if len(p) >= self.config.open_cost]
+            for p in pieces:
+                if len(p) < self.config.open_cost:
+                    self.skip(f"piece of motion {k}", len(p), f"a connected piece under the opening cost "
+                                                             f"({self.config.open_cost:g} samples): left to the body")
+            parts += [self.part(p, T, split=len(big) > 1) for p in big]
+        return parts
+
+    def merge_alike(self, parts: list[Part]) -> list[Part]:
+        """Parts joined while two of them touch (samples within the part reach) and their motions move the samples of
+        both within MERGE_APART tolerances of each other: pieces of one rigid part that the labelling cut apart."""
+        merged = True
+        while merged:
+            merged = False
+            order = sorted(range(len(parts)), key=lambda i: len(parts[i].points))
+            for i in order:
+                j = self._alike_neighbour(parts, i)
+                if j is None:
+                    continue
+                small, big = parts[i], parts[j]
+                index = np.concatenate([self._sample_index(big.voxels), self._sample_index(small.voxels)])
+                self.skip("part", len(small.voxels), f"moves like a part it touches ({len(big.voxels)} samples): "
+                                                     "merged into it")
+                parts[j] = self.part(index, big.rigid_transform, split=big.split)
+                del parts[i]
+                merged = True
+                break
+        return parts
+
+    def absorb(self, parts: list[Part]) -> list[Part]:
+        """Model selection once more on the final parts, smallest first: a part whose samples another part's motion
+        (or the static body) explains at a total cost rise below the opening cost does not pay for itself and joins
+        that part (or the body). Pieces of one rigid part that the labelling cut apart or gave slightly different
+        motions go back together; a part that moves unlike every other stays. (Two parts moving exactly alike are
+        one part to two-state evidence.)"""
+        changed = True
+        while changed and parts:
+            changed = False
+            for i in sorted(range(len(parts)), key=lambda i: len(parts[i].points)):
+                target, rise = self._cheapest_host(parts, i)
+                if rise >= self.config.open_cost:
+                    continue
+                small = parts.pop(i)
+                if target < 0:
+                    self.skip("part", len(small.points), f"the static body explains it at a cost rise of {rise:.1f} "
+                                                         f"(< {self.config.open_cost:g}): left to the body")
+                else:
+                    target -= int(target > i)
+                    big = parts[target]
+                    index = np.concatenate([self._sample_index(big.voxels), self._sample_index(small.voxels)])
+                    self.skip("part", len(small.points), f"the motion of another part ({len(big.points)} samples) "
+                                                         f"explains it at a cost rise of {rise:.1f} "
+                                                         f"(< {self.config.open_cost:g}): merged into it")
+                    parts[target] = self.part(index, big.rigid_transform, split=big.split)
+                changed = True
+                break
+        return parts
+
+    def _cheapest_host(self, parts: list[Part], i: int) -> tuple[int, float]:
+        """The host (index of a part within HOST_REACH; -1: the static body) whose motion explains part i's samples
+        at the least total cost rise over part i's own motion (`label`'s costs, one surface explaining one part:
+        under its own motion, surface of the other state that the other parts explain too is no gain), and that
+        rise."""
+        index = self._sample_index(parts[i].voxels)
+        motions = [part.rigid_transform for part in parts]
+        regions = [self._sample_index(part.voxels) for part in parts]
+        claim = self.claims(motions, regions)
+        # sample to sample (both voxel means, up to half a voxel apart on one surface): two tolerances
+        others = self.claims(motions, [r if k != i else r[:0] for k, r in enumerate(regions)], 2 * self.tolerance)
+        costs = data_costs(self.c.points[index], motions, self.obs_o, self.c.sides[index])
+        tree = cKDTree(parts[i].points)
+        totals = np.full(len(costs), np.inf)
+        totals[0] = costs[0].sum()
+        for k, (cost, T) in enumerate(zip(costs[1:], motions), start=1):
+            if k == i + 1:  # its own motion gains nothing by surface the other parts explain as well
+                totals[k] = self.exclusive(cost, index, T, others, k).sum()
+            elif np.isfinite(query(tree, parts[k - 1].points, distance_upper_bound=self.host_reach)[0]).any():
+                totals[k] = self.exclusive(cost, index, T, claim, k).sum()
+        own = totals[i + 1]
+        totals[i + 1] = np.inf
+        best = int(np.argmin(totals))
+        return best - 1, float(totals[best] - own)
+
+    def _alike_neighbour(self, parts: list[Part], i: int) -> int | None:
+        """The largest part touching part i whose motion moves both within MERGE_APART tolerances of part i's."""
+        tree = cKDTree(parts[i].points)
+        best = None
+        for j, other in enumerate(parts):
+            if j == i or len(other.points) < len(parts[i].points):
+                continue
+            touch = np.isfinite(query(tree, other.points, distance_upper_bound=self.reach)[0]).any()
+            both = np.concatenate([parts[i].points, other.points])
+            if touch and moved_apart(parts[i].rigid_transform, other.rigid_transform, both) < \
+                    MERGE_APART * self.tolerance and (best is None or len(other.points) > len(parts[best].points)):
+                best = j
+        return best
+
+    def part(self, index: np.ndarray, T: np.ndarray, split: bool) -> Part:
+        """One part from the canonical samples `index` and their motion T: the other state's samples it explains
+        are those not explained by the body whose positions moved back by T land near the part's own samples."""
+        points = self.c.points[index]
+        own = cKDTree(points)
+        back = apply_transform(invert(T), self.o.points)
+        near = np.isfinite(query(own, back, distance_upper_bound=2 * self.tolerance)[0]) & ~self.static_o
+        forward = Side(points, self.o.surface.tree)
+        fits = fit_joints(T, forward, Side(self.o.points[near], own), self.tolerance)
+        part = Part(self.c.voxels[index], points, self.o.voxels[near], T, fits, split=split)
+        part.evidence = int(len(index) + near.sum())
+        return part
+
+    def keep_requested(self, parts: list[Part]) -> list[Part]:
+        """With a requested count, the parts that explain most evidence; an error when fewer were found."""
+        need = self.config.requested
+        if need is None:
+            return parts
+        if len(parts) < need:
+            raise ValueError(f"{need} movable parts requested but only {len(parts)} found (evidence: "
+                             f"{self.stats.get('evidence')}; skipped: {self.skipped}); lower --num_parts or check the "
+                             "coarse models")
+        parts = sorted(parts, key=lambda p: -p.evidence)
+        for part in parts[need:]:
+            self.skip("part", len(part.voxels), f"beyond the requested part count ({need})")
+        return parts[:need]
+
+    def type_parts(self, parts: list[Part]) -> None:
+        """Each part's joint type: given (assigned as a multiset) or the one the evidence prefers."""
+        if self.config.joint_types is None:
+            for part in parts:
+                part.joint_type = part.preferred_type
+            return
+        for part, joint_type in zip(parts, assign_types([p.fits for p in parts], self.config.joint_types)):
+            part.joint_type, part.type_source = joint_type, "given"
+
+
+def discover_parts(points_c: np.ndarray, views_c: list[View], points_o: np.ndarray, views_o: list[View],
+                   config: PartsConfig) -> PartsResult:
+    """Stage 3 on the canonical state's surface points (N, 3) and training views and the other state's (M, 3)."""
+    return Discovery(points_c, views_c, points_o, views_o, config).run()

@@ -1,0 +1,129 @@
+"""Rigid motions of parts and their fits: joint-constrained motions and symmetric trimmed ICP.
+
+A motion T (4, 4) maps the canonical state c to the other state o (x' = R x + t). Three models of it:
+- rigid: any R, t;
+- revolute: a rotation about a line (the screw translation along the rotation axis removed);
+- prismatic: a pure translation.
+
+`fit` is ICP under one of these models. It is symmetric when given the other state's side of the part: pairs come
+from c's points moved onto o (forward) and from o's points moved back onto c (backward), so a flat door cannot slide
+within its own plane (its edges must land both ways) and a part's motion answers for what it shows in both states.
+Each iteration keeps the pairs closer than a quantile of their distances (trimming: surfaces that one state hides
+have no counterpart) and refits the model on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from utils.neighbours import query
+from utils.rigid_fit import apply_transform, kabsch, make_transform
+
+MODELS = ("rigid", "revolute", "prismatic")
+MIN_TURN = 1e-6  # radians: a rotation smaller than this has no axis
+
+
+def invert(T: np.ndarray) -> np.ndarray:
+    """The inverse (4, 4) of a rigid motion."""
+    R, t = T[:3, :3], T[:3, 3]
+    return make_transform(R.T, -R.T @ t)
+
+
+def rotation_axis(T: np.ndarray) -> tuple[np.ndarray, float]:
+    """Unit rotation axis (3,) and angle (radians, in [0, pi]) of a rigid motion (axis x for no rotation)."""
+    rotvec = Rotation.from_matrix(T[:3, :3]).as_rotvec()
+    angle = float(np.linalg.norm(rotvec))
+    return (rotvec / angle if angle > MIN_TURN else np.array([1.0, 0.0, 0.0])), angle
+
+
+def axis_point(T: np.ndarray) -> np.ndarray:
+    """(3,) the point of T's rotation axis closest to the origin (the origin itself for no rotation)."""
+    direction, angle = rotation_axis(T)
+    if angle <= MIN_TURN:
+        return np.zeros(3)
+    t = T[:3, 3] - direction * (direction @ T[:3, 3])
+    return np.linalg.lstsq(np.eye(3) - T[:3, :3], t, rcond=None)[0]
+
+
+def constrain(T: np.ndarray, model: str) -> np.ndarray:
+    """The motion of `model` nearest to T: revolute drops the translation along the rotation axis, prismatic the
+    rotation (keeping T's translation of the origin)."""
+    if model == "rigid":
+        return T
+    if model == "prismatic":
+        return make_transform(t=T[:3, 3])
+    if model != "revolute":
+        raise ValueError(f"motion model must be one of {MODELS}, got {model!r}")
+    direction, angle = rotation_axis(T)
+    if angle <= MIN_TURN:
+        return np.eye(4)
+    return make_transform(T[:3, :3], T[:3, 3] - direction * (direction @ T[:3, 3]))
+
+
+def fit_pairs(source: np.ndarray, target: np.ndarray, model: str) -> np.ndarray:
+    """Least-squares motion of `model` (4, 4) taking the paired points `source` (N, 3) onto `target` (N, 3)."""
+    if model == "prismatic":
+        return make_transform(t=(target - source).mean(axis=0))
+    return constrain(kabsch(source, target), model)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One state's side of a fit: the points to move (N, 3) and the tree of the points they should land on."""
+
+    points: np.ndarray
+    tree: cKDTree
+
+
+def fit(T: np.ndarray, model: str, forward: Side, backward: Side | None = None, *, reach: float,
+        keep: float = 0.8, iterations: int = 30, tolerance: float = 1e-6) -> np.ndarray:
+    """ICP of `model` from T: forward pairs move `forward.points` (canonical) onto `forward.tree` (the other state);
+    backward pairs move `backward.points` (the other state) by T's inverse onto `backward.tree` (canonical). Pairs
+    farther than `reach`, and beyond the `keep` quantile of the distances, are dropped each iteration."""
+    T = constrain(T, model)
+    for _ in range(iterations):
+        sources, targets = [], []
+        dist, nearest = query(forward.tree, apply_transform(T, forward.points), distance_upper_bound=reach)
+        kept = _kept(dist, keep)
+        sources.append(forward.points[kept])
+        targets.append(forward.tree.data[nearest[kept]])
+        if backward is not None and len(backward.points):
+            dist, nearest = query(backward.tree, apply_transform(invert(T), backward.points), distance_upper_bound=reach)
+            kept = _kept(dist, keep)
+            sources.append(backward.tree.data[nearest[kept]])
+            targets.append(backward.points[kept])
+        source, target = np.concatenate(sources), np.concatenate(targets)
+        if len(source) < 3:
+            break
+        new = fit_pairs(source, target, model)
+        change = np.abs(new - T).max()
+        T = new
+        if change < tolerance:
+            break
+    return T
+
+
+def _kept(dist: np.ndarray, keep: float) -> np.ndarray:
+    """(N,) bool: finite pair distances `dist` (N,) within their `keep` quantile."""
+    finite = np.isfinite(dist)
+    if not finite.any():
+        return finite
+    return finite & (dist <= np.quantile(dist[finite], keep))
+
+
+def fit_coarse_to_fine(T: np.ndarray, model: str, forward: Side, backward: Side | None, tolerance: float) -> np.ndarray:
+    """`fit` from far pairs (within 8 `tolerance`s, all kept) to near ones (3 tolerances, the worst 20 % trimmed)
+    to landing ones (within one tolerance): a surface hidden in the other state pairs with whatever lies near its
+    true place (a door's inner face with the closed door's outer face, a door's thickness away), and only the last
+    stage drops such pairs."""
+    T = fit(T, model, forward, backward, reach=8 * tolerance, keep=1.0)
+    T = fit(T, model, forward, backward, reach=3 * tolerance, keep=0.8)
+    return fit(T, model, forward, backward, reach=tolerance, keep=1.0)
+
+
+def moved_apart(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
+    """Mean distance (scene units) between `points` (N, 3) moved by A and by B: how differently two motions move them."""
+    return float(np.linalg.norm(apply_transform(A, points) - apply_transform(B, points), axis=1).mean())
