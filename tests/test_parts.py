@@ -1,0 +1,515 @@
+"""Tests of stage 3's part discovery package `parts/`.
+
+Unit tests build small synthetic geometry (boxes, plates, pinhole views) by hand. Regression tests run
+`discover_parts` on generated scenes at low resolution, with the back-projected ground-truth depth of the training
+views as a perfect coarse model and the views' silhouettes, and compare with gt/trans.json and the part id images
+(tests may read gt/; the stage may not). Scenes are generated with open_state="end": the canonical state (where the
+parts are open) is state 1, and the stage's motions (canonical -> other) are converted to start -> end before they
+are compared.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from data_tools.synthetic import generate_scene
+from evaluation.metrics import evaluate_joints, load_gt_joints
+from parts.discover import PART_REACH, PartsConfig, discover_parts
+from parts.joints import fit_joints, preferred_type
+from parts.motion import (Side, axis_point, constrain, fit_coarse_to_fine, fit_pairs, invert, moved_apart,
+                          rotation_axis)
+from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
+from parts.refine import connected_pieces
+from scene.articulation import joint_start_to_end, matrix_to_joint
+from scene.camera_points import backproject_depth
+from scene.dataset_readers import load_cameras
+from utils.point_cloud import voxel_downsample
+from utils.rigid_fit import apply_transform, make_transform, rotation_about_line
+
+
+# ------------------------------------------------------------------------------------------------ synthetic geometry
+def box_surface(size, spacing: float = 0.005, centre=(0.0, 0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, 3) on the six faces of an axis-aligned box of `size` (3,) on a grid of `spacing`, and each point's
+    outward face normal (N, 3)."""
+    size, centre = np.asarray(size, float), np.asarray(centre, float)
+    half = size / 2
+    points, normals = [], []
+    for axis in range(3):
+        a, b = [d for d in range(3) if d != axis]
+        ua = np.linspace(-half[a], half[a], max(2, int(round(size[a] / spacing)) + 1))
+        ub = np.linspace(-half[b], half[b], max(2, int(round(size[b] / spacing)) + 1))
+        grid_a, grid_b = np.meshgrid(ua, ub, indexing="ij")
+        for sign in (-1.0, 1.0):
+            face = np.zeros((grid_a.size, 3))
+            face[:, a], face[:, b], face[:, axis] = grid_a.ravel(), grid_b.ravel(), sign * half[axis]
+            normal = np.zeros(3)
+            normal[axis] = sign
+            points.append(face)
+            normals.append(np.tile(normal, (len(face), 1)))
+    points, normals = np.concatenate(points), np.concatenate(normals)
+    # edge points appear on two faces: keep one of each
+    _, first = np.unique(np.round(points / spacing * 4).astype(np.int64), axis=0, return_index=True)
+    first = np.sort(first)
+    return points[first] + centre, normals[first]
+
+
+def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3)) -> np.ndarray:
+    """OpenCV world-to-camera (4, 4) of a camera at `eye` looking at `target` (x right, y down, z forward)."""
+    z = (target - eye) / np.linalg.norm(target - eye)
+    up = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.95 else np.array([0.0, 1.0, 0.0])
+    x = np.cross(z, up)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])
+    return make_transform(R, -R @ eye)
+
+
+def camera_ring(count: int = 8, distance: float = 1.5, elevations=(40.0, -40.0)) -> list[np.ndarray]:
+    """Camera centres (3,) around the origin: `count` azimuths at each elevation (degrees)."""
+    centres = []
+    for k, elevation in enumerate(elevations):
+        e = np.radians(elevation)
+        for i in range(count):
+            a = 2 * np.pi * (i + 0.5 * k) / count
+            centres.append(distance * np.array([np.cos(e) * np.cos(a), np.cos(e) * np.sin(a), np.sin(e)]))
+    return centres
+
+
+def views_of(points: np.ndarray, centres: list[np.ndarray], size: int = 128, focal: float = 150.0) -> list[View]:
+    """Pinhole views (size x size pixels) from `centres` looking at the origin, with the silhouettes of `points`
+    (their projected pixels, a 3x3 dilation closing the gaps between samples)."""
+    from scipy import ndimage
+
+    K = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
+    views = []
+    for eye in centres:
+        view = View(K, look_at(np.asarray(eye, float)), size, size)
+        uv, z = view.project(points)
+        pix = np.floor(uv).astype(np.int64)
+        ok = (z > 0) & (pix[:, 0] >= 0) & (pix[:, 0] < size) & (pix[:, 1] >= 0) & (pix[:, 1] < size)
+        mask = np.zeros((size, size), dtype=bool)
+        mask[pix[ok, 1], pix[ok, 0]] = True
+        views.append(View(K, view.world_to_cam, size, size, ndimage.binary_dilation(mask, iterations=1)))
+    return views
+
+
+BOX = (0.4, 0.3, 0.2)
+
+
+@pytest.fixture(scope="module")
+def box_views():
+    """A 40 x 30 x 20 cm box's surface points, normals, camera centres and views (8 at 40 degrees above, 8 at 40 below, 1.5 m away, 1 cm pixels)."""
+    points, normals = box_surface(BOX)
+    centres = camera_ring()
+    return points, normals, centres, views_of(points, centres)
+
+
+# ------------------------------------------------------------------------------------------------ parts.motion
+def test_fit_pairs_and_constrain_recover_a_revolute_motion():
+    """Exact pairs of a 35-degree turn about a line off the origin give back its angle, axis direction and axis line;
+    `constrain` removes a screw translation along the axis, and leaves the pure rotation unchanged."""
+    rng = np.random.default_rng(0)
+    source = rng.uniform(-0.3, 0.3, (200, 3))
+    origin, direction, angle = np.array([0.2, -0.1, 0.05]), np.array([0.3, 0.9, -0.2]), np.radians(35.0)
+    direction = direction / np.linalg.norm(direction)
+    truth = rotation_about_line(origin, direction, angle)
+    T = fit_pairs(source, apply_transform(truth, source), "revolute")
+    axis, turn = rotation_axis(T)
+    assert abs(np.degrees(turn) - 35.0) < 1e-6
+    assert abs(abs(axis @ direction) - 1.0) < 1e-9
+    # the fitted axis line passes through the true one: its point lies on the true line
+    offset = axis_point(T) - origin
+    assert np.linalg.norm(offset - (offset @ direction) * direction) < 1e-7
+    np.testing.assert_allclose(T, truth, atol=1e-9)
+    screw = truth.copy()
+    screw[:3, 3] += 0.07 * direction
+    np.testing.assert_allclose(constrain(screw, "revolute"), truth, atol=1e-12)
+    np.testing.assert_allclose(constrain(truth, "revolute"), truth, atol=1e-12)
+    assert np.allclose(constrain(screw, "rigid"), screw)
+    with pytest.raises(ValueError, match="motion model"):
+        constrain(truth, "screw")
+
+
+def test_fit_pairs_and_constrain_recover_a_prismatic_motion():
+    """Exact pairs of a translation give it back (prismatic and rigid fits); `constrain` to prismatic drops a small
+    rotation and keeps the translation of the origin."""
+    rng = np.random.default_rng(1)
+    source = rng.uniform(-0.3, 0.3, (150, 3))
+    shift = np.array([0.12, -0.03, 0.25])
+    target = source + shift
+    for model in ("prismatic", "rigid"):
+        T = fit_pairs(source, target, model)
+        np.testing.assert_allclose(T[:3, 3], shift, atol=1e-12)
+        np.testing.assert_allclose(T[:3, :3], np.eye(3), atol=1e-12)
+    tilted = make_transform(Rotation.from_rotvec([0.0, 0.02, 0.0]).as_matrix(), shift)
+    np.testing.assert_allclose(constrain(tilted, "prismatic"), make_transform(t=shift), atol=1e-15)
+    # a revolute fit of a pure translation has no turn left
+    assert rotation_axis(fit_pairs(source, target, "revolute"))[1] < 1e-6
+
+
+def test_fit_coarse_to_fine_recovers_a_box_motion_from_a_perturbed_start():
+    """Symmetric ICP of a box's surface onto the moved box (sampled on another grid) recovers the motion from a start
+    off by 4 degrees and 2 cm, to within 0.2 degrees and 1 mm."""
+    source, _ = box_surface((0.4, 0.25, 0.15), spacing=0.006)
+    other, _ = box_surface((0.4, 0.25, 0.15), spacing=0.0071)
+    truth = make_transform(Rotation.from_rotvec(np.radians(20.0) * np.array([0.0, 0.6, 0.8])).as_matrix(),
+                           np.array([0.1, 0.05, -0.08]))
+    target = apply_transform(truth, other)
+    error = make_transform(Rotation.from_rotvec(np.radians(4.0) * np.array([1.0, 0.0, 0.0])).as_matrix(),
+                           np.array([0.02, 0.0, 0.0]))
+    start = error @ truth
+    forward = Side(source, cKDTree(target))
+    backward = Side(target, cKDTree(source))
+    T = fit_coarse_to_fine(start, "rigid", forward, backward, tolerance=0.01)
+    assert np.degrees(rotation_axis(T @ invert(truth))[1]) < 0.2
+    assert moved_apart(T, truth, source) < 1e-3
+    assert moved_apart(start, truth, source) > 0.02  # the start was well off
+
+
+def test_invert_rotation_axis_and_axis_point_are_consistent():
+    """invert(T) undoes T; T and its inverse turn by one angle about opposite directions; axis_point is the axis
+    point nearest the origin, a fixed point of a pure rotation, and the origin for a translation."""
+    direction = np.array([1.0, 2.0, 2.0]) / 3.0
+    origin = np.array([0.3, 0.4, -0.2])
+    T = rotation_about_line(origin, direction, np.radians(50.0))
+    np.testing.assert_allclose(invert(T) @ T, np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(T @ invert(T), np.eye(4), atol=1e-12)
+    (a, angle), (b, angle_inv) = rotation_axis(T), rotation_axis(invert(T))
+    assert abs(angle - np.radians(50.0)) < 1e-9 and abs(angle_inv - angle) < 1e-9
+    np.testing.assert_allclose(a, direction, atol=1e-9)
+    np.testing.assert_allclose(b, -direction, atol=1e-9)
+    p = axis_point(T)
+    assert abs(p @ direction) < 1e-9  # nearest the origin: orthogonal to the axis
+    np.testing.assert_allclose(apply_transform(T, p[None])[0], p, atol=1e-9)
+    np.testing.assert_allclose(axis_point(invert(T)), p, atol=1e-9)
+    rel = origin - p
+    assert np.linalg.norm(rel - (rel @ direction) * direction) < 1e-9  # on the true line
+    np.testing.assert_allclose(axis_point(make_transform(t=[0.1, 0.0, 0.0])), np.zeros(3))
+    assert rotation_axis(make_transform(t=[0.1, 0.0, 0.0]))[1] == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ parts.observation
+def test_judge_supported_free_hidden(box_views):
+    """Surface points are SUPPORTED; points 8-15 cm in front of the faces, in empty space, are FREE; points inside the
+    box, behind every view's first surface, are HIDDEN."""
+    points, normals, _, views = box_views
+    obs = Observation(points, views, tolerance=0.01, margin=0.02)
+    rng = np.random.default_rng(2)
+    on_surface = points[rng.choice(len(points), 300, replace=False)]
+    status, dist = obs.judge(on_surface)
+    assert np.all(status == SUPPORTED) and np.all(dist < 1e-9)
+    # in front of the faces (upper and side faces, which cameras see)
+    pick = rng.choice(len(points), 300, replace=False)
+    in_front = points[pick] + normals[pick] * rng.uniform(0.08, 0.15, (300, 1))
+    assert np.all(obs.judge(in_front)[0] == FREE)
+    inside = rng.uniform(-1, 1, (300, 3)) * (np.array(BOX) / 2 - 0.04)
+    assert np.all(obs.judge(inside)[0] == HIDDEN)
+    # seen from the side it was seen from, a surface point is still supported
+    status, _ = obs.judge(on_surface, obs.seen_sides(on_surface))
+    assert np.all(status == SUPPORTED)
+
+
+def test_seen_sides_point_towards_the_cameras(box_views):
+    """Nearly every surface point is seen, and its seen side points out of its face towards the cameras: away from
+    the edges (which the cameras of two faces see), dot > 0.5 with the outward normal and > 0.3 with the mean
+    direction to the cameras in front of the face."""
+    points, normals, centres, views = box_views
+    obs = Observation(points, views, tolerance=0.01, margin=0.02)
+    sides = obs.sides
+    seen = np.linalg.norm(sides, axis=1) > 0.5
+    assert seen.mean() > 0.95  # all faces are in view of some camera
+    np.testing.assert_allclose(obs.seen_sides(points[:500]), sides[:500])
+    in_face = np.abs(points) * (1 - np.abs(normals)) < np.array(BOX) / 2 - 0.03
+    seen &= in_face.all(axis=1)
+    assert np.all(np.einsum("ij,ij->i", sides[seen], normals[seen]) > 0.5)
+    to_cam = np.stack(centres)[None] - points[:, None]
+    to_cam /= np.linalg.norm(to_cam, axis=2, keepdims=True)
+    in_front = np.einsum("ncj,nj->nc", to_cam, normals) > 0  # the box is convex: these cameras can see the point
+    towards = (to_cam * in_front[..., None]).sum(axis=1)
+    towards /= np.linalg.norm(towards, axis=1, keepdims=True)
+    assert np.all(np.einsum("ij,ij->i", sides[seen], towards[seen]) > 0.3)
+
+
+def test_a_face_seen_from_the_wrong_side_is_not_supported(box_views):
+    """A point on the top face seen from inside the box (an inner face turned onto it) is not SUPPORTED, though it
+    lies on the surface; seen from outside it is."""
+    points, normals, _, views = box_views
+    obs = Observation(points, views, tolerance=0.01, margin=0.02)
+    top = (normals[:, 2] > 0.5) & (np.abs(points[:, 0]) < 0.1) & (np.abs(points[:, 1]) < 0.07)
+    x = points[top]
+    outward = np.tile([0.0, 0.0, 1.0], (len(x), 1))
+    assert np.all(obs.judge(x, outward)[0] == SUPPORTED)
+    status, dist = obs.judge(x, -outward)
+    assert np.all(status != SUPPORTED) and np.all(~np.isfinite(dist))
+    assert np.all(status == HIDDEN)  # on the surface: no camera sees through it
+
+
+def test_observation_rejects_a_state_without_points():
+    """A state with no surface points is an error, not an empty observation."""
+    with pytest.raises(ValueError, match="no surface points"):
+        Observation(np.zeros((0, 3)), [], tolerance=0.01, margin=0.02)
+
+
+# ------------------------------------------------------------------------------------------------ parts.joints
+def joint_sides(points_c: np.ndarray, points_o: np.ndarray) -> tuple[Side, Side]:
+    """The forward and backward sides of a part as discover.py's `part()` builds them: the canonical points onto the
+    other state's tree, and the other state's points onto the canonical tree."""
+    return Side(points_c, cKDTree(points_o)), Side(points_o, cKDTree(points_c))
+
+
+def test_fit_joints_prefers_revolute_for_a_hinged_plate():
+    """A 40 x 30 x 2 cm plate turned 40 degrees about one of its edges: revolute preferred (admissible, lower BIC),
+    its axis within 1 degree of the hinge and passing within 5 mm of it."""
+    rng = np.random.default_rng(3)
+    plate, _ = box_surface((0.4, 0.3, 0.02), spacing=0.005)
+    hinge_origin, hinge_dir = np.array([-0.2, 0.0, -0.01]), np.array([0.0, 1.0, 0.0])
+    truth = rotation_about_line(hinge_origin, hinge_dir, np.radians(40.0))
+    other, _ = box_surface((0.4, 0.3, 0.02), spacing=0.0055)
+    other = apply_transform(truth, other) + rng.normal(0, 5e-4, other.shape)
+    rigid = fit_pairs(plate, apply_transform(truth, plate), "rigid")
+    fits = fit_joints(rigid, *joint_sides(plate, other), tolerance=0.01)
+    assert preferred_type(fits) == "revolute"
+    revolute = fits["revolute"]
+    assert revolute.admissible and revolute.bic < fits["prismatic"].bic
+    axis, angle = rotation_axis(revolute.transform)
+    assert np.degrees(np.arccos(min(1.0, abs(axis @ hinge_dir)))) < 1.0
+    assert abs(np.degrees(angle) - 40.0) < 1.0
+    rel = axis_point(revolute.transform) - hinge_origin
+    assert np.linalg.norm(rel - (rel @ hinge_dir) * hinge_dir) < 5e-3
+
+
+def test_fit_joints_prefers_prismatic_for_a_slid_box():
+    """A 30 x 40 x 15 cm box slid 15 cm along x (resampled, 0.5 mm noise): prismatic preferred, its translation
+    within 2 mm of the slide."""
+    rng = np.random.default_rng(4)
+    box, _ = box_surface((0.3, 0.4, 0.15), spacing=0.005)
+    other, _ = box_surface((0.3, 0.4, 0.15), spacing=0.0055)
+    shift = np.array([0.15, 0.0, 0.0])
+    other = other + shift + rng.normal(0, 5e-4, other.shape)
+    rigid = fit_pairs(box, box + shift, "rigid")
+    fits = fit_joints(rigid, *joint_sides(box, other), tolerance=0.01)
+    assert preferred_type(fits) == "prismatic"
+    np.testing.assert_allclose(fits["prismatic"].transform[:3, 3], shift, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------ parts.discover
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(voxel_size=0.0), "voxel_size"),
+    (dict(voxel_size=-0.01), "voxel_size"),
+    (dict(joint_types=("revolute", "hinge")), "joint types"),
+    (dict(num_movable=2, joint_types=("prismatic", "prismatic", "prismatic")), "3 joint types given for 2"),
+    (dict(num_movable=0), "at least 1"),
+])
+def test_parts_config_rejects_bad_values(kwargs, message):
+    """PartsConfig refuses a non-positive voxel size, an unknown joint type, a joint-type count unlike the part count
+    and a part count below 1, naming the problem."""
+    with pytest.raises(ValueError, match=message):
+        PartsConfig(**kwargs)
+
+
+def test_parts_config_requested_count_and_open_cost():
+    """The requested count comes from the joint types (else num_movable); the opening cost is the minimum part area
+    in voxels."""
+    assert PartsConfig(joint_types=("prismatic",) * 3).requested == 3
+    assert PartsConfig(num_movable=2).requested == 2 and PartsConfig().requested is None
+    assert PartsConfig(voxel_size=0.02, min_part_area=0.015).open_cost == pytest.approx(37.5)
+
+
+def test_discover_parts_without_motion_is_a_clear_error(box_views):
+    """Two identical states: discover_parts raises a ValueError saying there is no motion."""
+    points, _, _, views = box_views
+    with pytest.raises(ValueError, match="no motion"):
+        discover_parts(points, views, points.copy(), views, PartsConfig())
+
+
+# ------------------------------------------------------------------------------------------------ generated scenes
+RES, VIEWS = 96, 24
+CANONICAL = 1  # open_state="end": the parts are open in state 1
+
+
+def state_inputs(scene: Path, state: int):
+    """One state's stage-3 inputs from the generated scene: back-projected GT depth of the training views (a perfect
+    coarse model, averaged on a 5 mm grid) and the views with their silhouettes; also the cameras."""
+    cameras = load_cameras(scene, state, "train")
+    views = [View(np.array([[c.fx, 0.0, c.cx], [0.0, c.fy, c.cy], [0.0, 0.0, 1.0]]),
+                  c.world_to_cam.numpy().astype(np.float64), c.width, c.height, (c.alpha[0] > 0.5).numpy())
+             for c in cameras]
+    points, colours = backproject_depth(cameras)
+    points = voxel_downsample(points, colours, 0.005)[0].astype(np.float64)
+    return points, views, cameras
+
+
+def gt_part_ids(scene: Path, state: int, cameras, points: np.ndarray) -> np.ndarray:
+    """(N,) the GT part id (1 static body, i + 2 movable part i) of the back-projected pixel nearest each point."""
+    world, ids = [], []
+    for cam in cameras[::3]:
+        part = iio.imread(scene / ("start" if state == 0 else "end") / "train" / "part" / f"{cam.image_name}.png")
+        depth, alpha = cam.depth[0].numpy(), cam.alpha[0].numpy()
+        v, u = np.nonzero((alpha > 0.5) & (depth > 0.1))
+        z = depth[v, u]
+        xyz = np.stack([(u + 0.5 - cam.cx) / cam.fx * z, (v + 0.5 - cam.cy) / cam.fy * z, z], axis=1)
+        c2w = cam.cam_to_world.numpy()
+        world.append(xyz @ c2w[:3, :3].T + c2w[:3, 3])
+        ids.append(part[v, u] if part.ndim == 2 else part[v, u, 0])
+    return np.concatenate(ids)[cKDTree(np.concatenate(world)).query(points)[1]]
+
+
+def make_scene(root: Path, category: str, seed: int) -> dict:
+    """Generate a scene (default appearance and random orientation) and load both states' stage-3 inputs."""
+    scene = root / f"{category}_{seed}"
+    generate_scene(category, scene, res=RES, views=VIEWS, test_views=1, seed=seed, supersample=1, progress=False,
+                   open_state="end")
+    points_c, views_c, cameras_c = state_inputs(scene, CANONICAL)
+    points_o, views_o, _ = state_inputs(scene, 1 - CANONICAL)
+    return dict(scene=scene, points_c=points_c, views_c=views_c, cameras_c=cameras_c, points_o=points_o,
+                views_o=views_o, gt=load_gt_joints(scene / "gt" / "trans.json"))
+
+
+def run(data: dict, points_c: np.ndarray | None = None, **config):
+    """discover_parts on a scene's inputs (optionally other canonical points)."""
+    points_c = data["points_c"] if points_c is None else points_c
+    return discover_parts(points_c, data["views_c"], data["points_o"], data["views_o"], PartsConfig(**config))
+
+
+def joint_errors(result, data: dict) -> dict:
+    """evaluate_joints of the parts' start -> end joints against gt/trans.json."""
+    joints = [joint_start_to_end(matrix_to_joint(p.transform, p.joint_type), CANONICAL) for p in result.parts]
+    return evaluate_joints(joints, data["gt"])
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    """window seed 0: a frame and one sliding sash."""
+    return make_scene(tmp_path_factory.mktemp("window"), "window", 0)
+
+
+@pytest.fixture(scope="module")
+def drawers(tmp_path_factory):
+    """The first drawers seed whose object has 3 drawers (read from its gt/trans.json)."""
+    root = tmp_path_factory.mktemp("drawers")
+    for seed in range(10):
+        scene = root / f"probe_{seed}"
+        generate_scene("drawers", scene, res=16, views=1, test_views=1, seed=seed, supersample=1, progress=False,
+                       open_state="end")
+        if len(json.loads((scene / "gt" / "trans.json").read_text())["trans_info"]) == 3:
+            return make_scene(root, "drawers", seed)
+    pytest.fail("no drawers seed in 0-9 has 3 drawers")
+
+
+@pytest.fixture(scope="module")
+def cabinet(tmp_path_factory):
+    """cabinet seed 0: a body and one revolute door."""
+    return make_scene(tmp_path_factory.mktemp("cabinet"), "cabinet", 0)
+
+
+# At res 96 the back-projected window is too sparse for 1 cm voxels: its sash's samples fall apart into pieces under
+# the opening cost and no part is left (see test_dropped_pieces_are_reported); 2 cm voxels are needed. (At res 128
+# with 1 cm voxels one prismatic part is found, but its axis is 6.8 degrees off: res 96 and 2 cm voxels is cheaper.)
+WINDOW_VOXEL = 0.02
+
+
+def test_window_sash_is_one_prismatic_part(window):
+    """The window's sliding sash: exactly one part, prismatic by the evidence, axis within 5 degrees of the GT."""
+    result = run(window, voxel_size=WINDOW_VOXEL)
+    assert len(result.parts) == 1
+    part = result.parts[0]
+    assert part.joint_type == "prismatic" and part.type_source == "evidence"
+    errors = joint_errors(result, window)["parts"][0]
+    assert errors["type_gt"] == "prismatic" and errors["axis_ang"] < 5.0
+
+
+def test_window_sash_cut_in_two_is_still_one_part(window):
+    """A 5 cm band of the open sash's points removed across it (its surface in two pieces, farther apart than the
+    part reach): still exactly one part, holding samples of both pieces."""
+    points = window["points_c"]
+    ids = gt_part_ids(window["scene"], CANONICAL, window["cameras_c"], points)
+    sash = ids == 2
+    centred = points[sash] - points[sash].mean(axis=0)
+    across = np.linalg.svd(centred, full_matrices=False)[2][0]  # the sash's longest direction
+    coordinate = (points - points[sash].mean(axis=0)) @ across
+    band = sash & (np.abs(coordinate) < 0.025)
+    kept = points[~band]
+    pieces = connected_pieces(kept[sash[~band]], PART_REACH * WINDOW_VOXEL)
+    assert len(pieces) >= 2 and len(pieces[1]) > 0.3 * sash.sum()  # the cut leaves two large pieces
+    # The two pieces (about 67 samples each) are found as two parts and `absorb` merges them at a cost rise of
+    # about 29 (< the opening cost of 37.5): test_cabinet_door_cut_in_two_is_still_one_part shows that bug, which
+    # adds HIDDEN_COST per landed sample of the absorbed piece; a larger piece would stay a separate part.
+    result = run(window, kept, voxel_size=WINDOW_VOXEL)
+    assert len(result.parts) == 1
+    along = (result.parts[0].points - points[sash].mean(axis=0)) @ across
+    assert (along < -0.03).sum() > 20 and (along > 0.03).sum() > 20
+    assert result.parts[0].joint_type == "prismatic"
+
+
+@pytest.mark.xfail(strict=True, reason="parts.discover.split_regions drops connected pieces under the opening cost "
+                                       "without a `skipped` entry: at res 96 with 1 cm voxels the window's sash "
+                                       "falls apart into such pieces and discover_parts returns no part and an "
+                                       "empty `skipped`, against its docstring ('every candidate not kept is "
+                                       "reported in skipped')", raises=AssertionError)
+def test_dropped_pieces_are_reported(window):
+    """Whatever the voxel size, a selected motion's samples end in a part or in `skipped`."""
+    result = run(window)
+    assert result.parts or result.skipped
+
+
+@pytest.mark.slow
+def test_three_drawers_are_three_prismatic_parts(drawers):
+    """Automatic mode on a 3-drawer object: 3 parts, all prismatic, each mostly (> 80 %) one distinct GT drawer."""
+    result = run(drawers)
+    assert len(result.parts) == 3
+    assert all(p.joint_type == "prismatic" and p.type_source == "evidence" for p in result.parts)
+    owners = []
+    for part in result.parts:
+        ids = gt_part_ids(drawers["scene"], CANONICAL, drawers["cameras_c"], part.points)
+        values, counts = np.unique(ids, return_counts=True)
+        owner = values[np.argmax(counts)]
+        assert owner >= 2 and counts.max() > 0.8 * len(ids)  # a drawer, not the body
+        owners.append(int(owner))
+    assert len(set(owners)) == 3
+
+
+@pytest.mark.slow
+def test_given_joint_types_are_used(drawers):
+    """joint_types=("prismatic",) * 3 on the 3-drawer object: 3 parts, each prismatic with type_source "given"."""
+    result = run(drawers, joint_types=("prismatic", "prismatic", "prismatic"))
+    assert len(result.parts) == 3
+    assert all(p.joint_type == "prismatic" and p.type_source == "given" for p in result.parts)
+
+
+@pytest.mark.slow
+def test_cabinet_door_is_one_revolute_part(cabinet):
+    """cabinet seed 0: one part, revolute by the evidence, axis within 3 degrees of the GT hinge."""
+    result = run(cabinet)
+    assert len(result.parts) == 1
+    assert result.parts[0].joint_type == "revolute" and result.parts[0].type_source == "evidence"
+    errors = joint_errors(result, cabinet)["parts"][0]
+    assert errors["type_gt"] == "revolute" and errors["axis_ang"] < 3.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="parts.discover.Discovery._cheapest_host judges each host part's motion "
+                                       "against claims that include the part being absorbed (`claim`, not "
+                                       "`others`): the other state's surface the piece explains counts as taken "
+                                       "by another motion, so a host moving exactly alike pays HIDDEN_COST per "
+                                       "landed sample (here ~3000 samples: a rise far above the opening cost) and "
+                                       "the door stays in two parts", raises=AssertionError)
+def test_cabinet_door_cut_in_two_is_still_one_part(cabinet):
+    """A 2.5 cm band of the open door's points removed across it (two pieces, farther apart than the part reach of
+    1.5 voxels, within the host reach of 4): still exactly one revolute part."""
+    points = cabinet["points_c"]
+    door = gt_part_ids(cabinet["scene"], CANONICAL, cabinet["cameras_c"], points) == 2
+    centre = points[door].mean(axis=0)
+    across = np.linalg.svd(points[door] - centre, full_matrices=False)[2][0]
+    band = door & (np.abs((points - centre) @ across) < 0.0125)
+    kept = points[~band]
+    pieces = connected_pieces(kept[door[~band]], PART_REACH * 0.01)
+    if not (len(pieces) >= 2 and len(pieces[1]) > 0.3 * door.sum()):  # not the expected failure: fail outright
+        pytest.fail(f"the cut should leave two large pieces of the door, got {[len(p) for p in pieces[:3]]}")
+    result = run(cabinet, kept)
+    assert len(result.parts) == 1 and result.parts[0].joint_type == "revolute"
