@@ -241,6 +241,8 @@ def report(scene: str, info: dict, path: Path) -> None:
     for skipped in info["skipped"]:
         print(f"[voxelize] {scene}: not kept: {skipped['candidate']} of {skipped['samples']} samples: "
               f"{skipped['reason']}")
+    for conflict in info["stats"].get("type_conflicts", []):
+        print(f"[voxelize] {scene}: warning: {conflict}", file=sys.stderr)
     print(f"[voxelize] {scene}: {len(info['parts'])} movable parts, {info['static_voxels']} static voxels, "
           f"{info['seconds']:.1f} s -> {path}")
 

@@ -362,6 +362,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(repeatable)")
     parser.add_argument("--jobs", type=int, default=6, help="objects processed at the same time")
     parser.add_argument("--gpus", type=int, default=0, help="spread the objects over this many GPUs")
+    for name in ("res", "views", "test_views"):
+        parser.add_argument(f"--{name}", type=int, default=None,
+                            help=f"render the objects with this {name} instead of the protocol file's (give it to "
+                                 "generate and run alike; the result file records it)")
     args = parser.parse_args(argv)
     args.subset = subset_of(args.set_name)
     return args
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         generator, objects = load_protocol(Path(args.protocol_file), args.set_name)
+        generator.update({name: getattr(args, name) for name in ("res", "views", "test_views")
+                          if getattr(args, name) is not None})
         selected = select_objects(objects, args.objects)
         if args.action == "generate":
             generate(args, generator, selected)

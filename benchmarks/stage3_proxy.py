@@ -1,63 +1,181 @@
-"""Stage 3 alone on a perfect coarse model: its joint errors on every suite object, on the CPU in about a minute.
+"""Stage 3 alone on perfect coarse models: part discovery on the protocol's objects, on the CPU, with a result file.
 
-    python benchmarks/stage3_proxy.py [--data_root data] [--scenes drawers storage] [--seed N]
+    python benchmarks/stage3_proxy.py generate --set dev          # the set's objects (data_tools, needs Open3D)
+    python benchmarks/stage3_proxy.py run --set dev [--protocol auto|given-types] [--objects storage_seed0 ...]
 
-A coarse model that renders its training views perfectly has the ground-truth depth as its rendered surface, so
-each state's input here is the back-projected depth of its training views, voxel-downsampled at 5 mm as stage 2's
-`surface_points_<state>.ply` is. Stage 3 (`utils.part_selection.discover_parts`, default settings) runs with the
-object's joint types given, as in the suite; the table is `benchmarks/joint_errors.py`'s. What this leaves out is
-the coarse models' own error, so it isolates stage 3's part discovery (cabinet: 0.891° / 0.0027 / 0.98° here, 0.890° /
-0.0032 / 1.10° from the device's 6000-iteration coarse models of the 2026-11-30 suite run). Reads `gt/` for the
-types and the errors only.
+A coarse model that renders its training views perfectly has the ground-truth depth as its rendered surface, so each
+state's input here is the back-projected depth of its training views, voxel-downsampled at 5 mm as stage 2's
+`surface_points_<state>.ply` is, with the training cameras and silhouettes stage 3 reads. The canonical state is
+chosen as stage 2 chooses it (`utils.motion_state.larger_motion_state`). Stage 3 (`parts.discover`, default settings)
+runs in auto mode (part count and types from the evidence) or, with `--protocol given-types`, with the types of the
+table file (`benchmarks/joint_types_given.json`, the papers' per-scene tables protocol; reported apart). What this
+leaves out is the coarse models' own error, so it isolates stage 3. Ground truth (`gt/`, the part-id images) is read
+for the metrics only, after stage 3 has run.
+
+Objects come from `benchmarks/protocol.json` at a reduced size (`--res`, default 300 px; 48 training views). The
+result file `benchmarks/results/stage3_proxy/<date>_stage3proxy_<set>_<protocol>_<commit>.json` holds the command,
+commit, machine, settings and per object: found part count and types, seconds, joint errors (evaluation.metrics) and part purity
+(share of each found part's samples on its matched ground-truth part).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from arguments import parse_joint_types  # noqa: E402
-from benchmarks.joint_errors import HEADER, table_row  # noqa: E402
-from benchmarks.run_suite import DATASET, SUITE, given_joint_types, suite_subset  # noqa: E402
-from evaluation.metrics import load_gt_joints  # noqa: E402
+from evaluation.metrics import evaluate_joints, load_gt_joints  # noqa: E402
+from parts.discover import PartsConfig, discover_parts  # noqa: E402
+from parts.observation import View  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
+from scene.camera_points import backproject_depth  # noqa: E402
 from scene.dataset_readers import load_cameras  # noqa: E402
-from utils.motion_state import DEFAULT_VOXEL_SIZE  # noqa: E402
-from utils.part_selection import VoxelizeConfig, discover_parts  # noqa: E402
-from utils.point_cloud import backproject_depth, voxel_downsample  # noqa: E402
+from utils.motion_state import larger_motion_state  # noqa: E402
+from utils.point_cloud import voxel_downsample  # noqa: E402
+
+SUBSET = "stage3_proxy"
+SURFACE_SPACING = 0.005  # stage 2's surface_points spacing
 
 
-def visible_surface(scene: Path, state: int) -> np.ndarray:
-    """(M, 3) back-projected training depth of one state at stage 2's surface spacing."""
-    points, colours = backproject_depth(load_cameras(scene, state, "train"))
-    return voxel_downsample(points, colours, DEFAULT_VOXEL_SIZE / 2)[0].astype(np.float64)
+def objects(protocol_file: Path, set_name: str) -> list[dict]:
+    """The set's objects, each with its scene name `<category>_seed<seed>`."""
+    spec = json.loads(protocol_file.read_text())
+    if set_name not in spec:
+        raise SystemExit(f"{protocol_file} has no set {set_name!r} (sets: {[k for k in spec if k != 'about']})")
+    return [{**obj, "scene": f"{obj['category']}_seed{obj['seed']}"} for obj in spec[set_name]]
+
+
+def state_input(scene: Path, state: int) -> tuple[np.ndarray, list[View]]:
+    """A perfect coarse model's surface of one state and its training views."""
+    cameras = load_cameras(scene, state, "train")
+    points, colours = backproject_depth(cameras)
+    views = [View(np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1.0]]), c.world_to_cam.double().numpy(),
+                  c.width, c.height, (c.alpha[0] > 0.5).numpy()) for c in cameras]
+    return voxel_downsample(points, colours, SURFACE_SPACING)[0].astype(np.float64), views
+
+
+def part_ids(scene: Path, state: int, points: np.ndarray) -> np.ndarray:
+    """(N,) ground-truth part id (the generator's part images) of the nearest back-projected pixel to each point."""
+    from imageio.v3 import imread
+    from scipy.spatial import cKDTree
+
+    cloud, ids = [], []
+    for cam in load_cameras(scene, state, "train")[::2]:
+        image = imread(scene / ("start", "end")[state] / "train" / "part" / f"{cam.image_name}.png")
+        depth, alpha = cam.depth[0].numpy(), cam.alpha[0].numpy()
+        v, u = np.nonzero((alpha > 0.5) & (depth > 0.1))
+        z = depth[v, u]
+        local = np.stack([(u + 0.5 - cam.cx) / cam.fx * z, (v + 0.5 - cam.cy) / cam.fy * z, z], axis=1)
+        c2w = cam.cam_to_world.numpy()
+        cloud.append(local @ c2w[:3, :3].T + c2w[:3, 3])
+        ids.append(image[v, u] if image.ndim == 2 else image[v, u, 0])
+    return np.concatenate(ids)[cKDTree(np.concatenate(cloud)).query(points)[1]]
+
+
+def run_object(scene: Path, types: tuple[str, ...] | None) -> dict:
+    """Stage 3 on one object, then its metrics."""
+    inputs = [state_input(scene, s) for s in (0, 1)]
+    canonical = larger_motion_state(inputs[0][0], inputs[1][0])
+    begin = time.perf_counter()
+    try:
+        result = discover_parts(*inputs[canonical], *inputs[1 - canonical], PartsConfig(joint_types=types))
+    except ValueError as err:
+        return {"status": "error", "error": str(err), "seconds": round(time.perf_counter() - begin, 1)}
+    seconds = time.perf_counter() - begin
+    gt = load_gt_joints(scene / "gt" / "trans.json")
+    joints = [joint_start_to_end(matrix_to_joint(p.transform, p.joint_type), canonical) for p in result.parts]
+    errors = evaluate_joints(joints, gt) if joints else {"parts": []}
+    purity = []
+    for part in result.parts:
+        ids, counts = np.unique(part_ids(scene, canonical, part.points), return_counts=True)
+        purity.append({"gt_id": int(ids[np.argmax(counts)]), "share": round(float(counts.max() / counts.sum()), 3),
+                       "samples": int(len(part.points))})
+    return {"status": "ok", "canonical": int(canonical), "seconds": round(seconds, 1),
+            "found": len(result.parts), "gt_parts": len(gt), "types": [p.joint_type for p in result.parts],
+            "gt_types": [j["type"] for j in gt], "joint_errors": errors["parts"], "purity": purity,
+            "skipped": len(result.skipped), "stage_seconds": result.stats.get("seconds")}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Counts and mean errors over the objects."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    matched = [e for r in ok for e in r["joint_errors"] if e.get("pred_index") is not None]
+
+    def mean(key: str, unit: str | None = None) -> float | None:
+        values = [e[key] for e in matched if e.get(key) is not None and (unit is None or e["motion_unit"] == unit)]
+        return round(float(np.mean(values)), 4) if values else None
+
+    return {"objects": len(rows), "ran": len(ok), "part_count_right": sum(r["found"] == r["gt_parts"] for r in ok),
+            "types_right": sum(sorted(r["types"]) == sorted(r["gt_types"]) for r in ok),
+            "gt_parts": sum(r["gt_parts"] for r in ok), "matched_parts": len(matched),
+            "type_correct": sum(bool(e.get("type_correct")) for e in matched),
+            "axis_ang_deg": mean("axis_ang"), "axis_pos": mean("axis_pos"), "motion_deg": mean("motion", "deg"),
+            "motion_m": mean("motion", "m"), "median_seconds": float(np.median([r["seconds"] for r in ok])) if ok
+            else None}
+
+
+def git_commit() -> tuple[str, bool]:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "parts", "voxelize.py", "benchmarks"],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    return commit, dirty
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("generate", "run"))
+    parser.add_argument("--set", default="dev", help="object set of the protocol file")
+    parser.add_argument("--protocol", choices=("auto", "given-types"), default="auto")
+    parser.add_argument("--protocol_file", default=str(ROOT / "benchmarks" / "protocol.json"))
+    parser.add_argument("--types_table", default=str(ROOT / "benchmarks" / "joint_types_given.json"))
+    parser.add_argument("--objects", nargs="*", help="only these scenes (<category>_seed<seed>)")
     parser.add_argument("--data_root", default="data")
-    parser.add_argument("--scenes", nargs="+", default=list(SUITE), choices=list(SUITE))
-    parser.add_argument("--seed", type=int, default=0, help="the suite's held-out objects of this seed (run_suite.py)")
+    parser.add_argument("--res", type=int, default=300)
+    parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results" / "stage3_proxy"))
     args = parser.parse_args(argv)
-    subset = suite_subset(args.seed)
-    lines = list(HEADER)
-    for name in args.scenes:
-        scene = Path(args.data_root) / DATASET / subset / name
-        canonical = 1 if SUITE[name] == "end" else 0  # the suite opens its parts in this state
-        types = parse_joint_types(given_joint_types(scene))
-        begin = time.perf_counter()
-        result = discover_parts(visible_surface(scene, canonical), visible_surface(scene, 1 - canonical),
-                                VoxelizeConfig(num_movable=len(types), joint_types=types))
-        joints = [joint_start_to_end(matrix_to_joint(part.transform, part.joint_type), canonical)
-                  for part in result.parts]
-        lines.append(table_row(name, f"3 on GT depth ({time.perf_counter() - begin:.0f} s)", joints,
-                               load_gt_joints(scene / "gt" / "trans.json")))
-    print("\n".join(lines))
+    chosen = [o for o in objects(Path(args.protocol_file), args.set) if not args.objects or o["scene"] in args.objects]
+    folder = Path(args.data_root) / "gear" / f"{SUBSET}_{args.set}"
+    if args.action == "generate":
+        for obj in chosen:
+            if not (folder / obj["scene"] / "transforms_train_end.json").is_file():
+                subprocess.run([sys.executable, "-m", "data_tools.synthetic", "--category", obj["category"], "--seed",
+                                str(obj["seed"]), "--out", str(folder / obj["scene"]), "--res", str(args.res),
+                                "--views", "48", "--test_views", "1", "--open_state", obj["open"],
+                                "--supersample", "1"], check=True)
+        return 0
+    table = json.loads(Path(args.types_table).read_text()).get("gear", {}) if args.protocol == "given-types" else {}
+    rows = []
+    for obj in chosen:
+        scene = folder / obj["scene"]
+        if not scene.is_dir():
+            raise SystemExit(f"{scene} is missing: run `python benchmarks/stage3_proxy.py generate --set {args.set}`")
+        types = None
+        if args.protocol == "given-types":
+            if obj["scene"] not in table:
+                raise SystemExit(f"{args.types_table} lists no types for {obj['scene']}")
+            types = tuple(table[obj["scene"]])
+        row = {**obj, **run_object(scene, types)}
+        rows.append(row)
+        print(json.dumps({k: row.get(k) for k in ("scene", "status", "found", "gt_parts", "types", "seconds")}),
+              flush=True)
+    commit, dirty = git_commit()
+    result = {"benchmark": "stage3_proxy", "date": date.today().isoformat(), "commit": commit, "dirty": dirty,
+              "machine": {"host": platform.node(), "cpus": __import__("os").cpu_count(), "gpu": None},
+              "command": " ".join(["python", "benchmarks/stage3_proxy.py", *(argv or sys.argv[1:])]),
+              "set": args.set, "protocol": args.protocol, "res": args.res, "summary": summarise(rows), "objects": rows}
+    out = Path(args.results_dir) / f"{result['date']}_stage3proxy_{args.set}_{args.protocol}_{commit[:7]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["summary"]), "->", out)
     return 0
 
 

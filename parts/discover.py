@@ -92,11 +92,12 @@ class Part:
     points: np.ndarray  # (M, 3) canonical samples
     matched_voxels: np.ndarray  # (M', 3) the other state's voxels its motion explains
     rigid_transform: np.ndarray  # (4, 4) selected rigid motion, refitted on the part
-    fits: dict[str, JointFit]
+    fits: dict[str, JointFit]  # both joint models, fitted once the part is final
     joint_type: str = "revolute"
     type_source: str = "evidence"  # "evidence" or "given"
     evidence: int = 0  # samples of both states the part explains
     split: bool = False  # one of several connected pieces following one motion
+    matched_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (M', 3) the other state's samples
 
     @property
     def transform(self) -> np.ndarray:
@@ -220,6 +221,8 @@ class Discovery:
         motions = [T for _, T in regions]
         labels = self.label(motions, [index for index, _ in regions])
         parts = self.keep_requested(self.absorb(self.merge_alike(self.make_parts(labels, motions))))
+        for part in parts:
+            self.fit_joints(part)
         self.type_parts(parts)
         lap("joints")
         in_part = np.zeros(len(self.c.points), dtype=bool)
@@ -250,17 +253,16 @@ class Discovery:
         taken[hit] = ((claim[target[hit]] > 0) & (claim[target[hit]] != owner)) | self.static_o[target[hit]]
         return np.where(taken, np.maximum(costs, HIDDEN_COST), costs)
 
-    def claims(self, motions: list[np.ndarray], regions: list[np.ndarray], reach: float | None = None) -> np.ndarray:
+    def claims(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(S_o,) the motion (1-based; 0: none) whose canonical region explains each of the other state's samples:
-        moved back by it, the sample lands on the region (within `reach`, default the tolerance); the closest
-        landing wins."""
+        moved back by it, the sample lands on the region; the closest landing wins."""
         best = np.full(len(self.o.points), np.inf)
         claim = np.zeros(len(self.o.points), dtype=np.int64)
         for k, (T, region) in enumerate(zip(motions, regions), start=1):
             if len(region) == 0:
                 continue
             dist = query(cKDTree(self.c.points[region]), apply_transform(invert(T), self.o.points),
-                         distance_upper_bound=reach or self.tolerance)[0]
+                         distance_upper_bound=self.tolerance)[0]
             closer = dist < best
             claim[closer], best[closer] = k, dist[closer]
         return claim
@@ -273,7 +275,13 @@ class Discovery:
         regions = []
         for k, T in enumerate(motions, start=1):
             index = np.flatnonzero(labels == k)
-            for piece in connected_pieces(self.c.points[index], self.reach):
+            pieces = connected_pieces(self.c.points[index], self.reach)
+            small = [len(p) for p in pieces if len(p) < self.config.open_cost]
+            if small:
+                self.skip(f"{len(small)} labelled pieces of motion {k}", sum(small),
+                          f"connected pieces of at most {max(small)} samples, under the opening cost "
+                          f"({self.config.open_cost:g} samples): left to the body")
+            for piece in pieces:
                 if len(piece) < self.config.open_cost:
                     continue
                 piece = index[piece]
@@ -293,10 +301,11 @@ class Discovery:
             index = np.flatnonzero(labels == k)
             pieces = connected_pieces(self.c.points[index], self.reach)
             big = [index[p] for p in pieces if len(p) >= self.config.open_cost]
-            for p in pieces:
-                if len(p) < self.config.open_cost:
-                    self.skip(f"piece of motion {k}", len(p), f"a connected piece under the opening cost "
-                                                             f"({self.config.open_cost:g} samples): left to the body")
+            small = [len(p) for p in pieces if len(p) < self.config.open_cost]
+            if small:
+                self.skip(f"{len(small)} pieces of motion {k}", sum(small),
+                          f"connected pieces of at most {max(small)} samples, under the opening cost "
+                          f"({self.config.open_cost:g} samples): left to the body")
             parts += [self.part(p, T, split=len(big) > 1) for p in big]
         return parts
 
@@ -330,8 +339,10 @@ class Discovery:
         changed = True
         while changed and parts:
             changed = False
+            regions = [self._sample_index(part.voxels) for part in parts]
+            dist = self._claim_distances(parts, regions)
             for i in sorted(range(len(parts)), key=lambda i: len(parts[i].points)):
-                target, rise = self._cheapest_host(parts, i)
+                target, rise = self._cheapest_host(parts, regions, dist, i)
                 if rise >= self.config.open_cost:
                     continue
                 small = parts.pop(i)
@@ -350,17 +361,31 @@ class Discovery:
                 break
         return parts
 
-    def _cheapest_host(self, parts: list[Part], i: int) -> tuple[int, float]:
+    def _claim_distances(self, parts: list[Part], regions: list[np.ndarray]) -> np.ndarray:
+        """(P, S_o) distance from each of the other state's samples, moved back by part k's motion, to part k's
+        samples (inf beyond two tolerances)."""
+        return np.stack([query(cKDTree(self.c.points[region]), apply_transform(invert(part.rigid_transform),
+                                                                               self.o.points),
+                               distance_upper_bound=2 * self.tolerance)[0] for part, region in zip(parts, regions)])
+
+    @staticmethod
+    def _claim(dist: np.ndarray, reach: float) -> np.ndarray:
+        """(S_o,) the part (1-based; 0: none) of least distance within `reach` among the rows of `dist` (P, S_o)."""
+        best = np.argmin(dist, axis=0)
+        return np.where(dist[best, np.arange(dist.shape[1])] <= reach, best + 1, 0)
+
+    def _cheapest_host(self, parts: list[Part], regions: list[np.ndarray], dist: np.ndarray, i: int
+                       ) -> tuple[int, float]:
         """The host (index of a part within HOST_REACH; -1: the static body) whose motion explains part i's samples
         at the least total cost rise over part i's own motion (`label`'s costs, one surface explaining one part:
         under its own motion, surface of the other state that the other parts explain too is no gain), and that
         rise."""
-        index = self._sample_index(parts[i].voxels)
+        index = regions[i]
         motions = [part.rigid_transform for part in parts]
-        regions = [self._sample_index(part.voxels) for part in parts]
-        claim = self.claims(motions, regions)
         # sample to sample (both voxel means, up to half a voxel apart on one surface): two tolerances
-        others = self.claims(motions, [r if k != i else r[:0] for k, r in enumerate(regions)], 2 * self.tolerance)
+        without = dist.copy()
+        without[i] = np.inf
+        others = self._claim(without, 2 * self.tolerance)
         costs = data_costs(self.c.points[index], motions, self.obs_o, self.c.sides[index])
         tree = cKDTree(parts[i].points)
         totals = np.full(len(costs), np.inf)
@@ -369,7 +394,7 @@ class Discovery:
             if k == i + 1:  # its own motion gains nothing by surface the other parts explain as well
                 totals[k] = self.exclusive(cost, index, T, others, k).sum()
             elif np.isfinite(query(tree, parts[k - 1].points, distance_upper_bound=self.host_reach)[0]).any():
-                totals[k] = self.exclusive(cost, index, T, claim, k).sum()
+                totals[k] = self.exclusive(cost, index, T, others, k).sum()  # joined, part i claims nothing
         own = totals[i + 1]
         totals[i + 1] = np.inf
         best = int(np.argmin(totals))
@@ -396,11 +421,16 @@ class Discovery:
         own = cKDTree(points)
         back = apply_transform(invert(T), self.o.points)
         near = np.isfinite(query(own, back, distance_upper_bound=2 * self.tolerance)[0]) & ~self.static_o
-        forward = Side(points, self.o.surface.tree)
-        fits = fit_joints(T, forward, Side(self.o.points[near], own), self.tolerance)
-        part = Part(self.c.voxels[index], points, self.o.voxels[near], T, fits, split=split)
+        part = Part(self.c.voxels[index], points, self.o.voxels[near], T, {}, split=split)
         part.evidence = int(len(index) + near.sum())
+        part.matched_points = self.o.points[near]
         return part
+
+    def fit_joints(self, part: Part) -> None:
+        """Both joint models fitted to a final part (`parts.joints`)."""
+        own = cKDTree(part.points)
+        part.fits = fit_joints(part.rigid_transform, Side(part.points, self.o.surface.tree),
+                               Side(part.matched_points, own), self.tolerance)
 
     def keep_requested(self, parts: list[Part]) -> list[Part]:
         """With a requested count, the parts that explain most evidence; an error when fewer were found."""
@@ -422,8 +452,14 @@ class Discovery:
             for part in parts:
                 part.joint_type = part.preferred_type
             return
-        for part, joint_type in zip(parts, assign_types([p.fits for p in parts], self.config.joint_types)):
+        conflicts = []
+        for k, (part, joint_type) in enumerate(zip(parts, assign_types([p.fits for p in parts],
+                                                                      self.config.joint_types)), start=1):
             part.joint_type, part.type_source = joint_type, "given"
+            if joint_type != part.preferred_type:
+                conflicts.append(f"part {k}: given {joint_type}, but its evidence prefers {part.preferred_type} "
+                                 f"(BIC {part.fits[joint_type].bic:.0f} vs {part.fits[part.preferred_type].bic:.0f})")
+        self.stats["type_conflicts"] = conflicts
 
 
 def discover_parts(points_c: np.ndarray, views_c: list[View], points_o: np.ndarray, views_o: list[View],

@@ -44,8 +44,7 @@ fi
 python utils/get_mask.py "${SCENE_ARGS[@]}" --segmenter "$SEGMENTER"
 python coarse.py "${SCENE_ARGS[@]}" --random_bg_color "${COARSE_ARGS[@]}"
 # Stage 3 finds the part count and the joint types itself (nothing of the generated object is given to it).
-python voxelize.py --dataset gear --subset demo --scenes "$CATEGORY" --output_root "$OUTPUT_ROOT" \
-  --iteration "$COARSE_ITER" "${VOXEL_ARGS[@]}"
+python voxelize.py "${SCENE_ARGS[@]}" --coarse_iter "$COARSE_ITER" "${VOXEL_ARGS[@]}"
 python train.py "${SCENE_ARGS[@]}" --coarse_iter "$COARSE_ITER" --random_bg_color "${TRAIN_ARGS[@]}"
 python render.py "${SCENE_ARGS[@]}" "${RENDER_ARGS[@]}"
 

@@ -40,8 +40,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
                         "--opacity_reset_interval", "10000", "--normal_from_iter", "150", "--dist_from_iter", "100",
                         "--opacity_from_iter", "200", "--opacity_lr", "0.1",
                         "--save_iterations", str(COARSE_ITER), "--random_bg_color"]) == 0
-    assert voxelize.main(["--dataset", "gear", "--subset", "synthetic", "--scenes", "cabinet", "--output_root",
-                          str(out), "--iteration", str(COARSE_ITER), "--voxel_size", "0.04",
+    assert voxelize.main([*paths[:-2], "--coarse_iter", str(COARSE_ITER), "--voxel_size", "0.04",
                           "--opacity_threshold", "0.2"]) == 0
     assert train.main([*paths, "--coarse_iter", str(COARSE_ITER), "--iterations", "60", "--em_interval", "20",
                        "--densify_from_iter", "10", "--densify_until_iter", "50", "--densification_interval", "10",

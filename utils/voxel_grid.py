@@ -1,4 +1,4 @@
-"""A dense voxel grid shared by the two joint states: occupancy, static/dynamic split, connected components.
+"""A dense voxel grid shared by the two joint states: occupancy, connected components, adjacency.
 
 Voxel `(i, j, k)` covers the cube `origin + [i, i+1) x [j, j+1) x [k, k+1) * voxel_size`; its centre is
 `origin + (index + 0.5) * voxel_size`. Everything is vectorised over voxels (scipy.ndimage on
@@ -10,11 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.cluster.vq import kmeans2
 from scipy.sparse import coo_array, csr_array
-from scipy.sparse.csgraph import dijkstra
 
-from utils.voxel_keys import unique_rows
 
 # A grid larger than this many cells (bool, plus int32 labels) would need gigabytes: ask for a larger voxel instead.
 MAX_CELLS = 400_000_000
@@ -92,14 +89,6 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=np.ones((2 * radius + 1,) * 3, dtype=bool))
 
 
-def split_static_dynamic(occ_a: np.ndarray, occ_b: np.ndarray,
-                         radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(static, dynamic_a, dynamic_b) grids: static = (occ_a & occ_b) dilated by `radius`;
-    dynamic = occupancy - static."""
-    static = dilate(occ_a & occ_b, radius)
-    return static, occ_a & ~static, occ_b & ~static
-
-
 def connected_components(mask: np.ndarray, min_size: int = 1) -> list[np.ndarray]:
     """26-connected components of `mask` with at least `min_size` voxels, largest first, as (M_k, 3) int64 indices.
 
@@ -136,13 +125,6 @@ def enclosed(occupancy: np.ndarray, min_directions: int = 5, close_radius: int =
     return (hits >= min_directions) & ~solid
 
 
-def spatial_chunks(grid: VoxelGrid, voxels: np.ndarray, chunks: int, seed: int = 0) -> np.ndarray:
-    """(M,) spatial chunk of each of `voxels` (M, 3): k-means (k-means++ start, `seed`) on their centres, numbered
-    0..n-1 without gaps (n <= `chunks`: a cluster can come out empty)."""
-    _, label = kmeans2(grid.centres(voxels), chunks, seed=seed, minit="++")
-    return np.unique(label, return_inverse=True)[1].ravel()
-
-
 def adjacency(voxels: np.ndarray) -> csr_array:
     """(M, M) sparse graph of the 26-neighbour adjacencies within the voxel set `voxels` (M, 3), each pair stored once
     (in one of its two directions), weighted by the step's length (1, sqrt 2 or sqrt 3)."""
@@ -162,15 +144,3 @@ def adjacency(voxels: np.ndarray) -> csr_array:
                      shape=(len(voxels), len(voxels))).tocsr()
 
 
-def nearest_seed(voxels: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """(M,) index of the seed voxel nearest to each of `voxels` (M, 3) along 26-connected paths inside the set
-    (path length in voxels, diagonal steps weighted by their length); -1 where no seed is reachable.
-
-    `seeds` (M,) bool marks the seeds. Geodesic rather than straight-line distance keeps a label from jumping across
-    a thin gap to a neighbouring structure.
-    """
-    if not seeds.any():
-        return np.full(len(voxels), -1)
-    _, _, sources = dijkstra(adjacency(voxels), directed=False, indices=np.flatnonzero(seeds),
-                             return_predecessors=True, min_only=True)
-    return np.where(sources >= 0, sources, -1).astype(np.int64)  # scipy marks unreachable nodes -9999
