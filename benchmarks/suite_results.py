@@ -82,6 +82,8 @@ def repo_state(root: Path) -> dict:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
+    if os.environ.get("GEAR_COMMIT"):  # a copy of the tree without its git history (e.g. on a lent GPU machine)
+        return {"commit": os.environ["GEAR_COMMIT"], "dirty": None, "commit_source": "GEAR_COMMIT"}
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
