@@ -8,25 +8,12 @@ from the other state's surface:
 3. for each remaining voxel, the distance to the nearest remaining voxel of the other state, capped at 30 voxels;
 4. SUM over the voxels. The state with the larger excess has the parts open.
 
-Why the sum and not the mean: opening a part EXPOSES surface that the closed state does not show (a drawer's sides
-and interior, the inside of a door and the cavity behind it), so the open state has both more far-away voxels and
-farther ones; the sum counts both effects, the mean only the second. Both pick the open state in every case below;
-the sum mostly by a wider margin (smallest open/closed ratio on the visible surface per category, sum vs mean:
-cabinet 3.1 vs 2.6, storage 2.4 vs 2.1, laptop 7.5 vs 4.1; short coarse runs: drawers 2.2 vs 1.6, cabinet 48 px
-1.35-1.67 vs 1.28-1.62, but cabinet 96 px 1.28 vs 1.56).
-
-Why the floater removal and a cap of 30 voxels rather than 10: the opaque surfels of a coarse model cover the
-surface in patches, so even where both states share a surface their voxels are typically 3-5 voxels apart; with a
-cap of 10 that sampling noise is a large part of every voxel's distance and a short 96 px cabinet run picked the
-closed state (ratio 0.84). A cap of 30 lets the truly moved part (tens of voxels away) dominate. A larger cap alone
-lets floaters count more (1000 random floaters added to the closed state flipped some categories); removing isolated
-voxels first keeps them right.
-
-Measured (tests/test_coarse.py covers the first two): visible-surface points (depth of 16 views at 64 px) of every
-synthetic category, seeds 0-2, both open states: all right, smallest ratio 2.4; points sampled on the whole GT meshes:
-smallest ratio 1.7; the visible surface with 5 mm noise and 3000 random floaters (~25 % of the points) added to the
-closed state: smallest ratio 1.55 (oven); opaque surfels of short CPU coarse runs (cabinet 48/96 px, drawers, laptop,
-93-3300 points per state): all right, ratios 1.28-5.5.
+Why the sum and not the mean: opening a part exposes surface the closed state does not show (a drawer's sides and
+interior, the inside of a door and the cavity behind it), so the open state has both more far-away voxels and
+farther ones; the sum counts both effects, the mean only the second. Why the floater removal and a cap of 30 voxels:
+the opaque surfels of a coarse model cover a surface in patches a few voxels apart, so a small cap lets that sampling
+noise dominate; a large cap alone lets floaters count; removing isolated voxels first keeps both in check.
+tests/test_coarse.py checks the choice on visible surfaces and on noisy, floater-ridden ones.
 """
 from __future__ import annotations
 
