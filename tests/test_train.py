@@ -53,8 +53,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict:
         GaussianModel.from_point_cloud(points, colours, sh_degree=1, init_opacity=0.9).save_ply(
             coarse / f"point_cloud_{state}.ply")
     write_text(coarse / "larger_motion_state.txt", "1")  # the generator opens the door in the end state
-    assert voxelize.main(["--dataset", "gear", "--subset", "synthetic", "--scenes", "cabinet", "--output_root",
-                          str(outputs), "--iteration", str(COARSE_ITER), "--voxel_size", "0.03"]) == 0
+    assert voxelize.main(["--source_path", str(data), "--dataset", "gear", "--subset", "synthetic", "--scene_name",
+                          "cabinet", "--output_root", str(outputs), "--coarse_iter", str(COARSE_ITER),
+                          "--voxel_size", "0.03"]) == 0
     return {"data": data, "outputs": outputs, "scene_dir": scene_dir, "coarse": coarse}
 
 
@@ -201,8 +202,11 @@ def test_non_finite_losses_are_dropped_and_non_finite_parameters_stop(workspace:
 
 
 def test_small_revolute_joints_switch_to_prismatic_only_when_guessed(workspace: dict, tmp_path: Path) -> None:
-    """A 90-degree threshold makes the ~64-degree door 'small': stage 3's guess switches, a given type does not."""
-    switch = ["--iterations", "3", "--prismatic_switch_iter", "2", "--prismatic_switch_angle", "90",
+    """A threshold above stage 3's door angle makes the door 'small': stage 3's guess switches, a given type does
+    not."""
+    info = json.loads((workspace["coarse"] / "joint_voxel_info.json").read_text())
+    threshold = str(abs(info["parts"][0]["joint"]["motion"]) + 10.0)
+    switch = ["--iterations", "3", "--prismatic_switch_iter", "2", "--prismatic_switch_angle", threshold,
               "--checkpoint_iterations", "3", "--anchor", "data"]
     assert train.main(_args(workspace, tmp_path / "guessed", *switch)) == 0
     assert train.main(_args(workspace, tmp_path / "given", *switch, "--joint_types", "s,r")) == 0

@@ -206,7 +206,7 @@ def test_cli_errors_name_the_file_and_the_fix(cabinet: dict, capsys: pytest.Capt
     write_stage2(folder, [same, same])
     assert voxelize.main(cli(root, out="bad")) == 2
     err = capsys.readouterr().err
-    assert "scene cabinet" in err and "no motion between the two states" in err
+    assert "scene cabinet" in err and "no motion" in err  # between the states, or none explaining a part
     assert voxelize.main(cli(root, "--num_parts", "3", "--joint_types", "s,r", out="bad")) == 2
     assert "--num_parts 3" in capsys.readouterr().err
     with pytest.raises(SystemExit):
