@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation.metrics import evaluate_joints, load_gt_joints  # noqa: E402
 from parts.discover import PartsConfig, discover_parts  # noqa: E402
 from parts.observation import View  # noqa: E402
+from voxelize import camera_view  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
 from scene.camera_points import backproject_depth  # noqa: E402
 from scene.dataset_readers import load_cameras  # noqa: E402
@@ -58,8 +59,7 @@ def state_input(scene: Path, state: int) -> tuple[np.ndarray, list[View]]:
     """A perfect coarse model's surface of one state and its training views."""
     cameras = load_cameras(scene, state, "train")
     points, colours = backproject_depth(cameras)
-    views = [View(np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1.0]]), c.world_to_cam.double().numpy(),
-                  c.width, c.height, (c.alpha[0] > 0.5).numpy()) for c in cameras]
+    views = [camera_view(camera) for camera in cameras]
     return voxel_downsample(points, colours, SURFACE_SPACING)[0].astype(np.float64), views
 
 
