@@ -95,8 +95,11 @@ def run_object(scene: Path, types: tuple[str, ...] | None) -> dict:
     joints = [joint_start_to_end(matrix_to_joint(p.transform, p.joint_type), canonical) for p in result.parts]
     errors = evaluate_joints(joints, gt) if joints else {"parts": []}
     purity = []
-    for part in result.parts:
-        ids, counts = np.unique(part_ids(scene, canonical, part.points), return_counts=True)
+    if result.parts:  # one back-projection of the part images for all parts
+        all_ids = part_ids(scene, canonical, np.concatenate([p.points for p in result.parts]))
+    offsets = np.cumsum([0, *(len(p.points) for p in result.parts)])
+    for part, lo, hi in zip(result.parts, offsets[:-1], offsets[1:]):
+        ids, counts = np.unique(all_ids[lo:hi], return_counts=True)
         purity.append({"gt_id": int(ids[np.argmax(counts)]), "share": round(float(counts.max() / counts.sum()), 3),
                        "samples": int(len(part.points))})
     return {"status": "ok", "canonical": int(canonical), "seconds": round(seconds, 1),

@@ -35,6 +35,7 @@ from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
 from parts.selection import Selector
 from utils.neighbours import query
+from utils.point_cloud import checked_points
 from utils.rigid_fit import apply_transform
 from utils.voxel_grid import VoxelGrid
 from utils.voxel_grid import connected_components as voxel_components
@@ -120,21 +121,13 @@ class PartsResult:
     stats: dict = field(default_factory=dict)
 
 
-def _checked(points: np.ndarray, name: str) -> np.ndarray:
-    array = np.asarray(points, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise ValueError(f"the {name} state has no surface points (got an array of shape {array.shape})")
-    if not np.isfinite(array).all():
-        raise ValueError(f"the {name} state has non-finite point positions")
-    return array
-
-
 class Discovery:
     """The steps of the module docstring, on the two states' points and views."""
 
     def __init__(self, points_c: np.ndarray, views_c: list[View], points_o: np.ndarray, views_o: list[View],
                  config: PartsConfig) -> None:
-        points_c, points_o = _checked(points_c, "canonical"), _checked(points_o, "other")
+        points_c = checked_points(points_c, "the canonical state's surface points")
+        points_o = checked_points(points_o, "the other state's surface points")
         self.config = config
         vs = config.voxel_size
         self.grid = VoxelGrid.around([points_c, points_o], vs)
@@ -256,16 +249,7 @@ class Discovery:
     def claims(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(S_o,) the motion (1-based; 0: none) whose canonical region explains each of the other state's samples:
         moved back by it, the sample lands on the region; the closest landing wins."""
-        best = np.full(len(self.o.points), np.inf)
-        claim = np.zeros(len(self.o.points), dtype=np.int64)
-        for k, (T, region) in enumerate(zip(motions, regions), start=1):
-            if len(region) == 0:
-                continue
-            dist = query(cKDTree(self.c.points[region]), apply_transform(invert(T), self.o.points),
-                         distance_upper_bound=self.tolerance)[0]
-            closer = dist < best
-            claim[closer], best[closer] = k, dist[closer]
-        return claim
+        return self._claim(self._claim_distances(motions, regions), self.tolerance)
 
     def split_regions(self, labels: np.ndarray, motions: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The connected pieces of each motion's labelled samples, split by their motions (`parts.refine`), as
@@ -340,7 +324,7 @@ class Discovery:
         while changed and parts:
             changed = False
             regions = [self._sample_index(part.voxels) for part in parts]
-            dist = self._claim_distances(parts, regions)
+            dist = self._claim_distances([part.rigid_transform for part in parts], regions)
             for i in sorted(range(len(parts)), key=lambda i: len(parts[i].points)):
                 target, rise = self._cheapest_host(parts, regions, dist, i)
                 if rise >= self.config.open_cost:
@@ -361,16 +345,21 @@ class Discovery:
                 break
         return parts
 
-    def _claim_distances(self, parts: list[Part], regions: list[np.ndarray]) -> np.ndarray:
-        """(P, S_o) distance from each of the other state's samples, moved back by part k's motion, to part k's
-        samples (inf beyond two tolerances)."""
-        return np.stack([query(cKDTree(self.c.points[region]), apply_transform(invert(part.rigid_transform),
-                                                                               self.o.points),
-                               distance_upper_bound=2 * self.tolerance)[0] for part, region in zip(parts, regions)])
+    def _claim_distances(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
+        """(K, S_o) distance from each of the other state's samples, moved back by motion k, to region k's canonical
+        samples (inf beyond two tolerances, and for an empty region)."""
+        dist = np.full((len(motions), len(self.o.points)), np.inf)
+        for k, (T, region) in enumerate(zip(motions, regions)):
+            if len(region):
+                dist[k] = query(cKDTree(self.c.points[region]), apply_transform(invert(T), self.o.points),
+                                distance_upper_bound=2 * self.tolerance)[0]
+        return dist
 
     @staticmethod
     def _claim(dist: np.ndarray, reach: float) -> np.ndarray:
         """(S_o,) the part (1-based; 0: none) of least distance within `reach` among the rows of `dist` (P, S_o)."""
+        if len(dist) == 0:
+            return np.zeros(dist.shape[1], dtype=np.int64)
         best = np.argmin(dist, axis=0)
         return np.where(dist[best, np.arange(dist.shape[1])] <= reach, best + 1, 0)
 

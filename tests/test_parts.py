@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from benchmarks.stage3_proxy import part_ids, state_input
 from data_tools.synthetic import generate_scene
 from evaluation.metrics import evaluate_joints, load_gt_joints
 from parts.discover import PART_REACH, PartsConfig, discover_parts
@@ -27,9 +27,6 @@ from parts.motion import (Side, axis_point, constrain, fit_coarse_to_fine, fit_p
 from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
 from parts.refine import connected_pieces
 from scene.articulation import joint_start_to_end, matrix_to_joint
-from scene.camera_points import backproject_depth
-from scene.dataset_readers import load_cameras
-from utils.point_cloud import voxel_downsample
 from utils.rigid_fit import apply_transform, make_transform, rotation_about_line
 
 
@@ -333,41 +330,14 @@ RES, VIEWS = 96, 24
 CANONICAL = 1  # open_state="end": the parts are open in state 1
 
 
-def state_inputs(scene: Path, state: int):
-    """One state's stage-3 inputs from the generated scene: back-projected GT depth of the training views (a perfect
-    coarse model, averaged on a 5 mm grid) and the views with their silhouettes; also the cameras."""
-    cameras = load_cameras(scene, state, "train")
-    views = [View(np.array([[c.fx, 0.0, c.cx], [0.0, c.fy, c.cy], [0.0, 0.0, 1.0]]),
-                  c.world_to_cam.numpy().astype(np.float64), c.width, c.height, (c.alpha[0] > 0.5).numpy())
-             for c in cameras]
-    points, colours = backproject_depth(cameras)
-    points = voxel_downsample(points, colours, 0.005)[0].astype(np.float64)
-    return points, views, cameras
-
-
-def gt_part_ids(scene: Path, state: int, cameras, points: np.ndarray) -> np.ndarray:
-    """(N,) the GT part id (1 static body, i + 2 movable part i) of the back-projected pixel nearest each point."""
-    world, ids = [], []
-    for cam in cameras[::3]:
-        part = iio.imread(scene / ("start" if state == 0 else "end") / "train" / "part" / f"{cam.image_name}.png")
-        depth, alpha = cam.depth[0].numpy(), cam.alpha[0].numpy()
-        v, u = np.nonzero((alpha > 0.5) & (depth > 0.1))
-        z = depth[v, u]
-        xyz = np.stack([(u + 0.5 - cam.cx) / cam.fx * z, (v + 0.5 - cam.cy) / cam.fy * z, z], axis=1)
-        c2w = cam.cam_to_world.numpy()
-        world.append(xyz @ c2w[:3, :3].T + c2w[:3, 3])
-        ids.append(part[v, u] if part.ndim == 2 else part[v, u, 0])
-    return np.concatenate(ids)[cKDTree(np.concatenate(world)).query(points)[1]]
-
-
 def make_scene(root: Path, category: str, seed: int) -> dict:
     """Generate a scene (default appearance and random orientation) and load both states' stage-3 inputs."""
     scene = root / f"{category}_{seed}"
     generate_scene(category, scene, res=RES, views=VIEWS, test_views=1, seed=seed, supersample=1, progress=False,
                    open_state="end")
-    points_c, views_c, cameras_c = state_inputs(scene, CANONICAL)
-    points_o, views_o, _ = state_inputs(scene, 1 - CANONICAL)
-    return dict(scene=scene, points_c=points_c, views_c=views_c, cameras_c=cameras_c, points_o=points_o,
+    points_c, views_c = state_input(scene, CANONICAL)
+    points_o, views_o = state_input(scene, 1 - CANONICAL)
+    return dict(scene=scene, points_c=points_c, views_c=views_c, points_o=points_o,
                 views_o=views_o, gt=load_gt_joints(scene / "gt" / "trans.json"))
 
 
@@ -428,7 +398,7 @@ def test_window_sash_cut_in_two_is_still_one_part(window):
     """A 5 cm band of the open sash's points removed across it (its surface in two pieces, farther apart than the
     part reach): still exactly one part, holding samples of both pieces."""
     points = window["points_c"]
-    ids = gt_part_ids(window["scene"], CANONICAL, window["cameras_c"], points)
+    ids = part_ids(window["scene"], CANONICAL, points)
     sash = ids == 2
     centred = points[sash] - points[sash].mean(axis=0)
     across = np.linalg.svd(centred, full_matrices=False)[2][0]  # the sash's longest direction
@@ -460,7 +430,7 @@ def test_three_drawers_are_three_prismatic_parts(drawers):
     assert all(p.joint_type == "prismatic" and p.type_source == "evidence" for p in result.parts)
     owners = []
     for part in result.parts:
-        ids = gt_part_ids(drawers["scene"], CANONICAL, drawers["cameras_c"], part.points)
+        ids = part_ids(drawers["scene"], CANONICAL, part.points)
         values, counts = np.unique(ids, return_counts=True)
         owner = values[np.argmax(counts)]
         assert owner >= 2 and counts.max() > 0.8 * len(ids)  # a drawer, not the body
@@ -491,7 +461,7 @@ def test_cabinet_door_cut_in_two_is_still_one_part(cabinet):
     """A 2.5 cm band of the open door's points removed across it (two pieces, farther apart than the part reach of
     1.5 voxels, within the host reach of 4): still exactly one revolute part."""
     points = cabinet["points_c"]
-    door = gt_part_ids(cabinet["scene"], CANONICAL, cabinet["cameras_c"], points) == 2
+    door = part_ids(cabinet["scene"], CANONICAL, points) == 2
     centre = points[door].mean(axis=0)
     across = np.linalg.svd(points[door] - centre, full_matrices=False)[2][0]
     band = door & (np.abs((points - centre) @ across) < 0.0125)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from utils.neighbours import query
+from utils.point_cloud import checked_points
 from utils.voxel_keys import unique_rows
 
 DEFAULT_VOXEL_SIZE = 0.01
@@ -49,7 +50,7 @@ def remove_isolated(centres: np.ndarray, neighbours: int = ISOLATION_NEIGHBOURS,
 def motion_excesses(points_0: np.ndarray, points_1: np.ndarray, voxel_size: float = DEFAULT_VOXEL_SIZE,
                     cap_voxels: float = DEFAULT_CAP_VOXELS) -> tuple[float, float]:
     """Excess of state 0 over state 1 and of state 1 over state 0 (scene units x voxels) from points (N, 3), (M, 3)."""
-    points_0, points_1 = _checked(points_0, "points_0"), _checked(points_1, "points_1")
+    points_0, points_1 = checked_points(points_0, "points_0"), checked_points(points_1, "points_1")
     if not voxel_size > 0 or not cap_voxels > 0:
         raise ValueError(f"voxel_size and cap_voxels must be positive, got {voxel_size} and {cap_voxels}")
     voxels = [remove_isolated(voxel_centres(points, voxel_size)) for points in (points_0, points_1)]
@@ -64,13 +65,3 @@ def larger_motion_state(points_0: np.ndarray, points_1: np.ndarray, voxel_size: 
     """0 or 1: the state whose points (N, 3) / (M, 3) have the larger excess over the other's (ties -> 0)."""
     excess_0, excess_1 = motion_excesses(points_0, points_1, voxel_size, cap_voxels)
     return int(excess_1 > excess_0)
-
-
-def _checked(points: np.ndarray, name: str) -> np.ndarray:
-    """`points` as a finite float64 (N, 3) array with N >= 1, else ValueError naming the argument."""
-    array = np.asarray(points, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, 3) array, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array

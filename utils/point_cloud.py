@@ -10,6 +10,16 @@ from utils.io_utils import atomic_path
 from utils.voxel_keys import unique_rows
 
 
+def checked_points(points: np.ndarray, name: str) -> np.ndarray:
+    """`points` as a finite float64 (N, 3) array with N >= 1, else ValueError naming them."""
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
+        raise ValueError(f"{name} must be a non-empty (N, 3) array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
 def voxel_downsample(points: np.ndarray, colours: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
     """Average the points (and colours) that fall in each voxel of edge `voxel_size`, voxels in lexicographic order of
     their (x, y, z) indices."""
