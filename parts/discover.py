@@ -26,23 +26,29 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from parts.attachment import attachment, contact, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import Side, invert, moved_apart
+from parts.motion import Side, fit_facing, invert, is_translation, moved_apart
 from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
 from parts.selection import Selector
 from utils.neighbours import query
 from utils.point_cloud import checked_points
-from utils.rigid_fit import apply_transform
+from utils.rigid_fit import apply_transform, make_transform
 from utils.voxel_grid import VoxelGrid
 from utils.voxel_grid import connected_components as voxel_components
 
 DEFAULT_VOXEL_SIZE = 0.01
 MERGE_APART = 2.0  # tolerances: touching parts whose motions move them this close together are one part
 PART_REACH = 1.5  # voxels: samples of one motion closer than this belong to one part (its faces meet at its edges)
+EQUIVALENT = 0.02  # mean cost per sample below which two motions of a part are equally good (surface noise)
+SETTLE_POINTS = 4000  # samples of a part on which the candidate motions are compared in `settle`
+SETTLE_FIT_POINTS = 1000  # of them, those its motions are refitted and screened on
+PART_STARTS = 4  # starts of a whole part's motion refitted in `settle`
+SETTLE_OPTIONS = 24  # motions, landing most samples, that `settle` compares
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
 
@@ -176,6 +182,7 @@ class Discovery:
         targets_o = [(self.o.voxels[p], self.o.points[p]) for p in pieces_o]
         targets_c = [(self.c.voxels[p], self.c.points[p]) for p in pieces_c]
         forward = HypothesisMaker(vs, self.tolerance, self.o.surface, self.o.voxels, self.config.seed)
+        self.maker, self.targets_o = forward, targets_o  # `settle` asks them for starts of whole parts
         backward = HypothesisMaker(vs, self.tolerance, self.c.surface, self.c.voxels, self.config.seed)
         motions = []
         for p in pieces_c:
@@ -203,6 +210,8 @@ class Discovery:
         selector = Selector(ev_c, self.c, self.static_c, ev_o, self.o, self.static_o, self.tolerance,
                             self.config.open_cost, seed=self.config.seed)
         selection = selector.run(candidates, self.config.requested)
+        self.candidates = distinct(candidates + selection.motions, self.c.points[ev_c] if len(ev_c) else self.c.points,
+                                   self.tolerance / 3)
         lap("selection")
         if not selection.motions:
             raise ValueError(f"no motion explains enough of the evidence to be a part (each must explain "
@@ -213,7 +222,7 @@ class Discovery:
         lap("labelling")
         motions = [T for _, T in regions]
         labels = self.label(motions, [index for index, _ in regions])
-        parts = self.keep_requested(self.absorb(self.merge_alike(self.make_parts(labels, motions))))
+        parts = self.keep_requested(self.settle(self.absorb(self.merge_alike(self.settle(self.make_parts(labels, motions), False)))))
         for part in parts:
             self.fit_joints(part)
         self.type_parts(parts)
@@ -292,6 +301,66 @@ class Discovery:
                           f"({self.config.open_cost:g} samples): left to the body")
             parts += [self.part(p, T, split=len(big) > 1) for p in big]
         return parts
+
+    def settle(self, parts: list[Part], refit: bool = True) -> list[Part]:
+        """Each part's motion: among the candidates (`_options`) that explain its samples as well as its own motion
+        (within EQUIVALENT per sample: the coarse surfaces' noise) and keep it attached at least as well, the one that
+        keeps it attached best (`parts.attachment`); of those that move its contact alike (within a tolerance), the
+        cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
+        claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
+        hypotheses are compared with the part's own motion (the pass on the labelled pieces)."""
+        in_part = np.zeros(len(self.c.points), dtype=bool)
+        for part in parts:
+            in_part[self._sample_index(part.voxels)] = True
+        body = self.c.points[~in_part]
+        rng = np.random.default_rng(self.config.seed)
+        return [self._settled(part, body, rng, refit) for part in parts]
+
+    def _settled(self, part: Part, body: np.ndarray, rng: np.random.Generator, refit: bool) -> Part:
+        """`part` with its settled motion (see `settle`); `body` (B, 3) holds the static body's samples."""
+        index = self._sample_index(part.voxels)
+        sample = rng.permutation(index)[:SETTLE_POINTS]
+        options = self._options(part, sample[:SETTLE_FIT_POINTS], refit)
+        none = np.zeros(len(self.o.points), dtype=np.int64)
+        costs = data_costs(self.c.points[sample], options, self.obs_o, self.c.sides[sample])[1:]
+        totals = np.array([self.exclusive(c, sample, T, none, 0).sum() for c, T in zip(costs, options)])
+        totals *= len(index) / len(sample)
+        touching = contact(part.points, body, self.host_reach)
+        moves = np.array([attachment(T, touching) for T in options])
+        near = (totals <= totals[0] + EQUIVALENT * len(index)) & (moves <= moves[0] + self.tolerance)
+        alike = near & (moves <= moves[near].min() + self.tolerance)
+        best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
+        if best == 0:
+            return part
+        self.stats.setdefault("settled", []).append(
+            {"samples": int(len(index)), "attachment": [round(float(moves[0]), 4), round(float(moves[best]), 4)],
+             "cost": [round(float(totals[0]), 1), round(float(totals[best]), 1)]})
+        return self.part(index, options[best], split=part.split)
+
+    def _options(self, part: Part, index: np.ndarray, refit: bool) -> list[np.ndarray]:
+        """The motions a part may settle on, its own first. With `refit`: its own motion, its `twin`, its translation
+        and the PART_STARTS best starts (`HypothesisMaker.starts`) of the whole part onto the other state's pieces of
+        evidence, refitted (translations as translations; rotations pairing surfaces seen from the same side). And the
+        SETTLE_OPTIONS hypotheses that land most of the canonical samples `index`, if at least half as many as the
+        best does."""
+        own = part.rigid_transform
+        landed = np.array([self.maker.landed(T, self.c.points[index]) for T in self.candidates])
+        order = np.argsort(-landed, kind="stable")[:SETTLE_OPTIONS]
+        options = [own, *(self.candidates[k] for k in order if landed[k] >= 0.5 * landed.max())]
+        if not refit:
+            return options
+        shift = make_transform(t=(apply_transform(own, part.points) - part.points).mean(axis=0))
+        starts = self.maker.starts(part.voxels, part.points, self.targets_o)
+        starts = sorted(starts, key=lambda T: -self.maker.landed(T, self.c.points[index]))[:PART_STARTS]
+        return options + [*(self.fit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)),
+                          *(self.fit_facing(T, index) for T in [own, twin(own, part.points), *starts]
+                            if T is not None and not is_translation(T))]
+
+    def fit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
+        """T refitted by ICP of `model` of the canonical samples `index` onto the other state's surface seen from
+        their side (`parts.motion.fit_facing`)."""
+        return fit_facing(T, self.c.points[index], self.c.sides[index], self.obs_o.near_same_side,
+                          self.obs_o.points, self.tolerance, model)
 
     def merge_alike(self, parts: list[Part]) -> list[Part]:
         """Parts joined while two of them touch (samples within the part reach) and their motions move the samples of

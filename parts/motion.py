@@ -14,6 +14,7 @@ have no counterpart) and refits the model on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -127,3 +128,32 @@ def fit_coarse_to_fine(T: np.ndarray, model: str, forward: Side, backward: Side 
 def moved_apart(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
     """Mean distance (scene units) between `points` (N, 3) moved by A and by B: how differently two motions move them."""
     return float(np.linalg.norm(apply_transform(A, points) - apply_transform(B, points), axis=1).mean())
+
+
+Match = Callable[[np.ndarray, np.ndarray, float], tuple[np.ndarray, np.ndarray]]  # (points, sides, reach) ->
+# (distance (N,), index (N,) of the matched target point, inf / any where none)
+
+
+def fit_facing(T: np.ndarray, points: np.ndarray, sides: np.ndarray, match: Match, targets: np.ndarray,
+               tolerance: float, model: str = "rigid", iterations: int = 30) -> np.ndarray:
+    """ICP of `model` of `points` (N, 3) seen from `sides` (N, 3) onto `targets` (M, 3), each pair made by `match`
+    (points moved by T, sides turned by T, reach) with a target seen from the same side, coarse to fine as
+    `fit_coarse_to_fine`: a door's outer face never pairs with the inner face it lies a board's thickness from."""
+    T = constrain(T, model)
+    for reach, keep in ((8 * tolerance, 1.0), (3 * tolerance, 0.8), (tolerance, 1.0)):
+        for _ in range(iterations):
+            dist, nearest = match(apply_transform(T, points), sides @ T[:3, :3].T, reach)
+            kept = _kept(dist, keep)
+            if kept.sum() < 3:
+                break
+            new = fit_pairs(points[kept], targets[nearest[kept]], model)
+            change = np.abs(new - T).max()
+            T = new
+            if change < 1e-6:
+                break
+    return T
+
+
+def is_translation(T: np.ndarray) -> bool:
+    """Whether the motion T (4, 4) has no rotation (within MIN_TURN)."""
+    return rotation_axis(T)[1] <= MIN_TURN
