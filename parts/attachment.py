@@ -32,11 +32,11 @@ def twin(T: np.ndarray, points: np.ndarray) -> np.ndarray | None:
     return make_transform(R, apply_transform(T, centre[None])[0] - R @ centre)
 
 
-def contact(points: np.ndarray, body: np.ndarray, reach: float) -> np.ndarray:
-    """(K, 3) the part's samples `points` (N, 3) within `reach` of the body's samples `body` (M, 3)."""
-    if len(points) == 0 or len(body) == 0:
+def contact(points: np.ndarray, body: cKDTree, reach: float) -> np.ndarray:
+    """(K, 3) the part's samples `points` (N, 3) within `reach` of the body's samples (their tree `body`)."""
+    if len(points) == 0 or body.n == 0:
         return np.zeros((0, 3))
-    near = np.isfinite(query(cKDTree(body), points, distance_upper_bound=reach)[0])
+    near = np.isfinite(query(body, points, distance_upper_bound=reach)[0])
     return points[near]
 
 

@@ -190,8 +190,9 @@ class Discovery:
         for p in pieces_o:
             motions += [invert(T) for T in backward.for_piece(self.o.voxels[p], self.o.points[p], targets_c, min_size)]
         probe = self.c.points[ev_c] if len(ev_c) else self.c.points
-        probe = probe[np.random.default_rng(self.config.seed).choice(len(probe), min(300, len(probe)), replace=False)]
-        kept = distinct(motions, probe, self.tolerance / 3)
+        self.probe = probe[np.random.default_rng(self.config.seed).choice(len(probe), min(300, len(probe)),
+                                                                          replace=False)]
+        kept = distinct(motions, self.probe, self.tolerance / 3)
         self.stats["hypotheses"] = {"pieces": [len(pieces_c), len(pieces_o)], "fitted": len(motions),
                                     "distinct": len(kept)}
         return kept
@@ -210,8 +211,7 @@ class Discovery:
         selector = Selector(ev_c, self.c, self.static_c, ev_o, self.o, self.static_o, self.tolerance,
                             self.config.open_cost, seed=self.config.seed)
         selection = selector.run(candidates, self.config.requested)
-        self.candidates = distinct(candidates + selection.motions, self.c.points[ev_c] if len(ev_c) else self.c.points,
-                                   self.tolerance / 3)
+        self.candidates = distinct(selection.motions, self.probe, self.tolerance / 3, kept=candidates)  # and refits
         lap("selection")
         if not selection.motions:
             raise ValueError(f"no motion explains enough of the evidence to be a part (each must explain "
@@ -222,16 +222,15 @@ class Discovery:
         lap("labelling")
         motions = [T for _, T in regions]
         labels = self.label(motions, [index for index, _ in regions])
-        parts = self.keep_requested(self.settle(self.absorb(self.merge_alike(self.settle(self.make_parts(labels, motions), False)))))
+        parts = self.settle(self.make_parts(labels, motions), refit=False)
+        parts = self.settle(self.absorb(self.merge_alike(parts)))
+        parts = self.keep_requested(parts)
         for part in parts:
             self.fit_joints(part)
         self.type_parts(parts)
         lap("joints")
-        in_part = np.zeros(len(self.c.points), dtype=bool)
-        for part in parts:
-            in_part[self._sample_index(part.voxels)] = True
         self.stats["seconds"] = times
-        return PartsResult(self.grid, self.c.voxels[~in_part], parts, self.skipped, self.stats)
+        return PartsResult(self.grid, self.c.voxels[~self._in_parts(parts)], parts, self.skipped, self.stats)
 
     def label(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(S,) label of each canonical sample: 0 the body, k the k-th of `motions` (`parts.labelling`). `regions`
@@ -281,6 +280,13 @@ class Discovery:
                 regions += [(piece[i], M) for i, M in splitter.split_region(self.c.points[piece], T)]
         return regions
 
+    def _in_parts(self, parts: list[Part]) -> np.ndarray:
+        """(S,) bool: the canonical samples that belong to one of `parts`."""
+        in_part = np.zeros(len(self.c.points), dtype=bool)
+        for part in parts:
+            in_part[self._sample_index(part.voxels)] = True
+        return in_part
+
     def _sample_index(self, voxels: np.ndarray) -> np.ndarray:
         """Indices of the canonical samples at `voxels` (M, 3)."""
         keys = self.grid.keys(self.c.voxels)
@@ -309,19 +315,17 @@ class Discovery:
         cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
         claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
         hypotheses are compared with the part's own motion (the pass on the labelled pieces)."""
-        in_part = np.zeros(len(self.c.points), dtype=bool)
-        for part in parts:
-            in_part[self._sample_index(part.voxels)] = True
-        body = self.c.points[~in_part]
+        body = cKDTree(self.c.points[~self._in_parts(parts)])
         rng = np.random.default_rng(self.config.seed)
-        return [self._settled(part, body, rng, refit) for part in parts]
+        none = np.zeros(len(self.o.points), dtype=np.int64)  # no other part's claims
+        return [self._settled(part, body, none, rng, refit) for part in parts]
 
-    def _settled(self, part: Part, body: np.ndarray, rng: np.random.Generator, refit: bool) -> Part:
-        """`part` with its settled motion (see `settle`); `body` (B, 3) holds the static body's samples."""
+    def _settled(self, part: Part, body: cKDTree, none: np.ndarray, rng: np.random.Generator, refit: bool) -> Part:
+        """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples, `none`
+        the empty claims (S_o,) under which `exclusive` leaves out only the static body's surface."""
         index = self._sample_index(part.voxels)
         sample = rng.permutation(index)[:SETTLE_POINTS]
         options = self._options(part, sample[:SETTLE_FIT_POINTS], refit)
-        none = np.zeros(len(self.o.points), dtype=np.int64)
         costs = data_costs(self.c.points[sample], options, self.obs_o, self.c.sides[sample])[1:]
         totals = np.array([self.exclusive(c, sample, T, none, 0).sum() for c, T in zip(costs, options)])
         totals *= len(index) / len(sample)
@@ -352,11 +356,11 @@ class Discovery:
         shift = make_transform(t=(apply_transform(own, part.points) - part.points).mean(axis=0))
         starts = self.maker.starts(part.voxels, part.points, self.targets_o)
         starts = sorted(starts, key=lambda T: -self.maker.landed(T, self.c.points[index]))[:PART_STARTS]
-        return options + [*(self.fit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)),
-                          *(self.fit_facing(T, index) for T in [own, twin(own, part.points), *starts]
+        return options + [*(self.refit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)),
+                          *(self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts]
                             if T is not None and not is_translation(T))]
 
-    def fit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
+    def refit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
         """T refitted by ICP of `model` of the canonical samples `index` onto the other state's surface seen from
         their side (`parts.motion.fit_facing`)."""
         return fit_facing(T, self.c.points[index], self.c.sides[index], self.obs_o.near_same_side,

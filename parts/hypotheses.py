@@ -155,10 +155,11 @@ class HypothesisMaker:
         return found
 
 
-def distinct(motions: list[np.ndarray], points: np.ndarray, min_apart: float) -> list[np.ndarray]:
-    """The motions that move `points` (N, 3) at least `min_apart` (mean distance) away from where every earlier kept
-    motion moves them: duplicates of one candidate cost time and add nothing."""
-    kept: list[np.ndarray] = []
+def distinct(motions: list[np.ndarray], points: np.ndarray, min_apart: float,
+             kept: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """`kept` (already distinct) and the motions that move `points` (N, 3) at least `min_apart` (mean distance) away
+    from where every earlier kept motion moves them: duplicates of one candidate cost time and add nothing."""
+    kept = list(kept or [])
     for T in motions:
         if all(moved_apart(T, K, points) >= min_apart for K in kept):
             kept.append(T)

@@ -79,24 +79,15 @@ class Side:
     tree: cKDTree
 
 
-def fit(T: np.ndarray, model: str, forward: Side, backward: Side | None = None, *, reach: float,
-        keep: float = 0.8, iterations: int = 30, tolerance: float = 1e-6) -> np.ndarray:
-    """ICP of `model` from T: forward pairs move `forward.points` (canonical) onto `forward.tree` (the other state);
-    backward pairs move `backward.points` (the other state) by T's inverse onto `backward.tree` (canonical). Pairs
-    farther than `reach`, and beyond the `keep` quantile of the distances, are dropped each iteration."""
-    T = constrain(T, model)
+Pairs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # motion (4, 4) -> paired (source, target) (N, 3)
+COARSE_TO_FINE = ((8.0, 1.0), (3.0, 0.8), (1.0, 1.0))  # (reach in tolerances, kept quantile) of each ICP stage
+
+
+def _icp(T: np.ndarray, model: str, pairs: Pairs, iterations: int, tolerance: float) -> np.ndarray:
+    """Refit `model` on the pairs that `pairs` makes under the current motion until it stops changing (by less than
+    `tolerance` in any entry), fewer than 3 pairs remain, or `iterations` have run."""
     for _ in range(iterations):
-        sources, targets = [], []
-        dist, nearest = query(forward.tree, apply_transform(T, forward.points), distance_upper_bound=reach)
-        kept = _kept(dist, keep)
-        sources.append(forward.points[kept])
-        targets.append(forward.tree.data[nearest[kept]])
-        if backward is not None and len(backward.points):
-            dist, nearest = query(backward.tree, apply_transform(invert(T), backward.points), distance_upper_bound=reach)
-            kept = _kept(dist, keep)
-            sources.append(backward.tree.data[nearest[kept]])
-            targets.append(backward.points[kept])
-        source, target = np.concatenate(sources), np.concatenate(targets)
+        source, target = pairs(T)
         if len(source) < 3:
             break
         new = fit_pairs(source, target, model)
@@ -105,6 +96,26 @@ def fit(T: np.ndarray, model: str, forward: Side, backward: Side | None = None, 
         if change < tolerance:
             break
     return T
+
+
+def fit(T: np.ndarray, model: str, forward: Side, backward: Side | None = None, *, reach: float,
+        keep: float = 0.8, iterations: int = 30, tolerance: float = 1e-6) -> np.ndarray:
+    """ICP of `model` from T: forward pairs move `forward.points` (canonical) onto `forward.tree` (the other state);
+    backward pairs move `backward.points` (the other state) by T's inverse onto `backward.tree` (canonical). Pairs
+    farther than `reach`, and beyond the `keep` quantile of the distances, are dropped each iteration."""
+
+    def pairs(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist, nearest = query(forward.tree, apply_transform(T, forward.points), distance_upper_bound=reach)
+        kept = _kept(dist, keep)
+        sources, targets = [forward.points[kept]], [forward.tree.data[nearest[kept]]]
+        if backward is not None and len(backward.points):
+            dist, nearest = query(backward.tree, apply_transform(invert(T), backward.points), distance_upper_bound=reach)
+            kept = _kept(dist, keep)
+            sources.append(backward.tree.data[nearest[kept]])
+            targets.append(backward.points[kept])
+        return np.concatenate(sources), np.concatenate(targets)
+
+    return _icp(constrain(T, model), model, pairs, iterations, tolerance)
 
 
 def _kept(dist: np.ndarray, keep: float) -> np.ndarray:
@@ -120,9 +131,9 @@ def fit_coarse_to_fine(T: np.ndarray, model: str, forward: Side, backward: Side 
     to landing ones (within one tolerance): a surface hidden in the other state pairs with whatever lies near its
     true place (a door's inner face with the closed door's outer face, a door's thickness away), and only the last
     stage drops such pairs."""
-    T = fit(T, model, forward, backward, reach=8 * tolerance, keep=1.0)
-    T = fit(T, model, forward, backward, reach=3 * tolerance, keep=0.8)
-    return fit(T, model, forward, backward, reach=tolerance, keep=1.0)
+    for reach, keep in COARSE_TO_FINE:
+        T = fit(T, model, forward, backward, reach=reach * tolerance, keep=keep)
+    return T
 
 
 def moved_apart(A: np.ndarray, B: np.ndarray, points: np.ndarray) -> float:
@@ -140,17 +151,14 @@ def fit_facing(T: np.ndarray, points: np.ndarray, sides: np.ndarray, match: Matc
     (points moved by T, sides turned by T, reach) with a target seen from the same side, coarse to fine as
     `fit_coarse_to_fine`: a door's outer face never pairs with the inner face it lies a board's thickness from."""
     T = constrain(T, model)
-    for reach, keep in ((8 * tolerance, 1.0), (3 * tolerance, 0.8), (tolerance, 1.0)):
-        for _ in range(iterations):
-            dist, nearest = match(apply_transform(T, points), sides @ T[:3, :3].T, reach)
+    for reach, keep in COARSE_TO_FINE:
+
+        def pairs(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            dist, nearest = match(apply_transform(T, points), sides @ T[:3, :3].T, reach * tolerance)
             kept = _kept(dist, keep)
-            if kept.sum() < 3:
-                break
-            new = fit_pairs(points[kept], targets[nearest[kept]], model)
-            change = np.abs(new - T).max()
-            T = new
-            if change < 1e-6:
-                break
+            return points[kept], targets[nearest[kept]]
+
+        T = _icp(T, model, pairs, iterations, 1e-6)
     return T
 
 

@@ -319,7 +319,7 @@ def test_twin_flips_a_slab_onto_the_same_place_and_attachment_tells_it_from_the_
     facing = np.einsum("nj,nj->n", normals @ truth[:3, :3].T, normals @ flipped[:3, :3].T)
     top = np.abs(normals[:, 2]) > 0.9
     assert np.all(facing[top] < -0.99)  # the top face turned where the bottom face goes
-    touching = contact(lid, base, 0.02)
+    touching = contact(lid, cKDTree(base), 0.02)
     assert 0 < len(touching) < 0.2 * len(lid)
     assert attachment(truth, touching) < 0.01
     assert attachment(flipped, touching) > 0.1
