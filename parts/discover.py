@@ -30,7 +30,7 @@ from parts.attachment import attachment, contact, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import Side, fit_facing, invert, is_translation, moved_apart
+from parts.motion import Side, compass_search, fit_facing, invert, is_translation, moved_apart
 from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
@@ -49,6 +49,8 @@ SETTLE_POINTS = 4000  # samples of a part on which the candidate motions are com
 SETTLE_FIT_POINTS = 1000  # of them, those its motions are refitted and screened on
 PART_STARTS = 4  # starts of a whole part's motion refitted in `settle`
 SETTLE_OPTIONS = 24  # motions, landing most samples, that `settle` compares
+SLIDE_POINTS = 500  # samples of a part on which `slide` refines its translations on the cost
+SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a tenth of a voxel
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
 
@@ -310,28 +312,28 @@ class Discovery:
 
     def settle(self, parts: list[Part], refit: bool = True) -> list[Part]:
         """Each part's motion: among the candidates (`_options`) that explain its samples as well as its own motion
-        (within EQUIVALENT per sample: the coarse surfaces' noise) and keep it attached at least as well, the one that
-        keeps it attached best (`parts.attachment`); of those that move its contact alike (within a tolerance), the
-        cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
-        claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
-        hypotheses are compared with the part's own motion (the pass on the labelled pieces)."""
+        (within EQUIVALENT per sample: the coarse surfaces' noise), translations if any (the simpler model: a drawer
+        whose tray hides in both states is explained as well by a quarter turn), else those that keep it attached at
+        least as well; of them, the one that keeps it attached best (`parts.attachment`), and of those that move its
+        contact alike (within a tolerance), the cheapest. A part never trades attachment for cost: its own motion was
+        chosen by cost already. Other parts' claims are left out so that two drawers taken for each other's can both
+        settle. With `refit` false only the hypotheses are compared with the part's own motion (the pass on the
+        labelled pieces)."""
         body = cKDTree(self.c.points[~self._in_parts(parts)])
         rng = np.random.default_rng(self.config.seed)
-        none = np.zeros(len(self.o.points), dtype=np.int64)  # no other part's claims
-        return [self._settled(part, body, none, rng, refit) for part in parts]
+        return [self._settled(part, body, rng, refit) for part in parts]
 
-    def _settled(self, part: Part, body: cKDTree, none: np.ndarray, rng: np.random.Generator, refit: bool) -> Part:
-        """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples, `none`
-        the empty claims (S_o,) under which `exclusive` leaves out only the static body's surface."""
+    def _settled(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool) -> Part:
+        """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples."""
         index = self._sample_index(part.voxels)
         sample = rng.permutation(index)[:SETTLE_POINTS]
         options = self._options(part, sample[:SETTLE_FIT_POINTS], refit)
-        costs = data_costs(self.c.points[sample], options, self.obs_o, self.c.sides[sample])[1:]
-        totals = np.array([self.exclusive(c, sample, T, none, 0).sum() for c, T in zip(costs, options)])
-        totals *= len(index) / len(sample)
+        totals = np.array([self.explanation_cost(T, sample, len(index) / len(sample)) for T in options])
         touching = contact(part.points, body, self.host_reach)
         moves = np.array([attachment(T, touching) for T in options])
-        near = (totals <= totals[0] + EQUIVALENT * len(index)) & (moves <= moves[0] + self.tolerance)
+        near = totals <= totals[0] + EQUIVALENT * len(index)
+        slides = near & np.array([is_translation(T) for T in options])
+        near = slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
         if best == 0:
@@ -356,9 +358,34 @@ class Discovery:
         shift = make_transform(t=(apply_transform(own, part.points) - part.points).mean(axis=0))
         starts = self.maker.starts(part.voxels, part.points, self.targets_o)
         starts = sorted(starts, key=lambda T: -self.maker.landed(T, self.c.points[index]))[:PART_STARTS]
-        return options + [*(self.refit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)),
-                          *(self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts]
-                            if T is not None and not is_translation(T))]
+        slides = [self.refit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)]
+        rigid = [self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts]
+                 if T is not None and not is_translation(T)]
+        moved = [shift, *slides, *(T for T in starts if is_translation(T))]
+        return options + slides + self.slide(moved, index) + rigid
+
+    def slide(self, starts: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
+        """The translations `starts` of the canonical samples `index` refined on the cost itself (compass search on
+        SLIDE_POINTS of them, from each start at least two voxels from every earlier one): where most of a drawer
+        hides in both states, ICP pairs its hidden tray with the body's inner walls and stops short; the cost, which
+        counts hidden samples as no evidence, does not."""
+        index = index[:SLIDE_POINTS]
+
+        def cost(t: np.ndarray) -> float:
+            return self.explanation_cost(make_transform(t=t), index, 1.0)
+
+        vs = self.config.voxel_size
+        kept: list[np.ndarray] = []
+        for t in (T[:3, 3] for T in starts):
+            if all(np.linalg.norm(t - k) >= 2 * vs for k in kept):
+                kept.append(t)
+        return [make_transform(t=compass_search(cost, t, SLIDE_STEP * vs, vs / 10)[0]) for t in kept]
+
+    def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
+        """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's
+        samples per sample), the static body's surface excluded; other parts' claims are left out (see `settle`)."""
+        raw = data_costs(self.c.points[sample], [T], self.obs_o, self.c.sides[sample])[1]
+        return float(self.exclusive(raw, sample, T, np.zeros(len(self.o.points), dtype=np.int64), 0).sum() * scale)
 
     def refit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
         """T refitted by ICP of `model` of the canonical samples `index` onto the other state's surface seen from

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from parts.motion import Side, axis_point, fit_coarse_to_fine, invert, rotation_axis
+from parts.motion import Side, axis_point, fit_coarse_to_fine, invert, is_translation, rotation_axis
 from utils.neighbours import query
 from utils.rigid_fit import apply_transform, make_transform
 
@@ -71,17 +71,22 @@ def thinned(side: Side, most: int = MAX_FIT_POINTS) -> Side:
 
 def fit_joints(rigid: np.ndarray, forward: Side, backward: Side, tolerance: float) -> dict[str, JointFit]:
     """Both joint models of a part (forward: its canonical samples onto the other state's tree; backward: the other
-    state's samples it explains onto the canonical tree), from its rigid motion."""
+    state's samples it explains onto the canonical tree), from its rigid motion. A part whose motion is a translation
+    (stage 3 settled it on one: it explains the part as well as any turn, `Discovery.settle`) keeps it as its
+    prismatic joint, and its revolute fit is not admissible: ICP would pair the tray such a part hides in both states
+    with the body's walls and turn it."""
+    slides = is_translation(rigid)
     shift = (apply_transform(rigid, forward.points) - forward.points).mean(axis=0)
     starts = {"revolute": rigid, "prismatic": make_transform(t=shift)}
     fits = {}
     fit_forward, fit_backward = thinned(forward), thinned(backward)
     for model, start in starts.items():
-        T = fit_coarse_to_fine(start, model, fit_forward, fit_backward, tolerance)
+        T = rigid if slides and model == "prismatic" else \
+            fit_coarse_to_fine(start, model, fit_forward, fit_backward, tolerance)
         r, n = residual(T, forward, backward, tolerance)
         fits[model] = JointFit(model, T, r, n, n * np.log(r + 1e-6) + DEGREES_OF_FREEDOM[model] * np.log(max(n, 2)))
     revolute = fits["revolute"]
-    revolute.admissible = rotation_axis(revolute.transform)[1] > 0 and (
+    revolute.admissible = not slides and rotation_axis(revolute.transform)[1] > 0 and (
         axis_distance(revolute.transform, forward.points) <= MAX_AXIS_DISTANCE * extent(forward.points))
     return fits
 

@@ -165,3 +165,24 @@ def fit_facing(T: np.ndarray, points: np.ndarray, sides: np.ndarray, match: Matc
 def is_translation(T: np.ndarray) -> bool:
     """Whether the motion T (4, 4) has no rotation (within MIN_TURN)."""
     return rotation_axis(T)[1] <= MIN_TURN
+
+
+def compass_search(cost: Callable[[np.ndarray], float], x: np.ndarray, step: float, min_step: float
+                   ) -> tuple[np.ndarray, float]:
+    """A local minimum (x, cost(x)) of `cost` from x (D,) by compass search: try a step either way along each axis,
+    move on any improvement, halve the step when none improves, stop below `min_step`. For costs that count
+    samples (piecewise constant, no gradient) over few dimensions."""
+    x = np.asarray(x, dtype=np.float64)
+    best = cost(x)
+    while step >= min_step:
+        improved = False
+        for axis in range(len(x)):
+            for sign in (1.0, -1.0):
+                trial = x.copy()
+                trial[axis] += sign * step
+                value = cost(trial)
+                if value < best:
+                    x, best, improved = trial, value, True
+        if not improved:
+            step /= 2
+    return x, best

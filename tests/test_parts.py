@@ -23,7 +23,7 @@ from evaluation.metrics import evaluate_joints, load_gt_joints
 from parts.attachment import attachment, contact, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
-from parts.motion import (Side, axis_point, constrain, fit_coarse_to_fine, fit_facing, fit_pairs, invert,
+from parts.motion import (Side, axis_point, compass_search, constrain, fit_coarse_to_fine, fit_facing, fit_pairs, invert,
                           moved_apart, rotation_axis)
 from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
 from parts.refine import connected_pieces
@@ -294,6 +294,31 @@ def test_fit_joints_prefers_prismatic_for_a_slid_box():
     fits = fit_joints(rigid, *joint_sides(box, other), tolerance=0.01)
     assert preferred_type(fits) == "prismatic"
     np.testing.assert_allclose(fits["prismatic"].transform[:3, 3], shift, atol=2e-3)
+
+
+def test_fit_joints_keeps_a_settled_translation_as_the_prismatic_joint():
+    """A part whose motion is a translation (stage 3 settled it on one) keeps exactly that translation as its
+    prismatic joint, and its revolute fit is not admissible: prismatic is preferred even where the box's far side is
+    missing from the other state (a drawer's tray that the body hides), which lets ICP turn it."""
+    box, _ = box_surface((0.3, 0.4, 0.15), spacing=0.005)
+    shift = np.array([0.12, 0.01, 0.0])
+    other = box[box[:, 0] > 0.05] + shift  # only the front third is seen in the other state
+    fits = fit_joints(make_transform(t=shift), *joint_sides(box, other), tolerance=0.01)
+    assert preferred_type(fits) == "prismatic" and not fits["revolute"].admissible
+    np.testing.assert_array_equal(fits["prismatic"].transform, make_transform(t=shift))
+
+
+def test_compass_search_finds_the_minimum_of_a_stepped_cost():
+    """A piecewise-constant bowl (the count of samples a translation misses is one): compass search from 20 cm away
+    ends within the last step (1 mm) of its minimum, and never above the starting cost."""
+    target = np.array([0.13, -0.07, 0.02])
+
+    def cost(t: np.ndarray) -> float:
+        return float(np.floor(np.linalg.norm(t - target) / 0.002))
+
+    start = target + np.array([0.2, 0.05, -0.1])
+    found, value = compass_search(cost, start, 0.04, 0.001)
+    assert np.linalg.norm(found - target) < 0.004 and value <= cost(start) and value == cost(found)
 
 
 # ------------------------------------------------------------------------------------------------ parts.attachment
