@@ -6,7 +6,9 @@ way), and a flat part (a lid, a door) is explained as well by its `twin`: the ro
 about a parallel axis, which flips the slab about its mid-plane onto where the true motion puts it. What tells the
 true motion is physics, not the images: the part stays attached to the body. Where the part touches the body in the
 canonical state (its `contact` samples), a real joint moves it least — a hinge not at all, a drawer by its pull
-alone — so among motions that explain the part equally well, the one of least `attachment` displacement wins.
+alone — so among motions that explain the part equally well, the one of least `attachment` displacement wins. A slide
+keeps its part `engaged`: it travels at most the part's own length along it (a drawer pulled farther falls out), so a
+translation that carries a part into unseen space, explained as well as the truth where most of it hides, is no slide.
 """
 from __future__ import annotations
 
@@ -47,3 +49,11 @@ def attachment(T: np.ndarray, touching: np.ndarray) -> float:
         return 0.0
     shift = np.linalg.norm(apply_transform(T, touching) - touching, axis=1)
     return float(np.quantile(shift, ATTACHMENT_QUANTILE))
+
+
+def engaged(T: np.ndarray, points: np.ndarray, reach: float) -> bool:
+    """Whether the translation of T keeps the part `points` (N, 3) engaged: it is at most the part's extent along it
+    plus `reach`."""
+    t = T[:3, 3]
+    length = float(np.linalg.norm(t))
+    return length <= float(np.ptp(points @ (t / max(length, 1e-12)))) + reach

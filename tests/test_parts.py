@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 from benchmarks.stage3_proxy import part_ids, state_input
 from data_tools.synthetic import generate_scene
 from evaluation.metrics import evaluate_joints, load_gt_joints
-from parts.attachment import attachment, contact, twin
+from parts.attachment import attachment, contact, engaged, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
 from parts.motion import (Side, axis_point, compass_search, constrain, fit_coarse_to_fine, fit_facing, fit_pairs, invert,
@@ -348,6 +348,15 @@ def test_twin_flips_a_slab_onto_the_same_place_and_attachment_tells_it_from_the_
     assert 0 < len(touching) < 0.2 * len(lid)
     assert attachment(truth, touching) < 0.01
     assert attachment(flipped, touching) > 0.1
+
+
+def test_a_slide_longer_than_the_part_is_not_engaged():
+    """A 40 cm deep drawer box pulled 30 cm along its depth stays engaged; carried 60 cm, or 30 cm across its 5 cm
+    thickness, it would have left its slot."""
+    box, _ = box_surface((0.4, 0.3, 0.05), spacing=0.01)
+    assert engaged(make_transform(t=[0.3, 0.0, 0.0]), box, 0.02)
+    assert not engaged(make_transform(t=[0.6, 0.0, 0.0]), box, 0.02)
+    assert not engaged(make_transform(t=[0.0, 0.0, 0.3]), box, 0.02)
 
 
 def test_fit_facing_pairs_faces_seen_from_the_same_side():
