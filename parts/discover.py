@@ -312,13 +312,13 @@ class Discovery:
 
     def settle(self, parts: list[Part], refit: bool = True) -> list[Part]:
         """Each part's motion: among the candidates (`_options`) that explain its samples as well as its own motion
-        (within EQUIVALENT per sample: the coarse surfaces' noise), the translations that keep it `engaged` if any
-        (the simpler model: a drawer whose tray hides in both states is explained as well by a quarter turn), else
-        those that keep it attached at least as well; of them, the one that keeps it attached best
-        (`parts.attachment`), and of those that move its contact alike (within a tolerance), the cheapest. A part
-        never trades attachment for cost: its own motion was chosen by cost already. Other parts' claims are left out
-        so that two drawers taken for each other's can both settle. With `refit` false only the hypotheses are
-        compared with the part's own motion (the pass on the labelled pieces)."""
+        (within EQUIVALENT per sample: the coarse surfaces' noise), the translations that keep it `engaged` and explain
+        it as well as the best candidate does, if any (the simpler model: a drawer whose tray hides in both states is
+        explained as well by a quarter turn), else those that keep it attached at least as well; of them, the one that
+        keeps it attached best (`parts.attachment`), and of those that move its contact alike (within a tolerance),
+        the cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
+        claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
+        hypotheses are compared with the part's own motion (the pass on the labelled pieces)."""
         body = cKDTree(self.c.points[~self._in_parts(parts)])
         rng = np.random.default_rng(self.config.seed)
         return [self._settled(part, body, rng, refit) for part in parts]
@@ -332,7 +332,8 @@ class Discovery:
         touching = contact(part.points, body, self.host_reach)
         moves = np.array([attachment(T, touching) for T in options])
         near = totals <= totals[0] + EQUIVALENT * len(index)
-        slides = near & np.array([is_translation(T) and engaged(T, part.points, self.host_reach) for T in options])
+        slides = (totals <= totals.min() + EQUIVALENT * len(index)) & \
+            np.array([is_translation(T) and engaged(T, part.points, self.host_reach) for T in options])
         near = slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
