@@ -146,6 +146,7 @@ class Discovery:
                           else measured_tolerance(self.c.points, self.o.surface.tree, vs))
         self.obs_c.tolerance = self.obs_o.tolerance = self.tolerance
         self.reach, self.host_reach = PART_REACH * vs, HOST_REACH * vs
+        self.no_claims = np.zeros(len(self.o.points), dtype=np.int64)  # `exclusive` with the static body's surface only
         self.skipped: list[dict] = []
         self.stats: dict = {}
 
@@ -385,8 +386,8 @@ class Discovery:
     def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
         """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's
         samples per sample), the static body's surface excluded; other parts' claims are left out (see `settle`)."""
-        raw = data_costs(self.c.points[sample], [T], self.obs_o, self.c.sides[sample])[1]
-        return float(self.exclusive(raw, sample, T, np.zeros(len(self.o.points), dtype=np.int64), 0).sum() * scale)
+        raw = self.obs_o.costs(apply_transform(T, self.c.points[sample]), turn(T, self.c.sides[sample]))[0]
+        return float(self.exclusive(raw, sample, T, self.no_claims, 0).sum() * scale)
 
     def refit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
         """T refitted by ICP of `model` of the canonical samples `index` onto the other state's surface seen from
