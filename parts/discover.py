@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from parts.accounts import Accounts, Landing, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
@@ -260,7 +261,7 @@ class Discovery:
     def claims(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(S_o,) the motion (1-based; 0: none) whose canonical region explains each of the other state's samples:
         moved back by it, the sample lands on the region; the closest landing wins."""
-        return self._claim(self._claim_distances(motions, regions), self.tolerance)
+        return owners(self._claim_distances(motions, regions), self.tolerance)
 
     def split_regions(self, labels: np.ndarray, motions: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """The connected pieces of each motion's labelled samples, split by their motions (`parts.refine`), as
@@ -323,6 +324,12 @@ class Discovery:
         body = cKDTree(self.c.points[~self._in_parts(parts)])
         rng = np.random.default_rng(self.config.seed)
         return [self._settled(part, body, rng, refit) for part in parts]
+
+    def accounts(self, parts: list[Part]) -> Accounts:
+        """The `parts.accounts` of `parts` as they are."""
+        return Accounts([self._sample_index(part.voxels) for part in parts], [part.rigid_transform for part in parts],
+                        self._landing, self._claim_distance, self.static_o, self.body_costs, self.config.open_cost,
+                        2 * self.tolerance)
 
     def _settled(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool) -> Part:
         """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples."""
@@ -417,35 +424,59 @@ class Discovery:
         return parts
 
     def absorb(self, parts: list[Part]) -> list[Part]:
-        """Model selection once more on the final parts, smallest first: a part whose samples another part's motion
-        (or the static body) explains at a total cost rise below the opening cost does not pay for itself and joins
-        that part (or the body). Pieces of one rigid part that the labelling cut apart or gave slightly different
-        motions go back together; a part that moves unlike every other stays. (Two parts moving exactly alike are
-        one part to two-state evidence.)"""
-        changed = True
-        while changed and parts:
-            changed = False
-            regions = [self._sample_index(part.voxels) for part in parts]
-            dist = self._claim_distances([part.rigid_transform for part in parts], regions)
-            for i in sorted(range(len(parts)), key=lambda i: len(parts[i].points)):
-                target, rise = self._cheapest_host(parts, regions, dist, i)
-                if rise >= self.config.open_cost:
-                    continue
-                small = parts.pop(i)
-                if target < 0:
-                    self.skip("part", len(small.points), f"the static body explains it at a cost rise of {rise:.1f} "
-                                                         f"(< {self.config.open_cost:g}): left to the body")
-                else:
-                    target -= int(target > i)
-                    big = parts[target]
-                    index = np.concatenate([self._sample_index(big.voxels), self._sample_index(small.voxels)])
-                    self.skip("part", len(small.points), f"the motion of another part ({len(big.points)} samples) "
-                                                         f"explains it at a cost rise of {rise:.1f} "
-                                                         f"(< {self.config.open_cost:g}): merged into it")
-                    parts[target] = self.part(index, big.rigid_transform, split=big.split)
-                changed = True
+        """Model selection once more on the final parts (`parts.accounts`): while giving a part up to a touching
+        part's motion or to the static body lowers the whole labelling's cost (its samples' costs, one opening cost
+        less, and the surface its claims free for the other parts), the part giving the largest drop is given up.
+        Pieces of one rigid part that the labelling cut apart or gave slightly different motions go back together,
+        and a fragment that claims a neighbour's surface with a spurious motion is weighed with the neighbour's loss;
+        a part that moves unlike every other stays. (Two parts moving exactly alike are one part to two-state
+        evidence.)"""
+        if not parts:
+            return parts
+        accounts = self.accounts(parts)
+        while parts:
+            options = [(accounts.change(i, host), i, host) for i in range(len(parts))
+                       for host in [-1, *self._touching(parts, i)]]
+            drop, i, host = min(options)
+            if drop >= 0:
                 break
+            small = parts.pop(i)
+            accounts.give(i, host)
+            if host < 0:
+                self.skip("part", len(small.points), f"given to the static body, the labelling's cost drops by "
+                                                     f"{-drop:.1f} (one part costs {self.config.open_cost:g})")
+                continue
+            host -= int(host > i)
+            big = parts[host]
+            self.skip("part", len(small.points), f"given to the motion of a part it touches ({len(big.points)} "
+                                                 f"samples), the labelling's cost drops by {-drop:.1f} (one part "
+                                                 f"costs {self.config.open_cost:g})")
+            parts[host] = self.part(accounts.regions[host], big.rigid_transform, split=big.split)
         return parts
+
+    def _touching(self, parts: list[Part], i: int) -> list[int]:
+        """The parts within HOST_REACH of part i."""
+        tree = cKDTree(parts[i].points)
+        return [k for k, other in enumerate(parts) if k != i and
+                np.isfinite(query(tree, other.points, distance_upper_bound=self.host_reach)[0]).any()]
+
+    def _landing(self, T: np.ndarray, index: np.ndarray) -> Landing:
+        """The canonical samples `index` under motion T: their costs and the other state's samples they land on."""
+        moved, sides = apply_transform(T, self.c.points[index]), turn(T, self.c.sides[index])
+        return Landing(self.obs_o.costs(moved, sides)[0], self.o.landing(moved, self.tolerance, sides))
+
+    def _claim_distance(self, T: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """(S_o,) distance from each of the other state's samples, moved back by T, to the canonical samples `index`
+        (inf beyond two tolerances: sample to sample, both voxel means up to half a voxel apart on one surface)."""
+        return query(cKDTree(self.c.points[index]), apply_transform(invert(T), self.o.points),
+                     distance_upper_bound=2 * self.tolerance)[0]
+
+    @property
+    def body_costs(self) -> np.ndarray:
+        """(S,) what each canonical sample costs the static body (`label`'s costs of label 0)."""
+        if not hasattr(self, "_body_costs"):
+            self._body_costs = data_costs(self.c.points, [], self.obs_o, self.c.sides)[0]
+        return self._body_costs
 
     def _claim_distances(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(K, S_o) distance from each of the other state's samples, moved back by motion k, to region k's canonical
@@ -453,43 +484,8 @@ class Discovery:
         dist = np.full((len(motions), len(self.o.points)), np.inf)
         for k, (T, region) in enumerate(zip(motions, regions)):
             if len(region):
-                dist[k] = query(cKDTree(self.c.points[region]), apply_transform(invert(T), self.o.points),
-                                distance_upper_bound=2 * self.tolerance)[0]
+                dist[k] = self._claim_distance(T, region)
         return dist
-
-    @staticmethod
-    def _claim(dist: np.ndarray, reach: float) -> np.ndarray:
-        """(S_o,) the part (1-based; 0: none) of least distance within `reach` among the rows of `dist` (P, S_o)."""
-        if len(dist) == 0:
-            return np.zeros(dist.shape[1], dtype=np.int64)
-        best = np.argmin(dist, axis=0)
-        return np.where(dist[best, np.arange(dist.shape[1])] <= reach, best + 1, 0)
-
-    def _cheapest_host(self, parts: list[Part], regions: list[np.ndarray], dist: np.ndarray, i: int
-                       ) -> tuple[int, float]:
-        """The host (index of a part within HOST_REACH; -1: the static body) whose motion explains part i's samples
-        at the least total cost rise over part i's own motion (`label`'s costs, one surface explaining one part:
-        under its own motion, surface of the other state that the other parts explain too is no gain), and that
-        rise."""
-        index = regions[i]
-        motions = [part.rigid_transform for part in parts]
-        # sample to sample (both voxel means, up to half a voxel apart on one surface): two tolerances
-        without = dist.copy()
-        without[i] = np.inf
-        others = self._claim(without, 2 * self.tolerance)
-        costs = data_costs(self.c.points[index], motions, self.obs_o, self.c.sides[index])
-        tree = cKDTree(parts[i].points)
-        totals = np.full(len(costs), np.inf)
-        totals[0] = costs[0].sum()
-        for k, (cost, T) in enumerate(zip(costs[1:], motions), start=1):
-            if k == i + 1:  # its own motion gains nothing by surface the other parts explain as well
-                totals[k] = self.exclusive(cost, index, T, others, k).sum()
-            elif np.isfinite(query(tree, parts[k - 1].points, distance_upper_bound=self.host_reach)[0]).any():
-                totals[k] = self.exclusive(cost, index, T, others, k).sum()  # joined, part i claims nothing
-        own = totals[i + 1]
-        totals[i + 1] = np.inf
-        best = int(np.argmin(totals))
-        return best - 1, float(totals[best] - own)
 
     def _alike_neighbour(self, parts: list[Part], i: int) -> int | None:
         """The largest part touching part i whose motion moves both within MERGE_APART tolerances of part i's."""

@@ -20,6 +20,7 @@ from scipy.spatial.transform import Rotation
 from benchmarks.stage3_proxy import part_ids, state_input
 from data_tools.synthetic import generate_scene
 from evaluation.metrics import evaluate_joints, load_gt_joints
+from parts.accounts import Accounts, Landing, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
@@ -573,3 +574,38 @@ def test_laptop_lid_turns_about_its_hinge(laptop):
     assert len(result.parts) == 1 and result.parts[0].joint_type == "revolute"
     errors = joint_errors(result, laptop)["parts"][0]
     assert errors["motion"] < 3.0 and errors["axis_ang"] < 3.0 and errors["axis_offset"] < 0.05
+
+
+def test_accounts_weigh_a_fragment_with_the_surface_it_steals():
+    """A fragment (B) whose spurious motion lands it on a true part's (A) surface, and claims it more closely, costs A
+    its explanation. Giving B to A's motion frees that surface: the total drops by the hand-computed amount, and it
+    is the cheapest give-up; giving A to B's motion (A's samples in free space) raises the total."""
+    motion_a, motion_b = make_transform(t=[1.0, 0, 0]), make_transform(t=[0, 1.0, 0])
+    region_a, region_b = np.arange(0, 10), np.arange(10, 20)
+
+    def land(T: np.ndarray, index: np.ndarray) -> Landing:
+        if T is motion_a and index[0] == 0:  # A's own samples land on the other state's samples 0..9
+            return Landing(np.zeros(10), np.arange(10))
+        if T is motion_b and index[0] == 10:  # B's land there too
+            return Landing(np.zeros(10), np.arange(10))
+        hidden = T is motion_a  # B under A's motion hides; A under B's lies in free space
+        return Landing(np.full(len(index), 0.5 if hidden else 1.0), np.full(len(index), -1))
+
+    def distances(T: np.ndarray, index: np.ndarray) -> np.ndarray:
+        if index[0] == 0 and T is motion_a:
+            return np.full(10, 0.5)
+        if index[0] == 10 and T is motion_b:
+            return np.full(10, 0.1)  # B's claim is the closer one
+        return np.full(10, np.inf)
+
+    accounts = Accounts([region_a, region_b], [motion_a, motion_b], land, distances, static_o=np.zeros(10, bool),
+                        body_costs=np.ones(30), open_cost=3.0, reach=1.0)
+    assert np.array_equal(owners(accounts.dist, 1.0), np.full(10, 2))
+    assert accounts.total() == pytest.approx(10 * 0.5 + 0.0 + 2 * 3.0)  # A's landings are taken: hidden cost
+    assert accounts.change(1, 0) == pytest.approx(10 * 0.5 + 3.0 - 11.0)  # B hides under A's motion, A explains
+    assert accounts.change(0, 1) == pytest.approx(10 * 1.0 + 3.0 - 11.0)
+    assert accounts.change(1, -1) == pytest.approx(10 * 1.0 + 3.0 - 11.0)  # B to the body: its samples in free space
+    assert min((accounts.change(i, h), i, h) for i, h in [(0, 1), (1, 0), (0, -1), (1, -1)])[1:] == (1, 0)
+    accounts.give(1, 0)
+    assert len(accounts.regions) == 1 and np.array_equal(np.sort(accounts.regions[0]), np.arange(20))
+    assert accounts.total() == pytest.approx(10 * 0.5 + 3.0)
