@@ -31,7 +31,7 @@ from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import Side, compass_search, fit_facing, invert, is_translation, moved_apart
+from parts.motion import Side, axis_scan, compass_search, fit_facing, invert, is_translation, moved_apart
 from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
@@ -377,18 +377,22 @@ class Discovery:
         """The translations `starts` of the canonical samples `index` refined on the cost itself (compass search on
         SLIDE_POINTS of them, from each start at least two voxels from every earlier one): where most of a drawer
         hides in both states, ICP pairs its hidden tray with the body's inner walls and stops short; the cost, which
-        counts hidden samples as no evidence, does not."""
+        counts hidden samples as no evidence, does not. Also from the cheapest translation along each principal axis
+        of the part (`parts.motion.axis_scan`), searched with a first step of one voxel: drawers, sliding panes and
+        doors run along an axis of their own box, and a start there finds the slot that a start from the part's motion
+        misses where identical fronts stack (it may have landed the part on a neighbour's front)."""
         index = index[:SLIDE_POINTS]
 
         def cost(t: np.ndarray) -> float:
             return self.explanation_cost(make_transform(t=t), index, 1.0)
 
         vs = self.config.voxel_size
-        kept: list[np.ndarray] = []
-        for t in (T[:3, 3] for T in starts):
-            if all(np.linalg.norm(t - k) >= 2 * vs for k in kept):
-                kept.append(t)
-        return [make_transform(t=compass_search(cost, t, SLIDE_STEP * vs, vs / 10)[0]) for t in kept]
+        kept: list[tuple[np.ndarray, float]] = []
+        for t, step in [*((T[:3, 3], SLIDE_STEP) for T in starts),
+                        *((t, 1.0) for t in axis_scan(cost, self.c.points[index], vs, self.host_reach))]:
+            if all(np.linalg.norm(t - k) >= 2 * vs for k, _ in kept):
+                kept.append((t, step))
+        return [make_transform(t=compass_search(cost, t, step * vs, vs / 10)[0]) for t, step in kept]
 
     def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
         """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's

@@ -186,3 +186,16 @@ def compass_search(cost: Callable[[np.ndarray], float], x: np.ndarray, step: flo
         if not improved:
             step /= 2
     return x, best
+
+
+def axis_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: float, beyond: float
+              ) -> list[np.ndarray]:
+    """(3,) for each principal axis of `points` (N, 3), the translation along it of least `cost`, scanned `step`
+    apart either way up to the points' extent along it plus `beyond` (how far a slide stays engaged)."""
+    centred = points - points.mean(axis=0)
+    found = []
+    for axis in np.linalg.svd(centred, full_matrices=False)[2]:
+        steps = np.arange(step, float(np.ptp(centred @ axis)) + beyond + step / 2, step)
+        shifts = np.concatenate([steps, -steps])
+        found.append(shifts[int(np.argmin([cost(s * axis) for s in shifts]))] * axis)
+    return found

@@ -24,7 +24,7 @@ from parts.accounts import Accounts, Landing, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
-from parts.motion import (Side, axis_point, compass_search, constrain, fit_coarse_to_fine, fit_facing, fit_pairs,
+from parts.motion import (Side, axis_point, axis_scan, compass_search, constrain, fit_coarse_to_fine, fit_facing, fit_pairs,
                           invert, moved_apart, rotation_axis)
 from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
 from parts.refine import connected_pieces
@@ -609,3 +609,23 @@ def test_accounts_weigh_a_fragment_with_the_surface_it_steals():
     accounts.give(1, 0)
     assert len(accounts.regions) == 1 and np.array_equal(np.sort(accounts.regions[0]), np.arange(20))
     assert accounts.total() == pytest.approx(10 * 0.5 + 3.0)
+
+
+def test_axis_scan_finds_the_slide_along_the_parts_own_axis():
+    """A box-shaped part whose cost is least 0.23 along its (rotated) long axis, with a decoy farther off-axis: the
+    scan returns the slide along that axis within a step, and reaches beyond the part's extent by `beyond`."""
+    rng = np.random.default_rng(3)
+    R = Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix()
+    box = rng.uniform([-0.15, -0.05, -0.02], [0.15, 0.05, 0.02], size=(500, 3)) @ R.T
+    long_axis = R[:, 0]
+    truth = 0.23 * long_axis
+
+    def cost(t: np.ndarray) -> float:
+        return min(np.linalg.norm(t - truth), np.linalg.norm(t - np.array([0.5, 0.5, 0.5])) + 0.01)
+
+    found = axis_scan(cost, box, 0.01, 0.0)
+    best = min(found, key=cost)
+    assert np.linalg.norm(best - truth) < 0.012
+    far = axis_scan(lambda t: abs(np.linalg.norm(t) - 0.33), box, 0.01, 0.04)  # beyond the extent (about 0.3)
+    assert max(np.linalg.norm(t) for t in far) == pytest.approx(0.33, abs=0.006)
+    assert max(np.linalg.norm(t) for t in axis_scan(lambda t: abs(np.linalg.norm(t) - 0.33), box, 0.01, 0.0)) < 0.32
