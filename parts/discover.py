@@ -430,7 +430,8 @@ class Discovery:
     def absorb(self, parts: list[Part]) -> list[Part]:
         """Model selection once more on the final parts (`parts.accounts`): while giving a part up to a touching
         part's motion or to the static body lowers the whole labelling's cost (its samples' costs, one opening cost
-        less, and the surface its claims free for the other parts), the part giving the largest drop is given up.
+        less, and the surface its claims free for the other parts) or raises it by less than the surface noise
+        (EQUIVALENT per sample of the part: the simpler model), the part giving the largest drop is given up.
         Pieces of one rigid part that the labelling cut apart or gave slightly different motions go back together,
         and a fragment that claims a neighbour's surface with a spurious motion is weighed with the neighbour's loss;
         a part that moves unlike every other stays. (Two parts moving exactly alike are one part to two-state
@@ -439,22 +440,22 @@ class Discovery:
             return parts
         accounts = self.accounts(parts)
         while parts:
-            options = [(accounts.change(i, host), i, host) for i in range(len(parts))
-                       for host in [-1, *self._touching(parts, i)]]
+            options = [(accounts.change(i, host) - EQUIVALENT * len(parts[i].points), i, host)
+                       for i in range(len(parts)) for host in [-1, *self._touching(parts, i)]]
             drop, i, host = min(options)
             if drop >= 0:
                 break
             small = parts.pop(i)
             accounts.give(i, host)
             if host < 0:
-                self.skip("part", len(small.points), f"given to the static body, the labelling's cost drops by "
-                                                     f"{-drop:.1f} (one part costs {self.config.open_cost:g})")
+                self.skip("part", len(small.points), f"given to the static body: the labelling's cost, less the "
+                                                     f"surface noise, drops by {-drop:.1f}")
                 continue
             host -= int(host > i)
             big = parts[host]
             self.skip("part", len(small.points), f"given to the motion of a part it touches ({len(big.points)} "
-                                                 f"samples), the labelling's cost drops by {-drop:.1f} (one part "
-                                                 f"costs {self.config.open_cost:g})")
+                                                 f"samples): the labelling's cost, less the surface noise, drops by "
+                                                 f"{-drop:.1f}")
             parts[host] = self.part(accounts.regions[host], big.rigid_transform, split=big.split)
         return parts
 
