@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from parts.accounts import Accounts, Landing, owners
+from parts.accounts import Accounts, Landing, claimed_cost, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
 from parts.motion import Side, axis_scan, compass_search, fit_facing, invert, is_translation, moved_apart
-from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
+from parts.observation import FREE, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
 from parts.selection import Selector
@@ -253,10 +253,7 @@ class Discovery:
         (`claims`): one surface explains one part."""
         target = self.o.landing(apply_transform(T, self.c.points[index]), self.tolerance,
                                 turn(T, self.c.sides[index]))
-        hit = target >= 0
-        taken = np.zeros(len(hit), dtype=bool)
-        taken[hit] = ((claim[target[hit]] > 0) & (claim[target[hit]] != owner)) | self.static_o[target[hit]]
-        return np.where(taken, np.maximum(costs, HIDDEN_COST), costs)
+        return claimed_cost(Landing(costs, target), claim, owner, self.static_o)
 
     def claims(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(S_o,) the motion (1-based; 0: none) whose canonical region explains each of the other state's samples:
