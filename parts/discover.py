@@ -322,12 +322,6 @@ class Discovery:
         rng = np.random.default_rng(self.config.seed)
         return [self._settled(part, body, rng, refit) for part in parts]
 
-    def accounts(self, parts: list[Part]) -> Accounts:
-        """The `parts.accounts` of `parts` as they are."""
-        return Accounts([self._sample_index(part.voxels) for part in parts], [part.rigid_transform for part in parts],
-                        self._landing, self._claim_distance, self.static_o, self.body_costs, self.config.open_cost,
-                        2 * self.tolerance)
-
     def _settled(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool) -> Part:
         """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples."""
         index = self._sample_index(part.voxels)
@@ -394,8 +388,7 @@ class Discovery:
     def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
         """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's
         samples per sample), the static body's surface excluded; other parts' claims are left out (see `settle`)."""
-        raw = self.obs_o.costs(apply_transform(T, self.c.points[sample]), turn(T, self.c.sides[sample]))[0]
-        return float(self.exclusive(raw, sample, T, self.no_claims, 0).sum() * scale)
+        return float(claimed_cost(self._landing(T, sample), self.no_claims, 0, self.static_o).sum() * scale)
 
     def refit_facing(self, T: np.ndarray, index: np.ndarray, model: str = "rigid") -> np.ndarray:
         """T refitted by ICP of `model` of the canonical samples `index` onto the other state's surface seen from
@@ -433,9 +426,10 @@ class Discovery:
         and a fragment that claims a neighbour's surface with a spurious motion is weighed with the neighbour's loss;
         a part that moves unlike every other stays. (Two parts moving exactly alike are one part to two-state
         evidence.)"""
-        if not parts:
-            return parts
-        accounts = self.accounts(parts)
+        body_costs = data_costs(self.c.points, [], self.obs_o, self.c.sides)[0]
+        accounts = Accounts([self._sample_index(part.voxels) for part in parts],
+                            [part.rigid_transform for part in parts], self._landing, self._claim_distance,
+                            self.static_o, body_costs, self.config.open_cost, 2 * self.tolerance)
         while parts:
             options = [(accounts.change(i, host) - EQUIVALENT * len(parts[i].points), i, host)
                        for i in range(len(parts)) for host in [-1, *self._touching(parts, i)]]
@@ -472,13 +466,6 @@ class Discovery:
         (inf beyond two tolerances: sample to sample, both voxel means up to half a voxel apart on one surface)."""
         return query(cKDTree(self.c.points[index]), apply_transform(invert(T), self.o.points),
                      distance_upper_bound=2 * self.tolerance)[0]
-
-    @property
-    def body_costs(self) -> np.ndarray:
-        """(S,) what each canonical sample costs the static body (`label`'s costs of label 0)."""
-        if not hasattr(self, "_body_costs"):
-            self._body_costs = data_costs(self.c.points, [], self.obs_o, self.c.sides)[0]
-        return self._body_costs
 
     def _claim_distances(self, motions: list[np.ndarray], regions: list[np.ndarray]) -> np.ndarray:
         """(K, S_o) distance from each of the other state's samples, moved back by motion k, to region k's canonical

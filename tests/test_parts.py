@@ -24,8 +24,8 @@ from parts.accounts import Accounts, Landing, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
-from parts.motion import (Side, axis_point, axis_scan, compass_search, constrain, fit_coarse_to_fine, fit_facing, fit_pairs,
-                          invert, moved_apart, rotation_axis)
+from parts.motion import (Side, axis_point, axis_scan, compass_search, constrain, fit_coarse_to_fine, fit_facing,
+                          fit_pairs, invert, moved_apart, rotation_axis)
 from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
 from parts.refine import connected_pieces
 from scene.articulation import joint_start_to_end, matrix_to_joint
