@@ -31,7 +31,8 @@ from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import Side, axis_scan, compass_search, fit_facing, invert, is_translation, moved_apart
+from parts.motion import (Side, axis_scan, compass_search, fit_facing, hinge_scan, invert, is_translation,
+                          moved_apart)
 from parts.observation import FREE, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
@@ -52,6 +53,8 @@ PART_STARTS = 4  # starts of a whole part's motion refitted in `settle`
 SETTLE_OPTIONS = 24  # motions, landing most samples, that `settle` compares
 SLIDE_POINTS = 500  # samples of a part on which `slide` refines its translations on the cost
 SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a tenth of a voxel
+HINGE_STEP, HINGE_FINE = np.radians(10.0), np.radians(0.5)  # `hinge_scan`'s angle step and where its refinement stops
+HINGE_STARTS = 4  # rotations about the part's box edges, the cheapest, refitted in `settle`
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
 
@@ -359,10 +362,20 @@ class Discovery:
         starts = self.maker.starts(part.voxels, part.points, self.targets_o)
         starts = sorted(starts, key=lambda T: -self.maker.landed(T, self.c.points[index]))[:PART_STARTS]
         slides = [self.refit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)]
-        rigid = [self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts]
+        hinges = self.hinges(index)
+        rigid = [self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts, *hinges]
                  if T is not None and not is_translation(T)]
         moved = [shift, *slides, *(T for T in starts if is_translation(T))]
-        return options + slides + self.slide(moved, index) + rigid
+        return options + slides + self.slide(moved, index) + hinges + rigid
+
+    def hinges(self, index: np.ndarray) -> list[np.ndarray]:
+        """The HINGE_STARTS cheapest rotations of the canonical samples `index` about an edge of their box
+        (`parts.motion.hinge_scan`, on SLIDE_POINTS of them): where a door opens far, the surface pieces the hypotheses
+        pair may belong to other parts, and a start from the door's own hinge does not need them."""
+        index = index[:SLIDE_POINTS]
+        scanned = hinge_scan(lambda T: self.explanation_cost(T, index, 1.0), self.c.points[index], HINGE_STEP,
+                             HINGE_FINE)
+        return [T for T, _ in sorted(scanned, key=lambda found: found[1])[:HINGE_STARTS]]
 
     def slide(self, starts: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
         """The translations `starts` of the canonical samples `index` refined on the cost itself (compass search on

@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from utils.neighbours import query
-from utils.rigid_fit import apply_transform, kabsch, make_transform
+from utils.rigid_fit import apply_transform, kabsch, make_transform, rotation_about_line
 
 MODELS = ("rigid", "revolute", "prismatic")
 MIN_TURN = 1e-6  # radians: a rotation smaller than this has no axis
@@ -188,14 +188,70 @@ def compass_search(cost: Callable[[np.ndarray], float], x: np.ndarray, step: flo
     return x, best
 
 
+BOX_TRIM = 0.005  # fraction of the samples left out at each end of a box's extent: stray samples do not stretch it
+BOX_TURNS = 90  # in-plane orientations (a degree apart) a box is tried in about each principal axis
+
+
+def box_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tightest box of `points` (N, 3): axes (3, 3) as rows, and the low and high ends (3,) of its extent along
+    each, about the points' mean, between the BOX_TRIM quantiles. Its orientation: the principal axes, then turned
+    about one of them by the quarter-turn angle of least trimmed volume. Principal axes alone follow the edges of a
+    long box but not those of a square panel or front, whose in-plane variances are equal."""
+    centre = points.mean(axis=0)
+    principal = np.linalg.svd(points - centre, full_matrices=False)[2]
+    angles = np.radians(np.arange(BOX_TURNS))
+    best = (np.inf, principal)
+    for a in range(3):
+        b, e = principal[(a + 1) % 3], principal[(a + 2) % 3]
+        pb, pe = (points - centre) @ b, (points - centre) @ e
+        turned_b = np.cos(angles)[:, None] * pb + np.sin(angles)[:, None] * pe
+        turned_e = -np.sin(angles)[:, None] * pb + np.cos(angles)[:, None] * pe
+        area = np.ptp(np.quantile(turned_b, [BOX_TRIM, 1 - BOX_TRIM], axis=1), axis=0) * \
+            np.ptp(np.quantile(turned_e, [BOX_TRIM, 1 - BOX_TRIM], axis=1), axis=0)
+        k = int(np.argmin(area))
+        height = np.ptp(np.quantile((points - centre) @ principal[a], [BOX_TRIM, 1 - BOX_TRIM]))
+        if area[k] * height < best[0]:
+            c, s = np.cos(angles[k]), np.sin(angles[k])
+            best = (area[k] * height, np.stack([principal[a], c * b + s * e, -s * b + c * e]))
+    axes = best[1]
+    low, high = np.quantile((points - centre) @ axes.T, [BOX_TRIM, 1 - BOX_TRIM], axis=0)
+    return axes, low, high
+
+
 def axis_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: float, beyond: float
               ) -> list[np.ndarray]:
-    """(3,) for each principal axis of `points` (N, 3), the translation along it of least `cost`, scanned `step`
-    apart either way up to the points' extent along it plus `beyond` (how far a slide stays engaged)."""
-    centred = points - points.mean(axis=0)
+    """(3,) for each axis of the box of `points` (N, 3) (`box_frame`), the translation along it of least `cost`,
+    scanned `step` apart either way up to the points' extent along it plus `beyond` (how far a slide stays engaged)."""
+    axes = box_frame(points)[0]
     found = []
-    for axis in np.linalg.svd(centred, full_matrices=False)[2]:
-        steps = np.arange(step, float(np.ptp(centred @ axis)) + beyond + step / 2, step)
+    for axis in axes:
+        steps = np.arange(step, float(np.ptp(points @ axis)) + beyond + step / 2, step)
         shifts = np.concatenate([steps, -steps])
         found.append(shifts[int(np.argmin([cost(s * axis) for s in shifts]))] * axis)
+    return found
+
+
+def hinge_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: float, fine: float
+               ) -> list[tuple[np.ndarray, float]]:
+    """(T, cost(T)) for each of the 12 edges of the box of `points` (`box_frame`): the rotation about the edge of
+    least `cost`, scanned `step` radians apart over a whole turn, then refined down to `fine` radians. Doors, lids and
+    screens turn about an edge of their own box; a start there does not depend on which surface pieces the
+    hypotheses paired."""
+    axes, low, high = box_frame(points)
+    centre = points.mean(axis=0)
+    angles = np.arange(step, 2 * np.pi - step / 2, step) - np.pi
+    angles = angles[np.abs(angles) > step / 2]
+    found = []
+    for a in range(3):
+        b, e = (a + 1) % 3, (a + 2) % 3
+        for u in (low[b], high[b]):
+            for v in (low[e], high[e]):
+                point = centre + u * axes[b] + v * axes[e]
+
+                def edge_cost(x: np.ndarray) -> float:
+                    return cost(rotation_about_line(point, axes[a], float(x[0])))
+
+                start = angles[int(np.argmin([edge_cost(np.array([x])) for x in angles]))]
+                x, value = compass_search(edge_cost, np.array([start]), step / 2, fine)
+                found.append((rotation_about_line(point, axes[a], float(x[0])), value))
     return found

@@ -24,8 +24,8 @@ from parts.accounts import Accounts, Landing, owners
 from parts.attachment import attachment, contact, engaged, twin
 from parts.discover import PART_REACH, PartsConfig, discover_parts
 from parts.joints import fit_joints, preferred_type
-from parts.motion import (Side, axis_point, axis_scan, compass_search, constrain, fit_coarse_to_fine, fit_facing,
-                          fit_pairs, invert, moved_apart, rotation_axis)
+from parts.motion import (BOX_TRIM, Side, axis_point, axis_scan, box_frame, compass_search, constrain,
+                          fit_coarse_to_fine, fit_facing, fit_pairs, hinge_scan, invert, moved_apart, rotation_axis)
 from parts.observation import FREE, HIDDEN, SUPPORTED, Observation, View
 from parts.refine import connected_pieces
 from scene.articulation import joint_start_to_end, matrix_to_joint
@@ -629,3 +629,42 @@ def test_axis_scan_finds_the_slide_along_the_parts_own_axis():
     far = axis_scan(lambda t: abs(np.linalg.norm(t) - 0.33), box, 0.01, 0.04)  # beyond the extent (about 0.3)
     assert max(np.linalg.norm(t) for t in far) == pytest.approx(0.33, abs=0.006)
     assert max(np.linalg.norm(t) for t in axis_scan(lambda t: abs(np.linalg.norm(t) - 0.33), box, 0.01, 0.0)) < 0.32
+
+
+def _square_panel(rng: np.random.Generator, R: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(2000, 3) samples of a 0.4 x 0.4 x 0.02 panel turned by R about its centre and moved to `centre`."""
+    return rng.uniform([-0.2, -0.2, -0.01], [0.2, 0.2, 0.01], size=(2000, 3)) @ R.T + centre
+
+
+def test_box_frame_follows_the_edges_of_a_square_panel():
+    """A square panel's in-plane variances are equal, so its principal axes may lie anywhere in its plane; the box
+    follows its edges (within two degrees) and spans its extent less the trimmed ends."""
+    R = Rotation.from_euler("xyz", [30, -20, 65], degrees=True).as_matrix()
+    panel = _square_panel(np.random.default_rng(5), R, np.array([0.3, -0.1, 0.2]))
+    axes, low, high = box_frame(panel)
+    cosines = np.abs(axes @ R)  # rows: box axes; columns: the panel's edges and normal
+    assert np.all(cosines.max(axis=1) > np.cos(np.radians(2.0)))
+    extents = np.sort(high - low)
+    assert extents[0] == pytest.approx(0.02 * (1 - 2 * BOX_TRIM), abs=0.002)
+    assert extents[1:] == pytest.approx([0.4 * (1 - 2 * BOX_TRIM)] * 2, abs=0.01)
+
+
+def test_hinge_scan_finds_a_door_turning_about_its_edge():
+    """A square door turned 80 degrees about one of its edges (the cost: how far the samples land from where that
+    turn puts them): the cheapest of the scanned edges is that turn, as near as a start for the refit needs (the box's
+    edges follow the sampled panel's within a few degrees)."""
+    R = Rotation.from_euler("xyz", [10, 40, -25], degrees=True).as_matrix()
+    centre = np.array([0.1, 0.2, -0.3])
+    door = _square_panel(np.random.default_rng(6), R, centre)
+    hinge = centre + R @ np.array([0.2, 0.0, 0.0])  # the edge at x = +0.2, along the panel's y
+    truth = rotation_about_line(hinge, R[:, 1], np.radians(80.0))
+    moved = apply_transform(truth, door)
+
+    def cost(T: np.ndarray) -> float:
+        return float(np.minimum(np.linalg.norm(apply_transform(T, door) - moved, axis=1), 0.05).mean())
+
+    found = hinge_scan(cost, door, np.radians(10.0), np.radians(0.5))
+    assert len(found) == 12
+    best = min(found, key=lambda f: f[1])[0]
+    assert np.degrees(np.arccos(np.clip((np.trace(best[:3, :3] @ truth[:3, :3].T) - 1) / 2, -1, 1))) < 3.0
+    assert np.linalg.norm(apply_transform(best, door) - moved, axis=1).mean() < 0.01
