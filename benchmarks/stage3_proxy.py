@@ -2,6 +2,7 @@
 
     python benchmarks/stage3_proxy.py generate --set dev          # the set's objects (data_tools, needs Open3D)
     python benchmarks/stage3_proxy.py run --set dev [--protocol auto|given-types] [--objects storage_seed0 ...]
+    python benchmarks/stage3_proxy.py run --set dev --coarse_root outputs     # on stage 2's real coarse models
 
 A coarse model that renders its training views perfectly has the ground-truth depth as its rendered surface, so each
 state's input here is the back-projected depth of its training views, voxel-downsampled at 5 mm as stage 2's
@@ -11,6 +12,12 @@ runs in auto mode (part count and types from the evidence) or, with `--protocol 
 table file (`benchmarks/joint_types_given.json`, the papers' per-scene tables protocol; reported apart). What this
 leaves out is the coarse models' own error, so it isolates stage 3. Ground truth (`gt/`, the part-id images) is read
 for the metrics only, after stage 3 has run.
+
+With `--coarse_root DIR` the input is instead stage 2's real output for the object, as `run_suite.py` writes it
+(`DIR/gear/bench_<set>/<scene>/coarse_gs/point_cloud/iteration_<--coarse_iter>/`: `surface_points_<state>.ply` and
+`larger_motion_state.txt`, read as stage 3 reads them), with the views of the suite's scene
+(`<data_root>/gear/bench_<set>/<scene>`): stage 3 on the coarse models' own error, on the CPU, once stage 2 has run on
+a GPU. Its result files are named `..._stage3coarse_...`.
 
 Objects come from `benchmarks/protocol.json` at a reduced size (`--res`, default 300 px; 48 training views). The
 result file `benchmarks/results/stage3_proxy/<date>_stage3proxy_<set>_<protocol>_<commit>.json` holds the command,
@@ -36,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation.metrics import evaluate_joints, load_gt_joints  # noqa: E402
 from parts.discover import PartsConfig, discover_parts  # noqa: E402
 from parts.observation import View  # noqa: E402
-from voxelize import camera_view  # noqa: E402
+from voxelize import camera_view, read_larger_motion_state, state_points  # noqa: E402
 from scene.articulation import joint_start_to_end, matrix_to_joint  # noqa: E402
 from scene.camera_points import backproject_depth  # noqa: E402
 from scene.dataset_readers import load_cameras  # noqa: E402
@@ -44,6 +51,7 @@ from utils.motion_state import larger_motion_state  # noqa: E402
 from utils.point_cloud import voxel_downsample  # noqa: E402
 
 SUBSET = "stage3_proxy"
+SUITE_SUBSET, COARSE_NAME = "bench", "coarse_gs"  # run_suite.py's scene folders and stage 2's model folder
 SURFACE_SPACING = 0.005  # stage 2's surface_points spacing
 
 
@@ -81,10 +89,20 @@ def part_ids(scene: Path, state: int, points: np.ndarray) -> np.ndarray:
     return np.concatenate(ids)[cKDTree(np.concatenate(cloud)).query(points)[1]]
 
 
-def run_object(scene: Path, types: tuple[str, ...] | None) -> dict:
-    """Stage 3 on one object, then its metrics."""
-    inputs = [state_input(scene, s) for s in (0, 1)]
-    canonical = larger_motion_state(inputs[0][0], inputs[1][0])
+def coarse_input(folder: Path, scene: Path, state: int) -> tuple[np.ndarray, list[View]]:
+    """Stage 2's rendered surface of one state (its iteration folder `folder`) and the scene's training views."""
+    views = [camera_view(camera) for camera in load_cameras(scene, state, "train", load_depth=False)]
+    return state_points(folder, state, opacity_threshold=0.5), views
+
+
+def run_object(scene: Path, types: tuple[str, ...] | None, coarse: Path | None = None) -> dict:
+    """Stage 3 on one object (on stage 2's iteration folder `coarse` when given), then its metrics."""
+    if coarse is None:
+        inputs = [state_input(scene, s) for s in (0, 1)]
+        canonical = larger_motion_state(inputs[0][0], inputs[1][0])
+    else:
+        inputs = [coarse_input(coarse, scene, s) for s in (0, 1)]
+        canonical = read_larger_motion_state(coarse)
     begin = time.perf_counter()
     try:
         result = discover_parts(*inputs[canonical], *inputs[1 - canonical], PartsConfig(joint_types=types))
@@ -144,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data_root", default="data")
     parser.add_argument("--res", type=int, default=300)
     parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results" / "stage3_proxy"))
+    parser.add_argument("--coarse_root", help="run_suite's --output_root: stage 3 on stage 2's real coarse models")
+    parser.add_argument("--coarse_iter", type=int, default=6000, help="stage 2's iteration (with --coarse_root)")
     args = parser.parse_args(argv)
     chosen = [o for o in objects(Path(args.protocol_file), args.set) if not args.objects or o["scene"] in args.objects]
-    folder = Path(args.data_root) / "gear" / f"{SUBSET}_{args.set}"
+    subset = f"{SUITE_SUBSET if args.coarse_root else SUBSET}_{args.set}"
+    folder = Path(args.data_root) / "gear" / subset
     if args.action == "generate":
         for obj in chosen:
             if not (folder / obj["scene"] / "transforms_train_end.json").is_file():
@@ -160,13 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     for obj in chosen:
         scene = folder / obj["scene"]
         if not scene.is_dir():
-            raise SystemExit(f"{scene} is missing: run `python benchmarks/stage3_proxy.py generate --set {args.set}`")
+            maker = "run_suite.py" if args.coarse_root else "stage3_proxy.py"
+            raise SystemExit(f"{scene} is missing: run `python benchmarks/{maker} generate --set {args.set}`")
         types = None
         if args.protocol == "given-types":
             if obj["scene"] not in table:
                 raise SystemExit(f"{args.types_table} lists no types for {obj['scene']}")
             types = tuple(table[obj["scene"]])
-        row = {**obj, **run_object(scene, types)}
+        coarse = None
+        if args.coarse_root:
+            coarse = (Path(args.coarse_root) / "gear" / subset / obj["scene"] / COARSE_NAME / "point_cloud"
+                      / f"iteration_{args.coarse_iter}")
+            if not coarse.is_dir():
+                raise SystemExit(f"{coarse} is missing: run stages 1-2 of `benchmarks/run_suite.py` with "
+                                 f"--output_root {args.coarse_root}")
+        row = {**obj, **run_object(scene, types, coarse)}
         rows.append(row)
         print(json.dumps({k: row.get(k) for k in ("scene", "status", "found", "gt_parts", "types", "seconds")}),
               flush=True)
@@ -174,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "stage3_proxy", "date": date.today().isoformat(), "commit": commit, "dirty": dirty,
               "machine": {"host": platform.node(), "cpus": __import__("os").cpu_count(), "gpu": None},
               "command": " ".join(["python", "benchmarks/stage3_proxy.py", *(argv or sys.argv[1:])]),
-              "set": args.set, "protocol": args.protocol, "res": args.res, "summary": summarise(rows), "objects": rows}
-    out = Path(args.results_dir) / f"{result['date']}_stage3proxy_{args.set}_{args.protocol}_{commit[:7]}.json"
+              "set": args.set, "protocol": args.protocol, "res": args.res,
+              "input": {"coarse_root": args.coarse_root, "coarse_iter": args.coarse_iter} if args.coarse_root
+              else "back-projected depth", "summary": summarise(rows), "objects": rows}
+    kind = "stage3coarse" if args.coarse_root else "stage3proxy"
+    out = Path(args.results_dir) / f"{result['date']}_{kind}_{args.set}_{args.protocol}_{commit[:7]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"]), "->", out)

@@ -668,3 +668,26 @@ def test_hinge_scan_finds_a_door_turning_about_its_edge():
     best = min(found, key=lambda f: f[1])[0]
     assert np.degrees(np.arccos(np.clip((np.trace(best[:3, :3] @ truth[:3, :3].T) - 1) / 2, -1, 1))) < 3.0
     assert np.linalg.norm(apply_transform(best, door) - moved, axis=1).mean() < 0.01
+
+
+def test_stage3_proxy_reads_stage2_outputs(cabinet, tmp_path):
+    """`stage3_proxy --coarse_root`: stage 3 on a stage-2 iteration folder (rendered surfaces, larger-motion state)
+    with the scene's views; here the folder holds the scene's back-projected surfaces, so the door is found as on
+    them, and a missing folder names the stage that writes it."""
+    from benchmarks import stage3_proxy
+    from utils.point_cloud import write_point_ply
+
+    folder = tmp_path / "iteration_6000"
+    folder.mkdir()
+    for state in (0, 1):
+        points = cabinet["points_c"] if state == CANONICAL else cabinet["points_o"]
+        write_point_ply(folder / f"surface_points_{state}.ply", points, np.full_like(points, 0.5))
+    (folder / "larger_motion_state.txt").write_text(f"{CANONICAL}\n")
+    points, views = stage3_proxy.coarse_input(folder, cabinet["scene"], CANONICAL)
+    assert np.allclose(points, cabinet["points_c"], atol=1e-6) and len(views) == len(cabinet["views_c"])
+    row = stage3_proxy.run_object(cabinet["scene"], None, coarse=folder)
+    assert row["status"] == "ok" and row["canonical"] == CANONICAL and row["types"] == ["revolute"]
+    assert row["joint_errors"][0]["axis_ang"] < 5.0
+    with pytest.raises(SystemExit, match="run_suite"):
+        stage3_proxy.main(["run", "--set", "dev", "--objects", "cabinet_seed0", "--coarse_root", str(tmp_path),
+                           "--data_root", str(tmp_path)])
