@@ -31,8 +31,8 @@ from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import (Side, axis_scan, compass_search, fit_facing, hinge_scan, invert, is_translation,
-                          moved_apart)
+from parts.motion import (Box, Side, along_axis, along_box, axis_scan, box_frame, compass_search, fit_facing,
+                          hinge_scan, invert, is_translation, moved_apart)
 from parts.observation import FREE, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
@@ -54,6 +54,7 @@ SETTLE_OPTIONS = 24  # motions, landing most samples, that `settle` compares
 SLIDE_POINTS = 500  # samples of a part on which `slide` refines its translations on the cost
 SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a tenth of a voxel
 HINGE_STEP, HINGE_FINE = np.radians(10.0), np.radians(0.5)  # `hinge_scan`'s angle step and where its refinement stops
+ABSORB_ROUNDS = 3  # further rounds of absorb (then settle of the parts that grew) once the parts have settled
 HINGE_STARTS = 4  # rotations about the part's box edges, the cheapest, refitted in `settle`
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
@@ -231,6 +232,13 @@ class Discovery:
         labels = self.label(motions, [index for index, _ in regions])
         parts = self.settle(self.make_parts(labels, motions), refit=False)
         parts = self.settle(self.absorb(self.merge_alike(parts)))
+        for _ in range(ABSORB_ROUNDS):  # settled motions may make more give-ups pay: absorb again, settle the hosts
+            before = list(parts)
+            parts = self.absorb(list(parts))
+            if len(parts) == len(before):
+                break
+            parts = self.settle(parts, only=[k for k, part in enumerate(parts)
+                                             if not any(part is old for old in before)])
         parts = self.keep_requested(parts)
         for part in parts:
             self.fit_joints(part)
@@ -312,7 +320,7 @@ class Discovery:
             parts += [self.part(p, T, split=len(big) > 1) for p in big]
         return parts
 
-    def settle(self, parts: list[Part], refit: bool = True) -> list[Part]:
+    def settle(self, parts: list[Part], refit: bool = True, only: list[int] | None = None) -> list[Part]:
         """Each part's motion: among the candidates (`_options`) that explain its samples as well as its own motion
         (within EQUIVALENT per sample: the coarse surfaces' noise), the translations that keep it `engaged` and explain
         it as well as the best candidate does, if any (the simpler model: a drawer whose tray hides in both states is
@@ -320,23 +328,27 @@ class Discovery:
         keeps it attached best (`parts.attachment`), and of those that move its contact alike (within a tolerance),
         the cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
         claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
-        hypotheses are compared with the part's own motion (the pass on the labelled pieces)."""
+        hypotheses are compared with the part's own motion (the pass on the labelled pieces). `only`: settle just these
+        parts (by index), keeping the others as they are."""
         body = cKDTree(self.c.points[~self._in_parts(parts)])
         rng = np.random.default_rng(self.config.seed)
-        return [self._settled(part, body, rng, refit) for part in parts]
+        return [self._settled(part, body, rng, refit) if only is None or k in only else part
+                for k, part in enumerate(parts)]
 
     def _settled(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool) -> Part:
         """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples."""
         index = self._sample_index(part.voxels)
         sample = rng.permutation(index)[:SETTLE_POINTS]
-        options = self._options(part, sample[:SETTLE_FIT_POINTS], refit)
+        box = box_frame(self.c.points[sample]) if refit else None
+        options = self._options(part, sample[:SETTLE_FIT_POINTS], refit, box)
         totals = np.array([self.explanation_cost(T, sample, len(index) / len(sample)) for T in options])
         touching = contact(part.points, body, self.host_reach)
         moves = np.array([attachment(T, touching) for T in options])
         near = totals <= totals[0] + EQUIVALENT * len(index)
         slides = (totals <= totals.min() + EQUIVALENT * len(index)) & \
             np.array([is_translation(T) and engaged(T, part.points, self.host_reach) for T in options])
-        near = slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
+        aligned = slides & along_box(options, box.axes) if refit else np.zeros_like(slides)
+        near = aligned if aligned.any() else slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
         if best == 0:
@@ -346,7 +358,7 @@ class Discovery:
              "cost": [round(float(totals[0]), 1), round(float(totals[best]), 1)]})
         return self.part(index, options[best], split=part.split)
 
-    def _options(self, part: Part, index: np.ndarray, refit: bool) -> list[np.ndarray]:
+    def _options(self, part: Part, index: np.ndarray, refit: bool, box: Box | None) -> list[np.ndarray]:
         """The motions a part may settle on, its own first. With `refit`: its own motion, its `twin`, its translation
         and the PART_STARTS best starts (`HypothesisMaker.starts`) of the whole part onto the other state's pieces of
         evidence, refitted (translations as translations; rotations pairing surfaces seen from the same side). And the
@@ -362,22 +374,22 @@ class Discovery:
         starts = self.maker.starts(part.voxels, part.points, self.targets_o)
         starts = sorted(starts, key=lambda T: -self.maker.landed(T, self.c.points[index]))[:PART_STARTS]
         slides = [self.refit_facing(T, index, "prismatic") for T in [shift, *starts] if is_translation(T)]
-        hinges = self.hinges(index)
+        hinges = self.hinges(index, box)
         rigid = [self.refit_facing(T, index) for T in [own, twin(own, part.points), *starts, *hinges]
                  if T is not None and not is_translation(T)]
         moved = [shift, *slides, *(T for T in starts if is_translation(T))]
-        return options + slides + self.slide(moved, index) + hinges + rigid
+        return options + slides + self.slide(moved, index, box) + hinges + rigid
 
-    def hinges(self, index: np.ndarray) -> list[np.ndarray]:
+    def hinges(self, index: np.ndarray, box: Box) -> list[np.ndarray]:
         """The HINGE_STARTS cheapest rotations of the canonical samples `index` about an edge of their box
         (`parts.motion.hinge_scan`, on SLIDE_POINTS of them): where a door opens far, the surface pieces the hypotheses
         pair may belong to other parts, and a start from the door's own hinge does not need them."""
         index = index[:SLIDE_POINTS]
-        scanned = hinge_scan(lambda T: self.explanation_cost(T, index, 1.0), self.c.points[index], HINGE_STEP,
+        scanned = hinge_scan(lambda T: self.explanation_cost(T, index, 1.0), box, HINGE_STEP,
                              HINGE_FINE)
         return [T for T, _ in sorted(scanned, key=lambda found: found[1])[:HINGE_STARTS]]
 
-    def slide(self, starts: list[np.ndarray], index: np.ndarray) -> list[np.ndarray]:
+    def slide(self, starts: list[np.ndarray], index: np.ndarray, box: Box) -> list[np.ndarray]:
         """The translations `starts` of the canonical samples `index` refined on the cost itself (compass search on
         SLIDE_POINTS of them, from each start at least two voxels from every earlier one): where most of a drawer
         hides in both states, ICP pairs its hidden tray with the body's inner walls and stops short; the cost, which
@@ -391,12 +403,14 @@ class Discovery:
             return self.explanation_cost(make_transform(t=t), index, 1.0)
 
         vs = self.config.voxel_size
+        scanned = axis_scan(cost, box, vs, self.host_reach)
         kept: list[tuple[np.ndarray, float]] = []
-        for t, step in [*((T[:3, 3], SLIDE_STEP) for T in starts),
-                        *((t, 1.0) for t in axis_scan(cost, self.c.points[index], vs, self.host_reach))]:
+        for t, step in [*((T[:3, 3], SLIDE_STEP) for T in starts), *((t, 1.0) for t in scanned)]:
             if all(np.linalg.norm(t - k) >= 2 * vs for k, _ in kept):
                 kept.append((t, step))
-        return [make_transform(t=compass_search(cost, t, step * vs, vs / 10)[0]) for t, step in kept]
+        along = [along_axis(cost, t, vs, vs / 10) for t in scanned if np.linalg.norm(t) > 0]
+        return [make_transform(t=compass_search(cost, t, step * vs, vs / 10)[0]) for t, step in kept] + \
+            [make_transform(t=t) for t in along]
 
     def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
         """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's

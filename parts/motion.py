@@ -189,56 +189,82 @@ def compass_search(cost: Callable[[np.ndarray], float], x: np.ndarray, step: flo
 
 
 BOX_TRIM = 0.005  # fraction of the samples left out at each end of a box's extent: stray samples do not stretch it
+ALONG = 1e-9  # relative: a translation this close to parallel with an axis runs along it (`along_axis` made it so)
 BOX_TURNS = 90  # in-plane orientations (a degree apart) a box is tried in about each principal axis
 
 
-def box_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The tightest box of `points` (N, 3): axes (3, 3) as rows, and the low and high ends (3,) of its extent along
-    each, about the points' mean, between the BOX_TRIM quantiles. Its orientation: the principal axes, then turned
-    about one of them by the quarter-turn angle of least trimmed volume. Principal axes alone follow the edges of a
-    long box but not those of a square panel or front, whose in-plane variances are equal."""
+@dataclass(frozen=True)
+class Box:
+    """An oriented box: its axes (3, 3) as rows, and the low and high ends (3,) of its extent along each, about
+    `centre` (3,)."""
+
+    centre: np.ndarray
+    axes: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+def box_frame(points: np.ndarray) -> Box:
+    """The tightest box of `points` (N, 3), its extent between the BOX_TRIM quantiles about the points' mean. Its
+    orientation: the principal axes, then turned about one of them by the quarter-turn angle of least trimmed volume.
+    Principal axes alone follow the edges of a long box but not those of a square panel or front, whose in-plane
+    variances are equal."""
     centre = points.mean(axis=0)
-    principal = np.linalg.svd(points - centre, full_matrices=False)[2]
+    centred = points - centre
+    principal = np.linalg.svd(centred, full_matrices=False)[2]
     angles = np.radians(np.arange(BOX_TURNS))
     best = (np.inf, principal)
     for a in range(3):
         b, e = principal[(a + 1) % 3], principal[(a + 2) % 3]
-        pb, pe = (points - centre) @ b, (points - centre) @ e
+        pb, pe = centred @ b, centred @ e
         turned_b = np.cos(angles)[:, None] * pb + np.sin(angles)[:, None] * pe
         turned_e = -np.sin(angles)[:, None] * pb + np.cos(angles)[:, None] * pe
         area = np.ptp(np.quantile(turned_b, [BOX_TRIM, 1 - BOX_TRIM], axis=1), axis=0) * \
             np.ptp(np.quantile(turned_e, [BOX_TRIM, 1 - BOX_TRIM], axis=1), axis=0)
         k = int(np.argmin(area))
-        height = np.ptp(np.quantile((points - centre) @ principal[a], [BOX_TRIM, 1 - BOX_TRIM]))
+        height = np.ptp(np.quantile(centred @ principal[a], [BOX_TRIM, 1 - BOX_TRIM]))
         if area[k] * height < best[0]:
             c, s = np.cos(angles[k]), np.sin(angles[k])
             best = (area[k] * height, np.stack([principal[a], c * b + s * e, -s * b + c * e]))
     axes = best[1]
-    low, high = np.quantile((points - centre) @ axes.T, [BOX_TRIM, 1 - BOX_TRIM], axis=0)
-    return axes, low, high
+    low, high = np.quantile(centred @ axes.T, [BOX_TRIM, 1 - BOX_TRIM], axis=0)
+    return Box(centre, axes, low, high)
 
 
-def axis_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: float, beyond: float
-              ) -> list[np.ndarray]:
-    """(3,) for each axis of the box of `points` (N, 3) (`box_frame`), the translation along it of least `cost`,
-    scanned `step` apart either way up to the points' extent along it plus `beyond` (how far a slide stays engaged)."""
-    axes = box_frame(points)[0]
+def axis_scan(cost: Callable[[np.ndarray], float], box: Box, step: float, beyond: float) -> list[np.ndarray]:
+    """(3,) for each axis of a part's `box`, the translation along it of least `cost`, scanned `step` apart either
+    way up to the box's extent along it plus `beyond` (how far a slide stays engaged)."""
     found = []
-    for axis in axes:
-        steps = np.arange(step, float(np.ptp(points @ axis)) + beyond + step / 2, step)
+    for axis, extent in zip(box.axes, box.high - box.low):
+        steps = np.arange(step, float(extent) + beyond + step / 2, step)
         shifts = np.concatenate([steps, -steps])
         found.append(shifts[int(np.argmin([cost(s * axis) for s in shifts]))] * axis)
     return found
 
 
-def hinge_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: float, fine: float
+def along_axis(cost: Callable[[np.ndarray], float], t: np.ndarray, step: float, min_step: float) -> np.ndarray:
+    """(3,) the translation of least `cost` along the direction of `t` (3,), by compass search on its length from
+    |t|: a slide held to one axis, which the cost cannot pull sideways where it is flat across the axis."""
+    direction = t / np.linalg.norm(t)
+    length = compass_search(lambda x: cost(x[0] * direction), np.array([np.linalg.norm(t)]), step, min_step)[0][0]
+    return length * direction
+
+
+def along_box(options: list[np.ndarray], axes: np.ndarray) -> np.ndarray:
+    """(len(options),) bool: the motions that are translations along one of `axes` (3, 3) (to ALONG, relative)."""
+    along = []
+    for T in options:
+        norm = np.linalg.norm(T[:3, 3])
+        along.append(bool(is_translation(T) and norm > 0 and np.abs(axes @ T[:3, 3]).max() >= norm * (1 - ALONG)))
+    return np.array(along)
+
+
+def hinge_scan(cost: Callable[[np.ndarray], float], box: Box, step: float, fine: float
                ) -> list[tuple[np.ndarray, float]]:
-    """(T, cost(T)) for each of the 12 edges of the box of `points` (`box_frame`): the rotation about the edge of
-    least `cost`, scanned `step` radians apart over a whole turn, then refined down to `fine` radians. Doors, lids and
-    screens turn about an edge of their own box; a start there does not depend on which surface pieces the
-    hypotheses paired."""
-    axes, low, high = box_frame(points)
-    centre = points.mean(axis=0)
+    """(T, cost(T)) for each of the 12 edges of a part's `box`: the rotation about the edge of least `cost`, scanned
+    `step` radians apart over a whole turn, then refined down to `fine` radians. Doors, lids and screens turn about an
+    edge of their own box; a start there does not depend on which surface pieces the hypotheses paired."""
+    axes, low, high = box.axes, box.low, box.high
     angles = np.arange(step, 2 * np.pi - step / 2, step) - np.pi
     angles = angles[np.abs(angles) > step / 2]
     found = []
@@ -246,7 +272,7 @@ def hinge_scan(cost: Callable[[np.ndarray], float], points: np.ndarray, step: fl
         b, e = (a + 1) % 3, (a + 2) % 3
         for u in (low[b], high[b]):
             for v in (low[e], high[e]):
-                point = centre + u * axes[b] + v * axes[e]
+                point = box.centre + u * axes[b] + v * axes[e]
 
                 def edge_cost(x: np.ndarray) -> float:
                     return cost(rotation_about_line(point, axes[a], float(x[0])))
