@@ -347,10 +347,12 @@ class Discovery:
         near = totals <= totals[0] + EQUIVALENT * len(index)
         slides = (totals <= totals.min() + EQUIVALENT * len(index)) & \
             np.array([is_translation(T) and engaged(T, part.points, self.host_reach) for T in options])
-        aligned = slides & along_box(options, box.axes) if refit else np.zeros_like(slides)
-        near = aligned if aligned.any() else slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
+        near = slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
+        aligned = near & along_box(options, box.axes) if box is not None else np.zeros_like(near)
+        if is_translation(options[best]) and aligned.any():  # a slide as good held to the box's axis
+            best = int(np.flatnonzero(aligned)[np.argmin(totals[aligned])])
         if best == 0:
             return part
         self.stats.setdefault("settled", []).append(
