@@ -54,8 +54,8 @@ SETTLE_OPTIONS = 24  # motions, landing most samples, that `settle` compares
 SLIDE_POINTS = 500  # samples of a part on which `slide` refines its translations on the cost
 SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a tenth of a voxel
 HINGE_STEP, HINGE_FINE = np.radians(10.0), np.radians(0.5)  # `hinge_scan`'s angle step and where its refinement stops
-ABSORB_ROUNDS = 3  # further rounds of absorb (then settle of the parts that grew) once the parts have settled
 HINGE_STARTS = 4  # rotations about the part's box edges, the cheapest, refitted in `settle`
+ABSORB_ROUNDS = 3  # further rounds of absorb (then settle of the parts that grew) once the parts have settled
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
 
@@ -326,7 +326,9 @@ class Discovery:
         it as well as the best candidate does, if any (the simpler model: a drawer whose tray hides in both states is
         explained as well by a quarter turn), else those that keep it attached at least as well; of them, the one that
         keeps it attached best (`parts.attachment`), and of those that move its contact alike (within a tolerance),
-        the cheapest. A part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
+        the cheapest; where that is a slide, the cheapest of those near options that slides along an axis of the part's
+        box (`along_box`), if any: across a drawer front's slide the cost is nearly flat and a free search drifts. A
+        part never trades attachment for cost: its own motion was chosen by cost already. Other parts'
         claims are left out so that two drawers taken for each other's can both settle. With `refit` false only the
         hypotheses are compared with the part's own motion (the pass on the labelled pieces). `only`: settle just these
         parts (by index), keeping the others as they are."""
@@ -387,8 +389,7 @@ class Discovery:
         (`parts.motion.hinge_scan`, on SLIDE_POINTS of them): where a door opens far, the surface pieces the hypotheses
         pair may belong to other parts, and a start from the door's own hinge does not need them."""
         index = index[:SLIDE_POINTS]
-        scanned = hinge_scan(lambda T: self.explanation_cost(T, index, 1.0), box, HINGE_STEP,
-                             HINGE_FINE)
+        scanned = hinge_scan(lambda T: self.explanation_cost(T, index, 1.0), box, HINGE_STEP, HINGE_FINE)
         return [T for T, _ in sorted(scanned, key=lambda found: found[1])[:HINGE_STARTS]]
 
     def slide(self, starts: list[np.ndarray], index: np.ndarray, box: Box) -> list[np.ndarray]:
@@ -398,7 +399,8 @@ class Discovery:
         counts hidden samples as no evidence, does not. Also from the cheapest translation along each principal axis
         of the part (`parts.motion.axis_scan`), searched with a first step of one voxel: drawers, sliding panes and
         doors run along an axis of their own box, and a start there finds the slot that a start from the part's motion
-        misses where identical fronts stack (it may have landed the part on a neighbour's front)."""
+        misses where identical fronts stack (it may have landed the part on a neighbour's front). And each of those
+        held to its axis (`parts.motion.along_axis`)."""
         index = index[:SLIDE_POINTS]
 
         def cost(t: np.ndarray) -> float:
