@@ -233,8 +233,8 @@ class Discovery:
         parts = self.settle(self.make_parts(labels, motions), refit=False)
         parts = self.settle(self.absorb(self.merge_alike(parts)))
         for _ in range(ABSORB_ROUNDS):  # settled motions may make more give-ups pay: absorb again, settle the hosts
-            before = list(parts)
-            parts = self.absorb(list(parts))
+            before = parts
+            parts = self.absorb(parts)
             if len(parts) == len(before):
                 break
             parts = self.settle(parts, only=[k for k, part in enumerate(parts)
@@ -352,9 +352,10 @@ class Discovery:
         near = slides if slides.any() else near & (moves <= moves[0] + self.tolerance)
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
-        aligned = near & along_box(options, box.axes) if box is not None else np.zeros_like(near)
-        if is_translation(options[best]) and aligned.any():  # a slide as good held to the box's axis
-            best = int(np.flatnonzero(aligned)[np.argmin(totals[aligned])])
+        if box is not None and is_translation(options[best]):  # a slide as good held to the box's axis, if any
+            aligned = near & along_box(options, box.axes)
+            if aligned.any():
+                best = int(np.flatnonzero(aligned)[np.argmin(totals[aligned])])
         if best == 0:
             return part
         self.stats.setdefault("settled", []).append(
@@ -412,9 +413,8 @@ class Discovery:
         for t, step in [*((T[:3, 3], SLIDE_STEP) for T in starts), *((t, 1.0) for t in scanned)]:
             if all(np.linalg.norm(t - k) >= 2 * vs for k, _ in kept):
                 kept.append((t, step))
-        along = [along_axis(cost, t, vs, vs / 10) for t in scanned if np.linalg.norm(t) > 0]
         return [make_transform(t=compass_search(cost, t, step * vs, vs / 10)[0]) for t, step in kept] + \
-            [make_transform(t=t) for t in along]
+            [make_transform(t=along_axis(cost, t, vs, vs / 10)) for t in scanned]
 
     def explanation_cost(self, T: np.ndarray, sample: np.ndarray, scale: float) -> float:
         """What motion T costs a part: `label`'s costs of its canonical samples `sample`, times `scale` (the part's
@@ -461,6 +461,7 @@ class Discovery:
         accounts = Accounts([self._sample_index(part.voxels) for part in parts],
                             [part.rigid_transform for part in parts], self._landing, self._claim_distance,
                             self.static_o, body_costs, self.config.open_cost, 2 * self.tolerance)
+        parts = list(parts)  # the caller's list stays as it was
         while parts:
             options = [(accounts.change(i, host) - EQUIVALENT * len(parts[i].points), i, host)
                        for i in range(len(parts)) for host in [-1, *self._touching(parts, i)]]
