@@ -3,6 +3,7 @@
     python benchmarks/stage3_proxy.py generate --set dev          # the set's objects (data_tools, needs Open3D)
     python benchmarks/stage3_proxy.py run --set dev [--protocol auto|given-types] [--objects storage_seed0 ...]
     python benchmarks/stage3_proxy.py run --set dev --coarse_root outputs     # on stage 2's real coarse models
+    python benchmarks/stage3_proxy.py run --set dev --jobs 2                  # two objects at a time
 
 A coarse model that renders its training views perfectly has the ground-truth depth as its rendered surface, so each
 state's input here is the back-projected depth of its training views, voxel-downsampled at 5 mm as stage 2's
@@ -27,6 +28,8 @@ commit, machine, settings and per object: found part count and types, seconds, j
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 import json
 import platform
 import subprocess
@@ -164,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results_dir", default=str(ROOT / "benchmarks" / "results" / "stage3_proxy"))
     parser.add_argument("--coarse_root", help="run_suite's --output_root: stage 3 on stage 2's real coarse models")
     parser.add_argument("--coarse_iter", type=int, default=6000, help="stage 2's iteration (with --coarse_root)")
+    parser.add_argument("--jobs", type=int, default=1, help="objects run at a time, one process each")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     chosen = [o for o in objects(Path(args.protocol_file), args.set) if not args.objects or o["scene"] in args.objects]
     subset = f"{SUITE_SUBSET if args.coarse_root else SUBSET}_{args.set}"
     folder = Path(args.data_root) / "gear" / subset
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "--supersample", "1"], check=True)
         return 0
     table = json.loads(Path(args.types_table).read_text()).get("gear", {}) if args.protocol == "given-types" else {}
-    rows = []
+    tasks = []
     for obj in chosen:
         scene = folder / obj["scene"]
         if not scene.is_dir():
@@ -195,10 +201,15 @@ def main(argv: list[str] | None = None) -> int:
             if not coarse.is_dir():
                 raise SystemExit(f"{coarse} is missing: run stages 1-2 of `benchmarks/run_suite.py` with "
                                  f"--output_root {args.coarse_root}")
-        row = {**obj, **run_object(scene, types, coarse)}
-        rows.append(row)
-        print(json.dumps({k: row.get(k) for k in ("scene", "status", "found", "gt_parts", "types", "seconds")}),
-              flush=True)
+        tasks.append((scene, types, coarse))
+    rows = []
+    with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else nullcontext() as pool:
+        results = pool.map(run_object, *zip(*tasks)) if pool and tasks else (run_object(*t) for t in tasks)
+        for obj, found in zip(chosen, results):  # in the protocol's order, each printed once it is scored
+            row = {**obj, **found}
+            rows.append(row)
+            print(json.dumps({k: row.get(k) for k in ("scene", "status", "found", "gt_parts", "types", "seconds")}),
+                  flush=True)
     commit, dirty = git_commit()
     result = {"benchmark": "stage3_proxy", "date": date.today().isoformat(), "commit": commit, "dirty": dirty,
               "machine": {"host": platform.node(), "cpus": __import__("os").cpu_count(), "gpu": None},
