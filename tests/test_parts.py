@@ -674,7 +674,7 @@ def test_hinge_scan_finds_a_door_turning_about_its_edge():
     assert np.linalg.norm(apply_transform(best, door) - moved, axis=1).mean() < 0.01
 
 
-def test_stage3_proxy_reads_stage2_outputs(cabinet, tmp_path):
+def test_stage3_proxy_reads_stage2_outputs(cabinet, tmp_path, capsys):
     """`stage3_proxy --coarse_root`: stage 3 on a stage-2 iteration folder (rendered surfaces, larger-motion state)
     with the scene's views; here the folder holds the scene's back-projected surfaces, so the door is found as on
     them, and a missing folder names the stage that writes it."""
@@ -695,6 +695,9 @@ def test_stage3_proxy_reads_stage2_outputs(cabinet, tmp_path):
     with pytest.raises(SystemExit, match="run_suite"):
         stage3_proxy.main(["run", "--set", "dev", "--objects", "cabinet_seed0", "--coarse_root", str(tmp_path),
                            "--data_root", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        stage3_proxy.main(["run", "--set", "dev", "--jobs", "0"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err
 
 
 def test_along_axis_holds_a_slide_to_its_direction():
