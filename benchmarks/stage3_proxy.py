@@ -28,13 +28,13 @@ commit, machine, settings and per object: found part count and types, seconds, j
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 import json
 import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -129,6 +129,11 @@ def run_object(scene: Path, types: tuple[str, ...] | None, coarse: Path | None =
             "skipped": len(result.skipped), "stage_seconds": result.stats.get("seconds")}
 
 
+def run_task(task: tuple) -> dict:
+    """`run_object` on one (scene, types, coarse) task: what `--jobs` hands each process."""
+    return run_object(*task)
+
+
 def summarise(rows: list[dict]) -> dict:
     """Counts and mean errors over the objects."""
     ok = [r for r in rows if r["status"] == "ok"]
@@ -204,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks.append((scene, types, coarse))
     rows = []
     with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else nullcontext() as pool:
-        results = pool.map(run_object, *zip(*tasks)) if pool and tasks else (run_object(*t) for t in tasks)
-        for obj, found in zip(chosen, results):  # in the protocol's order, each printed once it is scored
+        for obj, found in zip(chosen, (pool.map if pool else map)(run_task, tasks)):  # in the protocol's order
             row = {**obj, **found}
             rows.append(row)
             print(json.dumps({k: row.get(k) for k in ("scene", "status", "found", "gt_parts", "types", "seconds")}),
