@@ -129,7 +129,7 @@ def run_object(scene: Path, types: tuple[str, ...] | None, coarse: Path | None =
             "skipped": len(result.skipped), "stage_seconds": result.stats.get("seconds")}
 
 
-def run_task(task: tuple) -> dict:
+def run_task(task: tuple[Path, tuple[str, ...] | None, Path | None]) -> dict:
     """`run_object` on one (scene, types, coarse) task: what `--jobs` hands each process."""
     return run_object(*task)
 

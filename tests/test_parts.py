@@ -677,7 +677,7 @@ def test_hinge_scan_finds_a_door_turning_about_its_edge():
 def test_stage3_proxy_reads_stage2_outputs(cabinet, tmp_path, capsys):
     """`stage3_proxy --coarse_root`: stage 3 on a stage-2 iteration folder (rendered surfaces, larger-motion state)
     with the scene's views; here the folder holds the scene's back-projected surfaces, so the door is found as on
-    them, and a missing folder names the stage that writes it."""
+    them, a missing folder names the stage that writes it, and `--jobs` below one is refused."""
     from benchmarks import stage3_proxy
     from utils.point_cloud import write_point_ply
 
