@@ -103,6 +103,27 @@ class Accounts:
         landings, dist, body = self._given(i, host)
         return self.total(landings, dist) + body - self._now
 
+    def _joined(self, i: int, j: int, region: np.ndarray, T: np.ndarray) -> tuple[list[Landing], np.ndarray]:
+        """Landings and claim distances once parts i and j are one part: `region` (their samples) under motion T,
+        in part i's place."""
+        landings, dist = list(self.landings), self.dist.copy()
+        landings[i], dist[i] = self.land(T, region), self.distances(T, region)
+        del landings[j]
+        return landings, np.delete(dist, j, axis=0)
+
+    def join_change(self, i: int, j: int, region: np.ndarray, T: np.ndarray) -> float:
+        """How the total changes when parts i and j become one part of the samples `region` moving by T."""
+        if self._now is None:
+            self._now = self.total()
+        return self.total(*self._joined(i, j, region, T)) - self._now
+
+    def join(self, i: int, j: int, region: np.ndarray, T: np.ndarray) -> None:
+        """Parts i and j made one part of the samples `region` moving by T, in part i's place."""
+        self.landings, self.dist = self._joined(i, j, region, T)
+        self.regions[i], self.motions[i], self._keys[i] = region, T, max(self._keys) + 1
+        del self.regions[j], self.motions[j], self._keys[j]
+        self._now = None
+
     def give(self, i: int, host: int) -> None:
         """Part i given to `host` (-1: the static body); `host` is an index before the removal."""
         self.landings, self.dist, _ = self._given(i, host)

@@ -239,6 +239,11 @@ class Discovery:
                 break
             parts = self.settle(parts, only=[k for k, part in enumerate(parts)
                                              if not any(part is old for old in before)])
+        regrouped = self.regroup(parts)
+        if len(regrouped) < len(parts):  # a joined part may take up more pieces: absorb, settle the parts that grew
+            parts = self.absorb(regrouped)
+            parts = self.settle(parts, only=[k for k, part in enumerate(parts)
+                                             if not any(part is old for old in regrouped)])
         parts = self.keep_requested(parts)
         for part in parts:
             self.fit_joints(part)
@@ -457,10 +462,7 @@ class Discovery:
         and a fragment that claims a neighbour's surface with a spurious motion is weighed with the neighbour's loss;
         a part that moves unlike every other stays. (Two parts moving exactly alike are one part to two-state
         evidence.)"""
-        body_costs = data_costs(self.c.points, [], self.obs_o, self.c.sides)[0]
-        accounts = Accounts([self._sample_index(part.voxels) for part in parts],
-                            [part.rigid_transform for part in parts], self._landing, self._claim_distance,
-                            self.static_o, body_costs, self.config.open_cost, 2 * self.tolerance)
+        accounts = self._accounts(parts)
         parts = list(parts)  # the caller's list stays as it was
         while parts:
             options = [(accounts.change(i, host) - EQUIVALENT * len(parts[i].points), i, host)
@@ -481,6 +483,50 @@ class Discovery:
                                                  f"{-drop:.1f}")
             parts[host] = self.part(accounts.regions[host], big.rigid_transform, split=big.split)
         return parts
+
+    def regroup(self, parts: list[Part]) -> list[Part]:
+        """Touching parts made one while one motion of their union lowers the whole labelling's cost
+        (`parts.accounts`; less the surface noise, EQUIVALENT per sample of the smaller, as in `absorb`), the pair
+        giving the largest drop first. The labelling may cut one rigid part into pieces whose motions each fit their
+        own piece (a strip of a drawer front turned onto a neighbour's edge) but none the others, so `absorb`, which
+        only tries the parts' own motions, keeps them apart; the union's motion is searched as `settle` searches a
+        part's, on the union's box, which spans the whole rigid part."""
+        accounts = self._accounts(parts)
+        parts, kept = list(parts), list(parts)  # `kept` holds every part a `joined` key names
+        rng = np.random.default_rng(self.config.seed)
+        joined: dict[tuple[int, int], Part] = {}
+        while len(parts) > 1:
+            body = cKDTree(self.c.points[~self._in_parts(parts)])
+            options = []
+            for i in range(len(parts)):
+                for j in (j for j in self._touching(parts, i) if j > i):
+                    key = (id(parts[i]), id(parts[j]))
+                    union = np.concatenate([accounts.regions[i], accounts.regions[j]])
+                    if key not in joined:
+                        big = max(parts[i], parts[j], key=lambda part: len(part.points))
+                        joined[key] = self._settled(self.part(union, big.rigid_transform, split=False), body, rng,
+                                                    refit=True)
+                    change = accounts.join_change(i, j, union, joined[key].rigid_transform)
+                    options.append((change - EQUIVALENT * min(len(parts[i].points), len(parts[j].points)), i, j))
+            if not options or min(options)[0] >= 0:
+                break
+            drop, i, j = min(options)
+            union = joined[(id(parts[i]), id(parts[j]))]
+            self.skip("part", len(parts[j].points), f"one motion of it and a part it touches ({len(parts[i].points)} "
+                                                    f"samples) lowers the labelling's cost, less the surface noise, "
+                                                    f"by {-drop:.1f}: joined")
+            accounts.join(i, j, self._sample_index(union.voxels), union.rigid_transform)
+            parts[i] = union
+            del parts[j]
+            kept.append(union)
+        return parts
+
+    def _accounts(self, parts: list[Part]) -> Accounts:
+        """The whole labelling's accounts (`parts.accounts`) with `parts` and the static body."""
+        body_costs = data_costs(self.c.points, [], self.obs_o, self.c.sides)[0]
+        return Accounts([self._sample_index(part.voxels) for part in parts], [part.rigid_transform for part in parts],
+                        self._landing, self._claim_distance, self.static_o, body_costs, self.config.open_cost,
+                        2 * self.tolerance)
 
     def _touching(self, parts: list[Part], i: int) -> list[int]:
         """The parts within HOST_REACH of part i."""
