@@ -485,7 +485,8 @@ class Discovery:
         return parts
 
     def regroup(self, parts: list[Part]) -> list[Part]:
-        """Touching parts made one while one motion of their union lowers the whole labelling's cost
+        """Parts that touch (within the part reach: their union is connected, as a rigid part is) made one while
+        one motion of their union lowers the whole labelling's cost
         (`parts.accounts`; less the surface noise, EQUIVALENT per sample of the smaller, as in `absorb`), the pair
         giving the largest drop first. The labelling may cut one rigid part into pieces whose motions each fit their
         own piece (a strip of a drawer front turned onto a neighbour's edge) but none the others, so `absorb`, which
@@ -499,7 +500,7 @@ class Discovery:
             body = cKDTree(self.c.points[~self._in_parts(parts)])
             options = []
             for i in range(len(parts)):
-                for j in (j for j in self._touching(parts, i) if j > i):
+                for j in (j for j in self._touching(parts, i, self.reach) if j > i):
                     key = (id(parts[i]), id(parts[j]))
                     union = np.concatenate([accounts.regions[i], accounts.regions[j]])
                     if key not in joined:
@@ -528,11 +529,12 @@ class Discovery:
                         self._landing, self._claim_distance, self.static_o, body_costs, self.config.open_cost,
                         2 * self.tolerance)
 
-    def _touching(self, parts: list[Part], i: int) -> list[int]:
-        """The parts within HOST_REACH of part i."""
+    def _touching(self, parts: list[Part], i: int, reach: float | None = None) -> list[int]:
+        """The parts within `reach` (default HOST_REACH) of part i."""
         tree = cKDTree(parts[i].points)
+        reach = self.host_reach if reach is None else reach
         return [k for k, other in enumerate(parts) if k != i and
-                np.isfinite(query(tree, other.points, distance_upper_bound=self.host_reach)[0]).any()]
+                np.isfinite(query(tree, other.points, distance_upper_bound=reach)[0]).any()]
 
     def _landing(self, T: np.ndarray, index: np.ndarray) -> Landing:
         """The canonical samples `index` under motion T: their costs and the other state's samples they land on."""
