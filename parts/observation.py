@@ -116,7 +116,7 @@ class Observation:
         """Depths (V, n) of points `x` (n, 3) in every view, the first surface's depth at their pixels (V, n) (NaN
         outside the view or behind the camera) and whether they fall inside the view (V, n)."""
         h, w = self._sizes[:, 0, None], self._sizes[:, 1, None]
-        cam = np.einsum("vij,nj->vni", self._projections[:, :, :3], x) + self._projections[:, None, :, 3]
+        cam = np.matmul(x, self._projections[:, :, :3].transpose(0, 2, 1)) + self._projections[:, None, :, 3]
         z = cam[..., 2]
         safe = np.where(z > NEAR_PLANE, z, np.inf)
         u = np.floor(cam[..., 0] / safe).astype(np.int64)
