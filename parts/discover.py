@@ -485,15 +485,16 @@ class Discovery:
         return parts
 
     def regroup(self, parts: list[Part]) -> list[Part]:
-        """Parts that touch (within the part reach: their union is connected, as a rigid part is) made one while
-        one motion of their union lowers the whole labelling's cost
-        (`parts.accounts`; less the surface noise, EQUIVALENT per sample of the smaller, as in `absorb`), the pair
-        giving the largest drop first. The labelling may cut one rigid part into pieces whose motions each fit their
-        own piece (a strip of a drawer front turned onto a neighbour's edge) but none the others, so `absorb`, which
-        only tries the parts' own motions, keeps them apart; the union's motion is searched as `settle` searches a
-        part's, on the union's box, which spans the whole rigid part."""
+        """Parts that touch within the part reach (their union connected, as a rigid part is) made one while one
+        motion of their union lowers the whole labelling's cost (`parts.accounts`; less the surface noise, EQUIVALENT
+        per sample of the smaller, as in `absorb`), the pair giving the largest drop first. The labelling may cut one
+        rigid part into pieces whose motions each fit their own piece (a strip of a drawer front turned onto a
+        neighbour's edge) but none the others, so `absorb`, which only tries the parts' own motions, keeps them
+        apart; the union's motion is searched as `settle` searches a part's, on the union's box, which spans the whole
+        rigid part."""
         accounts = self._accounts(parts)
-        parts, kept = list(parts), list(parts)  # `kept` holds every part a `joined` key names
+        parts = list(parts)  # the caller's list stays as it was
+        names = list(range(len(parts)))  # one per part as it is now: what `joined` caches the unions' parts by
         rng = np.random.default_rng(self.config.seed)
         joined: dict[tuple[int, int], Part] = {}
         while len(parts) > 1:
@@ -501,25 +502,23 @@ class Discovery:
             options = []
             for i in range(len(parts)):
                 for j in (j for j in self._touching(parts, i, self.reach) if j > i):
-                    key = (id(parts[i]), id(parts[j]))
                     union = np.concatenate([accounts.regions[i], accounts.regions[j]])
-                    if key not in joined:
+                    if (names[i], names[j]) not in joined:
                         big = max(parts[i], parts[j], key=lambda part: len(part.points))
-                        joined[key] = self._settled(self.part(union, big.rigid_transform, split=False), body, rng,
-                                                    refit=True)
-                    change = accounts.join_change(i, j, union, joined[key].rigid_transform)
+                        joined[names[i], names[j]] = self._settled(self.part(union, big.rigid_transform, split=False),
+                                                                   body, rng, refit=True)
+                    change = accounts.join_change(i, j, union, joined[names[i], names[j]].rigid_transform)
                     options.append((change - EQUIVALENT * min(len(parts[i].points), len(parts[j].points)), i, j))
             if not options or min(options)[0] >= 0:
                 break
             drop, i, j = min(options)
-            union = joined[(id(parts[i]), id(parts[j]))]
+            union = joined[names[i], names[j]]
             self.skip("part", len(parts[j].points), f"one motion of it and a part it touches ({len(parts[i].points)} "
                                                     f"samples) lowers the labelling's cost, less the surface noise, "
                                                     f"by {-drop:.1f}: joined")
             accounts.join(i, j, self._sample_index(union.voxels), union.rigid_transform)
-            parts[i] = union
-            del parts[j]
-            kept.append(union)
+            parts[i], names[i] = union, max(names) + 1
+            del parts[j], names[j]
         return parts
 
     def _accounts(self, parts: list[Part]) -> Accounts:
