@@ -67,6 +67,7 @@ class Accounts:
             else np.zeros((0, len(static_o)))
         self._keys = list(range(len(self.regions)))  # one per region as it is now: what `_moved` caches by
         self._cache: dict[tuple[int, int], tuple[Landing, np.ndarray]] = {}
+        self._joins: dict[tuple[int, int], tuple[Landing, np.ndarray]] = {}  # by `pair`: one union motion per pair
         self._now: float | None = None
 
     def total(self, landings: list[Landing] | None = None, dist: np.ndarray | None = None) -> float:
@@ -103,11 +104,17 @@ class Accounts:
         landings, dist, body = self._given(i, host)
         return self.total(landings, dist) + body - self._now
 
+    def pair(self, i: int, j: int) -> tuple[int, int]:
+        """A name of parts i and j as they are now (it changes when either does): what joins are cached by."""
+        return self._keys[i], self._keys[j]
+
     def _joined(self, i: int, j: int, region: np.ndarray, T: np.ndarray) -> tuple[list[Landing], np.ndarray]:
         """Landings and claim distances once parts i and j are one part: `region` (their samples) under motion T,
-        in part i's place."""
+        in part i's place. The union's landing is cached by `pair`: one motion T per pair as it is now."""
+        if self.pair(i, j) not in self._joins:
+            self._joins[self.pair(i, j)] = (self.land(T, region), self.distances(T, region))
         landings, dist = list(self.landings), self.dist.copy()
-        landings[i], dist[i] = self.land(T, region), self.distances(T, region)
+        landings[i], dist[i] = self._joins[self.pair(i, j)]
         del landings[j]
         return landings, np.delete(dist, j, axis=0)
 

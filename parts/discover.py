@@ -494,7 +494,6 @@ class Discovery:
         rigid part."""
         accounts = self._accounts(parts)
         parts = list(parts)  # the caller's list stays as it was
-        names = list(range(len(parts)))  # one per part as it is now: what `joined` caches the unions' parts by
         rng = np.random.default_rng(self.config.seed)
         joined: dict[tuple[int, int], Part] = {}
         while len(parts) > 1:
@@ -502,23 +501,23 @@ class Discovery:
             options = []
             for i in range(len(parts)):
                 for j in (j for j in self._touching(parts, i, self.reach) if j > i):
-                    union = np.concatenate([accounts.regions[i], accounts.regions[j]])
-                    if (names[i], names[j]) not in joined:
+                    union, key = np.concatenate([accounts.regions[i], accounts.regions[j]]), accounts.pair(i, j)
+                    if key not in joined:
                         big = max(parts[i], parts[j], key=lambda part: len(part.points))
-                        joined[names[i], names[j]] = self._settled(self.part(union, big.rigid_transform, split=False),
-                                                                   body, rng, refit=True)
-                    change = accounts.join_change(i, j, union, joined[names[i], names[j]].rigid_transform)
+                        joined[key] = self._settled(self.part(union, big.rigid_transform, split=False), body, rng,
+                                                    refit=True)
+                    change = accounts.join_change(i, j, union, joined[key].rigid_transform)
                     options.append((change - EQUIVALENT * min(len(parts[i].points), len(parts[j].points)), i, j))
             if not options or min(options)[0] >= 0:
                 break
             drop, i, j = min(options)
-            union = joined[names[i], names[j]]
+            union = joined[accounts.pair(i, j)]
             self.skip("part", len(parts[j].points), f"one motion of it and a part it touches ({len(parts[i].points)} "
                                                     f"samples) lowers the labelling's cost, less the surface noise, "
                                                     f"by {-drop:.1f}: joined")
             accounts.join(i, j, self._sample_index(union.voxels), union.rigid_transform)
-            parts[i], names[i] = union, max(names) + 1
-            del parts[j], names[j]
+            parts[i] = union
+            del parts[j]
         return parts
 
     def _accounts(self, parts: list[Part]) -> Accounts:
