@@ -56,7 +56,7 @@ DATASET = "gear"
 PROTOCOL_FILE = ROOT / "benchmarks" / "protocol.json"
 TYPES_TABLE = ROOT / "benchmarks" / "joint_types_given.json"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-SETS = ("dev", "held_out")
+SETS = ("dev", "dev_extra", "held_out")
 PROTOCOLS = ("auto", "given-types")
 STAGES = suite_results.SUITE_STAGES
 # Output names of scene/contract.py (not imported: its package pulls in torch, which the suite's parent process
