@@ -67,7 +67,7 @@ class Accounts:
             else np.zeros((0, len(static_o)))
         self._keys = list(range(len(self.regions)))  # one per region as it is now: what `_moved` caches by
         self._cache: dict[tuple[int, int], tuple[Landing, np.ndarray]] = {}
-        self._joins: dict[tuple[int, int, bytes], tuple[Landing, np.ndarray]] = {}  # by `pair` and union motion
+        self._joins: dict[tuple[int, int], tuple[Landing, np.ndarray]] = {}  # by `pair`: one union motion per pair
         self._now: float | None = None
 
     def total(self, landings: list[Landing] | None = None, dist: np.ndarray | None = None) -> float:
@@ -110,12 +110,11 @@ class Accounts:
 
     def _joined(self, i: int, j: int, region: np.ndarray, T: np.ndarray) -> tuple[list[Landing], np.ndarray]:
         """Landings and claim distances once parts i and j are one part: `region` (their samples) under motion T,
-        in part i's place. The union's landing is cached by `pair` and T: `region` is the pair's union as it is now."""
-        key = (*self.pair(i, j), np.ascontiguousarray(T, dtype=np.float64).tobytes())
-        if key not in self._joins:
-            self._joins[key] = (self.land(T, region), self.distances(T, region))
+        in part i's place. The union's landing is cached by `pair`: one motion T per pair as it is now."""
+        if self.pair(i, j) not in self._joins:
+            self._joins[self.pair(i, j)] = (self.land(T, region), self.distances(T, region))
         landings, dist = list(self.landings), self.dist.copy()
-        landings[i], dist[i] = self._joins[key]
+        landings[i], dist[i] = self._joins[self.pair(i, j)]
         del landings[j]
         return landings, np.delete(dist, j, axis=0)
 

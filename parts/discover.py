@@ -31,8 +31,8 @@ from parts.attachment import attachment, contact, engaged, twin
 from parts.hypotheses import HypothesisMaker, distinct
 from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, preferred_type
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
-from parts.motion import (Box, Side, along_axis, along_box, axis_scan, box_along, box_frame, compass_search,
-                          fit_facing, hinge_scan, invert, is_translation, moved_apart)
+from parts.motion import (Box, Side, along_axis, along_box, axis_scan, box_frame, compass_search, fit_facing,
+                          hinge_scan, invert, is_translation, moved_apart)
 from parts.observation import FREE, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
@@ -55,7 +55,6 @@ SLIDE_POINTS = 500  # samples of a part on which `slide` refines its translation
 SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a tenth of a voxel
 HINGE_STEP, HINGE_FINE = np.radians(10.0), np.radians(0.5)  # `hinge_scan`'s angle step and where its refinement stops
 HINGE_STARTS = 4  # rotations about the part's box edges, the cheapest, refitted in `settle`
-UNION_OPTIONS = 4  # motions of a union of two parts, from its settle, whose whole-labelling cost `regroup` compares
 ABSORB_ROUNDS = 3  # further rounds of absorb (then settle of the parts that grew) once the parts have settled
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
@@ -152,7 +151,6 @@ class Discovery:
                           else measured_tolerance(self.c.points, self.o.surface.tree, vs))
         self.obs_c.tolerance = self.obs_o.tolerance = self.tolerance
         self.reach, self.host_reach = PART_REACH * vs, HOST_REACH * vs
-        self.frame = box_frame(self.c.points).axes  # the object's axes: its parts' slides are scanned along them too
         self.no_claims = np.zeros(len(self.o.points), dtype=np.int64)  # `exclusive` with the static body's surface only
         self.skipped: list[dict] = []
         self.stats: dict = {}
@@ -346,14 +344,6 @@ class Discovery:
 
     def _settled(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool) -> Part:
         """`part` with its settled motion (see `settle`); `body` is the tree of the static body's samples."""
-        index, options, best, _ = self._settle_options(part, body, rng, refit)
-        return part if best == 0 else self.part(index, options[best], split=part.split)
-
-    def _settle_options(self, part: Part, body: cKDTree, rng: np.random.Generator, refit: bool
-                        ) -> tuple[np.ndarray, list[np.ndarray], int, list[int]]:
-        """The part's canonical sample indices, the motions `settle` compares for it (its own first), the one it
-        picks, and those as cheap as the cheapest (within EQUIVALENT per sample, other parts' claims left out),
-        cheapest first."""
         index = self._sample_index(part.voxels)
         sample = rng.permutation(index)[:SETTLE_POINTS]
         box = box_frame(self.c.points[sample]) if refit else None
@@ -368,15 +358,15 @@ class Discovery:
         alike = near & (moves <= moves[near].min() + self.tolerance)
         best = int(np.flatnonzero(alike)[np.argmin(totals[alike])])
         if box is not None and is_translation(options[best]):  # a slide as good held to the box's axis, if any
-            aligned = near & along_box(options, np.concatenate([box.axes, self.frame]))
+            aligned = near & along_box(options, box.axes)
             if aligned.any():
                 best = int(np.flatnonzero(aligned)[np.argmin(totals[aligned])])
-        if best != 0:
-            self.stats.setdefault("settled", []).append(
-                {"samples": int(len(index)), "attachment": [round(float(moves[0]), 4), round(float(moves[best]), 4)],
-                 "cost": [round(float(totals[0]), 1), round(float(totals[best]), 1)]})
-        order = np.argsort(totals, kind="stable")
-        return index, options, best, [int(k) for k in order if totals[k] <= totals.min() + EQUIVALENT * len(index)]
+        if best == 0:
+            return part
+        self.stats.setdefault("settled", []).append(
+            {"samples": int(len(index)), "attachment": [round(float(moves[0]), 4), round(float(moves[best]), 4)],
+             "cost": [round(float(totals[0]), 1), round(float(totals[best]), 1)]})
+        return self.part(index, options[best], split=part.split)
 
     def _options(self, part: Part, index: np.ndarray, refit: bool, box: Box | None) -> list[np.ndarray]:
         """The motions a part may settle on, its own first. With `refit`: its own motion, its `twin`, its translation
@@ -412,20 +402,18 @@ class Discovery:
         """The translations `starts` of the canonical samples `index` refined on the cost itself (compass search on
         SLIDE_POINTS of them, from each start at least two voxels from every earlier one): where most of a drawer
         hides in both states, ICP pairs its hidden tray with the body's inner walls and stops short; the cost, which
-        counts hidden samples as no evidence, does not. Also from the cheapest translation along each axis of the
-        part's box and of the object's (`parts.motion.axis_scan`), searched with a first step of one voxel: drawers,
-        sliding panes and doors run along an axis of their own box and of their host's, and a start there finds the
-        slot that a start from the part's motion misses where identical fronts stack (it may have landed the part on a
-        neighbour's front). The object's axes serve where the part's box is tilted (a piece of a front with a piece of
-        its side, a handle). And each of those held to its axis (`parts.motion.along_axis`)."""
+        counts hidden samples as no evidence, does not. Also from the cheapest translation along each principal axis
+        of the part (`parts.motion.axis_scan`), searched with a first step of one voxel: drawers, sliding panes and
+        doors run along an axis of their own box, and a start there finds the slot that a start from the part's motion
+        misses where identical fronts stack (it may have landed the part on a neighbour's front). And each of those
+        held to its axis (`parts.motion.along_axis`)."""
         index = index[:SLIDE_POINTS]
 
         def cost(t: np.ndarray) -> float:
             return self.explanation_cost(make_transform(t=t), index, 1.0)
 
         vs = self.config.voxel_size
-        scanned = axis_scan(cost, box, vs, self.host_reach) + \
-            axis_scan(cost, box_along(self.c.points[index], self.frame), vs, self.host_reach)
+        scanned = axis_scan(cost, box, vs, self.host_reach)
         kept: list[tuple[np.ndarray, float]] = []
         for t, step in [*((T[:3, 3], SLIDE_STEP) for T in starts), *((t, 1.0) for t in scanned)]:
             if all(np.linalg.norm(t - k) >= 2 * vs for k, _ in kept):
@@ -502,12 +490,12 @@ class Discovery:
         per sample of the smaller, as in `absorb`), the pair giving the largest drop first. The labelling may cut one
         rigid part into pieces whose motions each fit their own piece (a strip of a drawer front turned onto a
         neighbour's edge) but none the others, so `absorb`, which only tries the parts' own motions, keeps them
-        apart. The union's motions are searched as `settle` searches a part's, on the union's box, which spans the whole
-        rigid part (`_union_motions`); the one that lowers the whole labelling's cost most is the union's."""
+        apart; the union's motion is searched as `settle` searches a part's, on the union's box, which spans the whole
+        rigid part."""
         accounts = self._accounts(parts)
         parts = list(parts)  # the caller's list stays as it was
         rng = np.random.default_rng(self.config.seed)
-        joined: dict[tuple[int, int], list[np.ndarray]] = {}  # the union motions of each pair, by `accounts.pair`
+        joined: dict[tuple[int, int], Part] = {}
         while len(parts) > 1:
             body = cKDTree(self.c.points[~self._in_parts(parts)])
             options = []
@@ -515,15 +503,15 @@ class Discovery:
                 for j in (j for j in self._touching(parts, i, self.reach) if j > i):
                     union, key = np.concatenate([accounts.regions[i], accounts.regions[j]]), accounts.pair(i, j)
                     if key not in joined:
-                        joined[key] = self._union_motions(parts[i], parts[j], union, body, rng)
-                    changes = [accounts.join_change(i, j, union, T) for T in joined[key]]
-                    k = int(np.argmin(changes))
-                    options.append((changes[k] - EQUIVALENT * min(len(parts[i].points), len(parts[j].points)), i, j, k))
+                        big = max(parts[i], parts[j], key=lambda part: len(part.points))
+                        joined[key] = self._settled(self.part(union, big.rigid_transform, split=False), body, rng,
+                                                    refit=True)
+                    change = accounts.join_change(i, j, union, joined[key].rigid_transform)
+                    options.append((change - EQUIVALENT * min(len(parts[i].points), len(parts[j].points)), i, j))
             if not options or min(options)[0] >= 0:
                 break
-            drop, i, j, k = min(options)
-            union = self.part(np.concatenate([accounts.regions[i], accounts.regions[j]]),
-                              joined[accounts.pair(i, j)][k], split=False)
+            drop, i, j = min(options)
+            union = joined[accounts.pair(i, j)]
             self.skip("part", len(parts[j].points), f"one motion of it and a part it touches ({len(parts[i].points)} "
                                                     f"samples) lowers the labelling's cost, less the surface noise, "
                                                     f"by {-drop:.1f}: joined")
@@ -531,22 +519,6 @@ class Discovery:
             parts[i] = union
             del parts[j]
         return parts
-
-    def _union_motions(self, a: Part, b: Part, union: np.ndarray, body: cKDTree, rng: np.random.Generator
-                       ) -> list[np.ndarray]:
-        """The motions that `regroup` prices for one part of the canonical samples `union` (parts a and b): settle's
-        pick for the union and the UNION_OPTIONS - 1 cheapest distinct others as cheap as the cheapest (other parts'
-        claims left out, as `settle` weighs them, so the pick may land on a surface another part explains: identical
-        fronts stacked), and each part's own motion."""
-        big = max(a, b, key=lambda part: len(part.points))
-        _, options, best, good = self._settle_options(self.part(union, big.rigid_transform, split=False), body, rng,
-                                                      refit=True)
-        points = self.c.points[union]
-        picks: list[np.ndarray] = []
-        for k in [best, *good]:  # distinct motions only: many options refine to one slot
-            if len(picks) < UNION_OPTIONS and all(moved_apart(options[k], T, points) > self.tolerance for T in picks):
-                picks.append(options[k])
-        return picks + [a.rigid_transform, b.rigid_transform]
 
     def _accounts(self, parts: list[Part]) -> Accounts:
         """The whole labelling's accounts (`parts.accounts`) with `parts` and the static body."""

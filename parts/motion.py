@@ -226,14 +226,8 @@ def box_frame(points: np.ndarray) -> Box:
         if area[k] * height < best[0]:
             c, s = np.cos(angles[k]), np.sin(angles[k])
             best = (area[k] * height, np.stack([principal[a], c * b + s * e, -s * b + c * e]))
-    return box_along(points, best[1])
-
-
-def box_along(points: np.ndarray, axes: np.ndarray) -> Box:
-    """The box of `points` (N, 3) with the given `axes` (3, 3) as rows, its extent between the BOX_TRIM quantiles
-    about the points' mean."""
-    centre = points.mean(axis=0)
-    low, high = np.quantile((points - centre) @ axes.T, [BOX_TRIM, 1 - BOX_TRIM], axis=0)
+    axes = best[1]
+    low, high = np.quantile(centred @ axes.T, [BOX_TRIM, 1 - BOX_TRIM], axis=0)
     return Box(centre, axes, low, high)
 
 
