@@ -159,8 +159,18 @@ class Observation:
         """Distance (N,) from `points` (N, 3) to the nearest surface point within `reach` seen from the same side as
         `sides` (N, 3) (any point where a side is unknown; inf: none), and that point's index (N,) (len(self.points):
         none)."""
+        dist, index = query(self.tree, points, distance_upper_bound=reach)
         if sides is None:
-            return query(self.tree, points, distance_upper_bound=reach)
+            return dist, index
+        found = np.isfinite(dist)
+        # the nearest point is the answer where it faces the same way (most points); search further only elsewhere
+        redo = np.flatnonzero(found & (np.einsum("nj,nj->n", sides, self.sides[np.where(found, index, 0)]) < 0))
+        if len(redo):
+            dist[redo], index[redo] = self._nearest_facing(points[redo], sides[redo], reach)
+        return dist, index
+
+    def _nearest_facing(self, points: np.ndarray, sides: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+        """`near_same_side` among each point's SIDE_NEIGHBOURS nearest surface points."""
         dist, index = query(self.tree, points, k=SIDE_NEIGHBOURS, distance_upper_bound=reach)
         dist, index = dist.reshape(len(points), -1), index.reshape(len(points), -1)
         found = np.isfinite(dist)
