@@ -534,14 +534,13 @@ class Discovery:
         accounts = self._accounts(parts)
         parts = list(parts)  # the caller's list stays as it was
         rng = np.random.default_rng(self.config.seed)
-        body = cKDTree(self.c.points[~self._in_parts(parts)])
         proposed: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # by `Accounts.key`
         for _ in range(SPLIT_ROUNDS):
             claim = accounts.claim()
             options = []
             for i in range(len(parts)):
                 if accounts.key(i) not in proposed:
-                    proposed[accounts.key(i)] = self._split_proposals(accounts, i, claim, body, rng)
+                    proposed[accounts.key(i)] = self._split_proposals(accounts, i, claim, rng)
                 for keep, new, M in proposed[accounts.key(i)]:  # priced again after every split: claims change
                     change = accounts.split_change(i, keep, new, M) + EQUIVALENT * len(new)
                     options.append((change, i, keep, new, M))
@@ -555,17 +554,14 @@ class Discovery:
             parts.append(self.part(new, M, split=False))
         return parts
 
-    def _split_proposals(self, accounts: Accounts, i: int, claim: np.ndarray, body: cKDTree,
-                         rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _split_proposals(self, accounts: Accounts, i: int, claim: np.ndarray, rng: np.random.Generator
+                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Candidate splits of part i: (samples kept under its motion, samples of a new part, its motion M). Each of
         the SPLIT_PIECES largest connected pieces of the part's samples that its motion leaves unsupported (hidden or
         seen through, claims counted) is searched for a motion as `settle` searches a part's, but with every part's
-        claims counted (the piece must explain surface that no part explains yet), among the motions that keep the
-        piece attached to the static body (its samples `body`, `parts.attachment`) at least as well as the part's
-        motion does, or slide it engaged, as `settle` allows: a drawer's tray, hidden under its true slide, is not
-        carried onto surface that another part's error left unexplained. The part's samples are then labelled
-        between the two motions (`parts.labelling`: a hidden tray follows its front) and the largest connected
-        piece of the new motion's samples is the new part."""
+        claims counted (the piece must explain surface that no part explains yet); the part's samples are then
+        labelled between the two motions (`parts.labelling`: a hidden tray follows its front) and the largest
+        connected piece of the new motion's samples is the new part."""
         region, T = accounts.regions[i], accounts.motions[i]
         own = claimed_cost(accounts.landings[i], claim, i + 1, self.static_o)
         unsupported = region[own >= HIDDEN_COST]
@@ -575,14 +571,8 @@ class Discovery:
                 break
             piece = unsupported[piece]
             sample = rng.permutation(piece)[:SETTLE_POINTS]
-            part = self.part(piece, T, split=False)
-            options = self._options(part, sample[:SETTLE_FIT_POINTS], True, box_frame(self.c.points[sample]))[1:]
-            touching = contact(part.points, body, self.host_reach)
-            limit = attachment(T, touching) + self.tolerance
-            options = [M for M in options if attachment(M, touching) <= limit or
-                       (is_translation(M) and engaged(M, part.points, self.host_reach))]
-            if not options:
-                continue
+            options = self._options(self.part(piece, T, split=False), sample[:SETTLE_FIT_POINTS], True,
+                                    box_frame(self.c.points[sample]))[1:]
             costs = [claimed_cost(self._landing(M, sample), claim, 0, self.static_o).sum() for M in options]
             M = options[int(np.argmin(costs))]
             theirs = claimed_cost(self._landing(M, region), claim, 0, self.static_o)
