@@ -131,36 +131,6 @@ class Accounts:
         del self.regions[j], self.motions[j], self._keys[j]
         self._now = None
 
-    def key(self, i: int) -> int:
-        """A name of part i as it is now (it changes when the part does)."""
-        return self._keys[i]
-
-    def claim(self) -> np.ndarray:
-        """(S_o,) the part (1-based; 0: none) that claims each of the other state's samples now."""
-        return owners(self.dist, self.reach)
-
-    def _split(self, i: int, keep: np.ndarray, new: np.ndarray, M: np.ndarray) -> tuple[list[Landing], np.ndarray]:
-        """Landings and claim distances once part i keeps the samples `keep` under its motion and a new last part
-        takes the samples `new` under motion M."""
-        landings, dist = list(self.landings), self.dist.copy()
-        landings[i], dist[i] = self.land(self.motions[i], keep), self.distances(self.motions[i], keep)
-        return landings + [self.land(M, new)], np.vstack([dist, self.distances(M, new)[None]])
-
-    def split_change(self, i: int, keep: np.ndarray, new: np.ndarray, M: np.ndarray) -> float:
-        """How the total changes when part i keeps the samples `keep` and a new part takes `new` moving by M."""
-        if self._now is None:
-            self._now = self.total()
-        return self.total(*self._split(i, keep, new, M)) - self._now
-
-    def split(self, i: int, keep: np.ndarray, new: np.ndarray, M: np.ndarray) -> None:
-        """Part i keeps the samples `keep`; a new last part takes `new` moving by M."""
-        self.landings, self.dist = self._split(i, keep, new, M)
-        self.regions[i], self._keys[i] = keep, max(self._keys) + 1
-        self.regions.append(new)
-        self.motions.append(M)
-        self._keys.append(max(self._keys) + 1)
-        self._now = None
-
     def give(self, i: int, host: int) -> None:
         """Part i given to `host` (-1: the static body); `host` is an index before the removal."""
         self.landings, self.dist, _ = self._given(i, host)

@@ -33,7 +33,7 @@ from parts.joints import JOINT_TYPES, JointFit, assign_types, fit_joints, prefer
 from parts.labelling import data_costs, potts_labels, seeded_labels, turn
 from parts.motion import (Box, Side, along_axis, along_box, axis_scan, box_frame, compass_search, fit_facing,
                           hinge_scan, invert, is_translation, moved_apart)
-from parts.observation import FREE, HIDDEN_COST, SUPPORTED, Observation, View
+from parts.observation import FREE, SUPPORTED, Observation, View
 from parts.refine import RegionSplitter, connected_pieces
 from parts.samples import Samples, measured_tolerance
 from parts.selection import Selector
@@ -56,8 +56,6 @@ SLIDE_STEP = 4.0  # voxels: the first step of `slide`'s search; it stops below a
 HINGE_STEP, HINGE_FINE = np.radians(10.0), np.radians(0.5)  # `hinge_scan`'s angle step and where its refinement stops
 HINGE_STARTS = 4  # rotations about the part's box edges, the cheapest, refitted in `settle`
 ABSORB_ROUNDS = 3  # further rounds of absorb (then settle of the parts that grew) once the parts have settled
-SPLIT_PIECES = 2  # unsupported pieces of a part, the largest, that `split` searches for a motion of their own
-SPLIT_ROUNDS = 4  # at most this many parts split off by `split` (each split is priced on the whole labelling)
 HOST_REACH = 4.0  # voxels: a part may join another within this distance (the faces of a door or drawer front lie a
 # board's thickness apart when the edges between them are not seen)
 
@@ -246,9 +244,6 @@ class Discovery:
             parts = self.absorb(regrouped)
             parts = self.settle(parts, only=[k for k, part in enumerate(parts)
                                              if not any(part is old for old in regrouped)])
-        split = self.split(parts)
-        if len(split) > len(parts):  # the new parts and those they left: settle them
-            parts = self.settle(split, only=[k for k, part in enumerate(split) if not any(part is old for old in parts)])
         parts = self.keep_requested(parts)
         for part in parts:
             self.fit_joints(part)
@@ -524,66 +519,6 @@ class Discovery:
             parts[i] = union
             del parts[j]
         return parts
-
-    def split(self, parts: list[Part]) -> list[Part]:
-        """Parts split in two while one more motion lowers the whole labelling's cost (`parts.accounts`; less the
-        surface noise, EQUIVALENT per sample of the new part), the split giving the largest drop first: the converse
-        of `regroup`. Where two drawers that slide unalike were labelled one part, the part's motion explains one
-        of them and leaves the other's front unsupported; that front is what no single motion can explain.
-        `_split_proposals` gives each part's candidate splits."""
-        accounts = self._accounts(parts)
-        parts = list(parts)  # the caller's list stays as it was
-        rng = np.random.default_rng(self.config.seed)
-        proposed: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}  # by `Accounts.key`
-        for _ in range(SPLIT_ROUNDS):
-            claim = accounts.claim()
-            options = []
-            for i in range(len(parts)):
-                if accounts.key(i) not in proposed:
-                    proposed[accounts.key(i)] = self._split_proposals(accounts, i, claim, rng)
-                for keep, new, M in proposed[accounts.key(i)]:  # priced again after every split: claims change
-                    change = accounts.split_change(i, keep, new, M) + EQUIVALENT * len(new)
-                    options.append((change, i, keep, new, M))
-            if not options or min(options, key=lambda o: o[0])[0] >= 0:
-                break
-            drop, i, keep, new, M = min(options, key=lambda o: o[0])
-            self.stats.setdefault("split", []).append({"samples": [int(len(keep)), int(len(new))],
-                                                       "drop": round(float(-drop), 1)})
-            accounts.split(i, keep, new, M)
-            parts[i] = self.part(keep, parts[i].rigid_transform, split=parts[i].split)
-            parts.append(self.part(new, M, split=False))
-        return parts
-
-    def _split_proposals(self, accounts: Accounts, i: int, claim: np.ndarray, rng: np.random.Generator
-                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Candidate splits of part i: (samples kept under its motion, samples of a new part, its motion M). Each of
-        the SPLIT_PIECES largest connected pieces of the part's samples that its motion leaves unsupported (hidden or
-        seen through, claims counted) is searched for a motion as `settle` searches a part's, but with every part's
-        claims counted (the piece must explain surface that no part explains yet); the part's samples are then
-        labelled between the two motions (`parts.labelling`: a hidden tray follows its front) and the largest
-        connected piece of the new motion's samples is the new part."""
-        region, T = accounts.regions[i], accounts.motions[i]
-        own = claimed_cost(accounts.landings[i], claim, i + 1, self.static_o)
-        unsupported = region[own >= HIDDEN_COST]
-        proposals = []
-        for piece in connected_pieces(self.c.points[unsupported], self.reach)[:SPLIT_PIECES]:
-            if len(piece) < self.config.open_cost:
-                break
-            piece = unsupported[piece]
-            sample = rng.permutation(piece)[:SETTLE_POINTS]
-            options = self._options(self.part(piece, T, split=False), sample[:SETTLE_FIT_POINTS], True,
-                                    box_frame(self.c.points[sample]))[1:]
-            costs = [claimed_cost(self._landing(M, sample), claim, 0, self.static_o).sum() for M in options]
-            M = options[int(np.argmin(costs))]
-            theirs = claimed_cost(self._landing(M, region), claim, 0, self.static_o)
-            costs = np.stack([own, theirs])
-            labels = potts_labels(costs, self.c.voxels[region], self.config.smoothness,
-                                  seeded_labels(costs, self.c.points[region]))
-            new = region[labels == 1]
-            pieces = connected_pieces(self.c.points[new], self.reach)
-            if pieces and self.config.open_cost <= len(pieces[0]) < len(region):
-                proposals.append((np.setdiff1d(region, new[pieces[0]]), new[pieces[0]], M))
-        return proposals
 
     def _accounts(self, parts: list[Part]) -> Accounts:
         """The whole labelling's accounts (`parts.accounts`) with `parts` and the static body."""
